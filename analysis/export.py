@@ -1,0 +1,278 @@
+"""Stored studies -> the standard layout under OUTPUT_DIR.
+
+Per experiment: ``experiments/{experiment}_results.json``, ``experiments/{experiment}_training_losses.png``,
+``best_model_{experiment}.pt``. Per batch: ``experiments/batch_results.json``,
+``experiments/experiment_comparison.csv`` (+ ``.png``), and ``experiments/trials.parquet`` and
+``experiments/history.parquet``. Every file is written atomically (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from ray import tune
+
+from analysis.load import HISTORY_COLUMNS, find_runs, load_run, load_runs, read_study_file
+from analysis.plots import plot_comparison, plot_training_losses
+from slm_tune.errors import UserError
+
+METRICS = ["total_params", "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss",
+           "best_val_bpb", "tokens_per_s"]
+CSV_COLUMNS = ["experiment", "study", "status"] + METRICS + ["runs"]
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(_clean(data), indent=2))
+
+
+def _clean(x: Any) -> Any:
+    """JSON without NaN: non-finite numbers become null, numpy scalars plain numbers."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if x is pd.NA or x is pd.NaT:
+        return None
+    return x
+
+
+def _atomic(path: Path, writer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    writer(tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- best checkpoints
+
+def best_checkpoint(trial_path: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The trial's stored checkpoint with the lowest validation loss, and its training state."""
+    best = None
+    for d in sorted(Path(trial_path).glob("checkpoint_*")):
+        try:
+            saved = torch.load(d / "state.pt", map_location="cpu", weights_only=False)
+        except Exception:
+            continue  # incomplete or damaged: never used
+        hist = saved["state"]["history"]
+        val = hist[-1]["val_loss"] if hist else math.inf
+        if val is None or not math.isfinite(val):
+            continue
+        if best is None or val < best[2]:
+            best = (d, saved, val)
+    return (best[0], best[1]) if best else None
+
+
+def export_best_model(trials: pd.DataFrame, path: Path) -> dict[str, Any] | None:
+    """Write best_model_{experiment}.pt from the best checkpoint over the experiment's trials."""
+    found = []
+    for tp in trials["trial_path"]:
+        ck = best_checkpoint(tp)
+        if ck:
+            found.append(ck)
+    if not found:
+        return None
+    directory, saved = min(found, key=lambda ck: ck[1]["state"]["history"][-1]["val_loss"])
+    last = saved["state"]["history"][-1]
+    info = {"iteration": last["iteration"], "val_loss": last["val_loss"], "val_bpb": last["val_bpb"],
+            "checkpoint": str(directory)}
+    payload = {"model": saved["model"], "config": saved["config"], "tokenizer": saved["tokenizer"],
+               "vocab_size": saved["config"]["vocab_size"], **info}
+    _atomic(path, lambda tmp: torch.save(payload, tmp))
+    return info
+
+
+def _sample(path: Path) -> str | None:
+    from analysis.samples import SAMPLE_PROMPT, generate_text, load_model
+
+    try:
+        model, config, _ = load_model(path)
+        return generate_text(model, config.vocab_size, SAMPLE_PROMPT, seed=0)
+    except Exception:
+        return None
+
+
+# ----------------------------------------------------------------------------- tables
+
+def summarize(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per experiment: the mean over its runs, `<metric>_std` and `runs` when repeated."""
+    rows = []
+    repeated = bool(len(trials)) and trials.groupby("experiment").size().max() > 1
+    for experiment, g in trials.groupby("experiment", sort=False):
+        statuses = sorted(set(g["status"]))
+        row = {"experiment": experiment, "study": ",".join(sorted(set(g["study"]))),
+               "status": statuses[0] if len(statuses) == 1 else "/".join(statuses), "runs": len(g)}
+        for m in METRICS:
+            values = pd.to_numeric(g[m], errors="coerce")
+            row[m] = values.mean()
+            if repeated:
+                row[f"{m}_std"] = values.std(ddof=1) if values.notna().sum() > 1 else 0.0
+        row["entropy_bpb"] = g["entropy_bpb"].dropna().iloc[0] if g["entropy_bpb"].notna().any() else None
+        rows.append(row)
+    columns = CSV_COLUMNS + ([f"{m}_std" for m in METRICS] if repeated else []) + ["entropy_bpb"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _trial_record(row: pd.Series, history: pd.DataFrame) -> dict[str, Any]:
+    h = history[(history["run"] == row["run"]) & (history["experiment"] == row["experiment"])
+                & (history["seed"] == row["seed"])]
+    record = {k: row[k] for k in row.index if k != "config"}
+    record["config"] = row["config"]
+    record["history"] = h[HISTORY_COLUMNS].to_dict("records")
+    return record
+
+
+def experiment_record(experiment: str, trials: pd.DataFrame, history: pd.DataFrame,
+                      sample: str | None, best: dict[str, Any] | None) -> dict[str, Any]:
+    """The {experiment}_results.json document: one run's results, or the mean of repeated runs."""
+    summary = summarize(trials).iloc[0].to_dict()
+    runs = [_trial_record(r, history) for _, r in trials.iterrows()]
+    first = runs[0]
+    record = {
+        "experiment": experiment, "study": summary["study"], "config": first["config"],
+        **{m: summary[m] for m in METRICS},
+        "non_embedding_params": first["non_embedding_params"],
+        "history": first["history"] if len(runs) == 1 else _mean_history(history),
+        "dataset": first["dataset"], "tokenizer": first["tokenizer"], "status": summary["status"],
+        "seed": first["seed"] if len(runs) == 1 else [r["seed"] for r in runs],
+        "trial_id": first["trial_id"] if len(runs) == 1 else [r["trial_id"] for r in runs],
+        "trial_path": first["trial_path"] if len(runs) == 1 else [r["trial_path"] for r in runs],
+        "error": first["error"] if len(runs) == 1 else [r["error"] for r in runs],
+        "entropy_bpb": summary["entropy_bpb"], "precision": first["precision"],
+        "iterations": first["iterations"], "best_checkpoint": best, "sample": sample, "runs": len(runs),
+    }
+    if len(runs) > 1:
+        record.update({f"{m}_std": summary[f"{m}_std"] for m in METRICS})
+        record["per_run"] = runs
+    return record
+
+
+def _mean_history(history: pd.DataFrame) -> list[dict[str, Any]]:
+    cols = [c for c in HISTORY_COLUMNS if c != "iteration"]
+    mean = history.groupby("iteration")[cols].mean().reset_index()
+    return mean[HISTORY_COLUMNS].to_dict("records")
+
+
+# ----------------------------------------------------------------------------- the layout
+
+def export_experiment(experiment: str, trials: pd.DataFrame, history: pd.DataFrame, output_dir: Path) -> dict[str, Any]:
+    """The per-experiment files: results JSON, loss plot, best model (with a sample)."""
+    exp_dir = output_dir / "experiments"
+    t = trials[trials["experiment"] == experiment]
+    h = history[history["experiment"] == experiment]
+    model_path = output_dir / f"best_model_{experiment}.pt"
+    best = export_best_model(t, model_path)
+    sample = _sample(model_path) if best else None
+    record = experiment_record(experiment, t, h, sample, best)
+    write_json(exp_dir / f"{experiment}_results.json", record)
+    if len(h):
+        params = t["total_params"].dropna()
+        title = (f"{experiment} on {record['dataset']}"
+                 + (f", {params.iloc[0] / 1e6:.1f}M parameters" if len(params) else ""))
+        _atomic(exp_dir / f"{experiment}_training_losses.png",
+                lambda tmp: plot_training_losses(h, title, tmp))
+    return record
+
+
+def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterable[str] | None = None) -> dict[str, Any]:
+    """Every layout file for these study runs (newest run of an experiment wins)."""
+    output_dir = Path(output_dir)
+    trials, history = load_runs(runs)
+    if trials.empty:
+        raise UserError(f"no stored study results under {output_dir}; run a study first, e.g. `python studies.py quick`")
+    exp_dir = output_dir / "experiments"
+    records = [export_experiment(e, trials, history, output_dir) for e in trials["experiment"].unique()]
+    summary = summarize(trials)
+    csv_cols = [c for c in summary.columns if c != "entropy_bpb"]
+    _atomic(exp_dir / "experiment_comparison.csv", lambda tmp: summary[csv_cols].to_csv(tmp, index=False))
+    flat = trials.drop(columns=["config"])
+    _atomic(exp_dir / "trials.parquet", lambda tmp: flat.to_parquet(tmp, index=False))
+    _atomic(exp_dir / "history.parquet", lambda tmp: history.to_parquet(tmp, index=False))
+    studies = [{**{k: v for k, v in read_study_file(r).items() if k not in ("configs",)}, "run_dir": str(r)} for r in runs]
+    batch = {"study": label, "command": list(command) if command else None,
+             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "studies": studies,
+             "trials": [_trial_record(r, history) for _, r in trials.iterrows()],
+             "experiments": records}
+    write_json(exp_dir / "batch_results.json", batch)
+    title = f"{label}: {len(summary)} experiments" + (f" on {trials['dataset'].iloc[0]}" if trials["dataset"].nunique() == 1 else "")
+    _atomic(exp_dir / "experiment_comparison.png",
+            lambda tmp: plot_comparison(summary, history, title, tmp))
+    return {"csv": exp_dir / "experiment_comparison.csv", "table": format_table(summary),
+            "summary": summary, "trials": trials, "history": history}
+
+
+def format_table(summary: pd.DataFrame) -> str:
+    cols = ["experiment", "status", "runs", "total_params", "training_time_s", "final_val_loss",
+            "best_val_loss", "best_val_bpb", "tokens_per_s"]
+    view = summary[cols].copy()
+    view["total_params"] = view["total_params"].map(lambda v: f"{v / 1e6:.2f}M" if pd.notna(v) else "-")
+    view["training_time_s"] = view["training_time_s"].map(lambda v: f"{v:.0f}s" if pd.notna(v) else "-")
+    view["tokens_per_s"] = view["tokens_per_s"].map(lambda v: f"{v:,.0f}" if pd.notna(v) else "-")
+    for c in ("final_val_loss", "best_val_loss", "best_val_bpb"):
+        view[c] = view[c].map(lambda v: f"{v:.4f}" if pd.notna(v) else "-")
+    return view.sort_values("best_val_bpb").to_string(index=False)
+
+
+def export_study(results: tune.ResultGrid, output_dir: Path, study: str, command: Iterable[str] | None = None) -> dict[str, Any]:
+    """The layout for one finished (or stopped) study run, from its ResultGrid."""
+    return export_runs([Path(results.experiment_path)], output_dir, study, command)
+
+
+def compare(output_dir: Path, studies: list[str] | None = None) -> dict[str, Any]:
+    """Rebuild the batch files from every study stored under OUTPUT_DIR (no Ray cluster needed)."""
+    runs = find_runs(output_dir, studies)
+    if not runs:
+        which = f" for {', '.join(studies)}" if studies else ""
+        raise UserError(f"no stored studies{which} under {output_dir}; run one first (e.g. `python studies.py quick`) "
+                        "or point --output-dir at the folder you ran it in")
+    label = ",".join(studies) if studies else "compare"
+    return export_runs(runs, output_dir, label)
+
+
+class ResultsExporter(tune.Callback):
+    """Writes an experiment's files as soon as its trial ends, not only at the end of the study."""
+
+    def __init__(self, output_dir: Path, study: str):
+        self.output_dir = Path(output_dir).resolve()
+        self.study = study
+
+    def _export(self, trial) -> None:
+        try:
+            run_dir = Path(trial.path).parent
+            trials, history = load_run(run_dir)
+            experiment = trial.config["experiment"]
+            done = trials[trials["experiment"] == experiment]
+            if len(done):
+                export_experiment(experiment, done, history, self.output_dir)
+        except Exception:
+            pass  # the study's final export writes everything again; never stop a study for this
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._export(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._export(trial)

@@ -1,0 +1,185 @@
+"""Stored studies -> pandas DataFrames, without a running Ray cluster.
+
+A run directory (``OUTPUT_DIR/ray_results/STUDY``) holds Ray's experiment state, one folder per
+trial (params.json, result.json, checkpoints, error.txt) and slm-tune's ``study.json`` (the
+study's resolved experiment configs, command line and machine). Ray 2.60 reads a stored
+experiment with ``tune.ExperimentAnalysis``; this module uses it for trial statuses and errors,
+and reads each trial's reports from its ``result.json`` (so an interrupted study, whose
+experiment-state snapshot can lag behind, still shows every report that reached the disk).
+
+Two tables come out:
+- trials: one row per trial (the seed's key metrics and more), see TRIAL_COLUMNS;
+- history: one row per trial per eval interval (iteration, train_loss, val_loss, val_bpb, lr, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+STUDY_FILE = "study.json"
+HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s"]
+TRIAL_COLUMNS = [
+    "experiment", "study", "run", "seed", "status", "error", "total_params", "non_embedding_params",
+    "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_bpb",
+    "tokens_per_s", "iterations", "max_iters", "dataset", "tokenizer", "precision", "entropy_bpb",
+    "trial_id", "trial_path", "ended_at",
+]
+_RAY_STATUS = {"ERROR": "errored", "RUNNING": "interrupted", "PENDING": "interrupted", "PAUSED": "interrupted"}
+
+
+def read_study_file(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / STUDY_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _reports(trial_dir: Path) -> list[dict[str, Any]]:
+    """Every report in the trial's result.json; a resumed trial's redone iterations count once."""
+    path = trial_dir / "result.json"
+    by_iteration: dict[int, dict[str, Any]] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash
+        if "iteration" in r:
+            by_iteration[int(r["iteration"])] = r
+    return [by_iteration[k] for k in sorted(by_iteration)]
+
+
+def _ray_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Ray's view of each trial (status, error), keyed by trial directory name."""
+    from ray import tune
+
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        analysis = tune.ExperimentAnalysis(str(run_dir))
+    except Exception:
+        return out
+    for t in analysis.trials:
+        error = None
+        if t.status == "ERROR":
+            error = _first_error_line(Path(t.path)) if t.path else None
+        out[Path(t.path).name if t.path else str(t)] = {"ray_status": t.status, "trial_id": t.trial_id,
+                                                       "error": error}
+    return out
+
+
+def _first_error_line(trial_dir: Path) -> str | None:
+    for name in ("error.txt", "error.pkl"):
+        f = trial_dir / name
+        if f.is_file() and name.endswith(".txt"):
+            lines = [ln.strip() for ln in f.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+            # The exception's own message is the last line of a traceback.
+            for line in reversed(lines):
+                if not line.startswith(("File ", "^", "~", "Traceback", "During handling", "The above")):
+                    return line[:300]
+    return "errored (no error text was stored)"
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, history) DataFrames of one stored study run."""
+    run_dir = Path(run_dir)
+    meta = read_study_file(run_dir)
+    configs = meta.get("configs", {})
+    study = meta.get("study", run_dir.name)
+    ray_view = _ray_trials(run_dir)
+    trials, history = [], []
+    trial_dirs = sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists())
+    for tdir in trial_dirs:
+        params = json.loads((tdir / "params.json").read_text(encoding="utf-8"))
+        experiment = params.get("experiment", tdir.name)
+        reports = _reports(tdir)
+        last = reports[-1] if reports else {}
+        config = dict(configs.get(experiment, {}))
+        if "seed" in params:
+            config["seed"] = params["seed"]
+        ray_info = ray_view.get(tdir.name, {})
+        ray_status = ray_info.get("ray_status")
+        status = _status(last, ray_status, config)
+        vals = [_finite(r.get("val_loss")) for r in reports]
+        vals = [v for v in vals if v is not None]
+        bpbs = [_finite(r.get("val_bpb")) for r in reports]
+        bpbs = [v for v in bpbs if v is not None]
+        trials.append({
+            "experiment": experiment, "study": study, "run": run_dir.name,
+            "seed": config.get("seed", last.get("seed")), "status": status,
+            "error": ray_info.get("error") if status == "errored" else None,
+            "total_params": last.get("total_params"), "non_embedding_params": last.get("non_embedding_params"),
+            "training_time_s": last.get("elapsed_s"), "final_train_loss": _finite(last.get("train_loss")),
+            "final_val_loss": _finite(last.get("val_loss")), "best_val_loss": min(vals) if vals else None,
+            "best_val_bpb": min(bpbs) if bpbs else None, "tokens_per_s": last.get("tokens_per_s"),
+            "iterations": last.get("iteration", 0), "max_iters": config.get("max_iters"),
+            "dataset": config.get("dataset"), "tokenizer": meta.get("tokenizers", {}).get(experiment),
+            "precision": last.get("precision"), "entropy_bpb": meta.get("entropy_bpb", {}).get(experiment),
+            "trial_id": ray_info.get("trial_id", last.get("trial_id")), "trial_path": str(tdir),
+            "ended_at": last.get("timestamp"), "config": config,
+        })
+        for r in reports:
+            history.append({"experiment": experiment, "study": study, "run": run_dir.name,
+                            "seed": trials[-1]["seed"], "trial_id": trials[-1]["trial_id"],
+                            **{k: r.get(k) for k in HISTORY_COLUMNS}})
+    trial_df = pd.DataFrame(trials, columns=TRIAL_COLUMNS + ["config"])
+    history_df = pd.DataFrame(history, columns=["experiment", "study", "run", "seed", "trial_id"] + HISTORY_COLUMNS)
+    return trial_df, history_df
+
+
+def _status(last: dict[str, Any], ray_status: str | None, config: dict[str, Any]) -> str:
+    if ray_status == "ERROR":
+        return "errored"
+    reported = last.get("status")
+    if reported == "diverged":
+        return "diverged"
+    if reported == "finished":
+        return "finished"
+    if ray_status == "TERMINATED":
+        return "stopped early"  # ended before max_iters: the scheduler stopped it
+    return _RAY_STATUS.get(ray_status or "", "interrupted")
+
+
+def find_runs(output_dir: str | Path, studies: list[str] | None = None) -> list[Path]:
+    """Every stored study run under OUTPUT_DIR/ray_results (or a storage path), oldest first."""
+    root = Path(output_dir)
+    root = root / "ray_results" if (root / "ray_results").is_dir() else root
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and (p / STUDY_FILE).is_file()]
+    if studies:
+        runs = [p for p in runs if read_study_file(p).get("study") in studies]
+    return sorted(runs, key=lambda p: read_study_file(p).get("started_at", ""))
+
+
+def load_runs(runs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Many runs; where an experiment (and seed) ran more than once, the newest run wins."""
+    frames = [load_run(r) for r in runs]
+    if not frames:
+        return pd.DataFrame(columns=TRIAL_COLUMNS + ["config"]), pd.DataFrame(columns=HISTORY_COLUMNS)
+    trials = pd.concat([f[0] for f in frames], ignore_index=True)
+    history = pd.concat([f[1] for f in frames], ignore_index=True)
+    # Newest wins: runs are in start order, so keep the last row per experiment and seed
+    # (an interrupted later run replaces an earlier one only where it has any report).
+    has_reports = trials["iterations"].fillna(0) > 0
+    trials = trials[has_reports | ~trials.duplicated(["experiment", "seed"], keep=False)]
+    trials = trials.drop_duplicates(["experiment", "seed"], keep="last").reset_index(drop=True)
+    keep = set(zip(trials["run"], trials["experiment"], trials["seed"]))
+    mask = [(r, e, s) in keep for r, e, s in zip(history["run"], history["experiment"], history["seed"])]
+    return trials, history[mask].reset_index(drop=True)

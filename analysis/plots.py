@@ -1,0 +1,144 @@
+"""The layout's plots: one loss plot per experiment, and the comparison figure of a batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed, and safe in Ray workers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+COMPARISON_PANELS = (
+    "Best validation loss", "Best validation bits per byte", "Parameters", "Training time",
+    "Validation curves", "Training loss curves", "Quality vs training time", "Quality vs parameters",
+)
+
+
+def _short(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:g}"
+
+
+def plot_training_losses(history: pd.DataFrame, title: str, path: Path) -> plt.Figure:
+    """Train and validation loss against iteration; one faint line per seed when repeated."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    seeds = sorted(history["seed"].dropna().unique()) if len(history) else []
+    many = len(seeds) > 1
+    for i, seed in enumerate(seeds or [None]):
+        h = history if seed is None else history[history["seed"] == seed]
+        h = h.sort_values("iteration")
+        suffix = f" (seed {int(seed)})" if many else ""
+        alpha = 0.35 if many else 1.0
+        ax.plot(h["iteration"], h["train_loss"], color="tab:blue", alpha=alpha, marker="o", ms=3,
+                label=f"train{suffix}" if not many or i == 0 else None)
+        ax.plot(h["iteration"], h["val_loss"], color="tab:orange", alpha=alpha, marker="o", ms=3,
+                label=f"validation{suffix}" if not many or i == 0 else None)
+    if many:
+        mean = history.groupby("iteration")[["train_loss", "val_loss"]].mean()
+        ax.plot(mean.index, mean["train_loss"], color="tab:blue", lw=2.5, label=f"train, mean of {len(seeds)}")
+        ax.plot(mean.index, mean["val_loss"], color="tab:orange", lw=2.5, label=f"validation, mean of {len(seeds)}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+    return fig
+
+
+def _pareto(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats on both x and y (lower is better), by x."""
+    order = np.argsort(x)
+    front, best = [], np.inf
+    for i in order:
+        if y[i] < best:
+            front.append(i)
+            best = y[i]
+    return np.array(front, dtype=int)
+
+
+def _bars(ax, names, values, errors, title, ylabel, fmt="{:.3f}", floor=None):
+    colors = plt.cm.tab10(np.arange(len(names)) % 10)
+    ax.bar(names, values, yerr=errors if errors is not None and np.nansum(errors) > 0 else None,
+           color=colors, capsize=4)
+    for i, v in enumerate(values):
+        if np.isfinite(v):
+            ax.annotate(fmt.format(v), (i, v), ha="center", va="bottom", fontsize=8,
+                        xytext=(0, 2), textcoords="offset points")
+    finite = [v for v in values if np.isfinite(v)]
+    if finite and ("loss" in ylabel or "bits" in ylabel):
+        low = min(finite + ([floor] if floor else []))
+        ax.set_ylim(low * 0.9, max(finite) * 1.05)
+    if floor:
+        ax.axhline(floor, color="black", ls="--", lw=1, label=f"corpus entropy {floor:.3f}")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=35, labelsize=8)
+    for label in ax.get_xticklabels():
+        label.set_ha("right")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_comparison(summary: pd.DataFrame, history: pd.DataFrame, title: str, path: Path) -> plt.Figure:
+    """The batch at a glance: eight panels, named in COMPARISON_PANELS (in order)."""
+    summary = summary.sort_values("best_val_bpb", na_position="last").reset_index(drop=True)
+    names = list(summary["experiment"])
+    color = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    fig, axes = plt.subplots(2, 4, figsize=(22, 10))
+    ax = axes.ravel()
+    std = lambda col: summary[f"{col}_std"].to_numpy(float) if f"{col}_std" in summary else None  # noqa: E731
+    floor = summary["entropy_bpb"].dropna().unique() if "entropy_bpb" in summary else []
+    floor = float(floor[0]) if len(floor) == 1 else None
+    _bars(ax[0], names, summary["best_val_loss"].to_numpy(float), std("best_val_loss"),
+          COMPARISON_PANELS[0], "loss (nats per token)")
+    _bars(ax[1], names, summary["best_val_bpb"].to_numpy(float), std("best_val_bpb"),
+          COMPARISON_PANELS[1], "bits per byte (comparable across vocabularies)", floor=floor)
+    _bars(ax[2], names, summary["total_params"].to_numpy(float), None, COMPARISON_PANELS[2],
+          "parameters", fmt="{:.3g}")
+    ax[2].set_ylim(0, summary["total_params"].max() * 1.15 if len(summary) else 1)
+    _bars(ax[3], names, summary["training_time_s"].to_numpy(float) / 60, None,
+          COMPARISON_PANELS[3], "minutes", fmt="{:.1f}")
+    ax[3].set_ylim(0, (summary["training_time_s"].max() / 60) * 1.15 if len(summary) else 1)
+    for n in names:
+        h = history[history["experiment"] == n]
+        if len(h):
+            mean = h.groupby("iteration")[["val_bpb", "train_loss"]].mean()
+            ax[4].plot(mean.index, mean["val_bpb"], marker="o", ms=3, color=color[n], label=n)
+            ax[5].plot(mean.index, mean["train_loss"], marker="o", ms=3, color=color[n], label=n)
+    if floor:
+        ax[4].axhline(floor, color="black", ls="--", lw=1, label="corpus entropy")
+    ax[4].set(title=COMPARISON_PANELS[4], xlabel="iteration", ylabel="validation bits per byte")
+    ax[5].set(title=COMPARISON_PANELS[5], xlabel="iteration", ylabel="training loss (nats per token)")
+    for a in ax[4:6]:
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3)
+    for a, col, label, scale in ((ax[6], "training_time_s", "training time (minutes)", 1 / 60),
+                                 (ax[7], "total_params", "parameters", 1.0)):
+        ok = summary[["best_val_bpb", col]].notna().all(axis=1).to_numpy()
+        x = summary[col].to_numpy(float)[ok] * scale
+        y = summary["best_val_bpb"].to_numpy(float)[ok]
+        labels = [n for n, k in zip(names, ok) if k]
+        for xi, yi, n in zip(x, y, labels):
+            a.scatter(xi, yi, color=color[n], s=50, zorder=3)
+            a.annotate(n, (xi, yi), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        if len(x):
+            front = _pareto(x, y)
+            a.step(x[front], y[front], where="post", color="black", lw=1, ls="--", label="Pareto front")
+            a.legend(fontsize=8)
+        a.set(title=COMPARISON_PANELS[6 if col == "training_time_s" else 7], xlabel=label,
+              ylabel="best validation bits per byte")
+        a.grid(alpha=0.3)
+    ax[7].set_xscale("log")
+    fig.suptitle(title, fontsize=14)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+    return fig

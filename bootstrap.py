@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""Set up slm-tune from nothing and run something in it: one command, any OS.
+
+    python bootstrap.py                 set up, then run the quick study (the main job)
+    python bootstrap.py test            set up, then run the test suite
+    python bootstrap.py bench [--smoke] set up, then run the benchmark
+    python bootstrap.py -- ARGS...      set up, then `python studies.py ARGS...`
+
+Setup makes a virtual environment in .venv (once), installs torch==2.13.0 (the CPU build; an
+unpinned torch would pull a CUDA build of several GB), then this project with its test extras.
+A marker file skips the installs when nothing changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+TORCH = "torch==2.13.0"
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def run(cmd: list[str], **kw) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def setup() -> Path:
+    py = venv_python()
+    if not py.exists():
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp = hashlib.sha256((TORCH + (ROOT / "pyproject.toml").read_text()).encode()).hexdigest()
+    marker = VENV / ".slm-tune-installed"
+    if not marker.exists() or marker.read_text() != stamp:
+        run([py, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+        run([py, "-m", "pip", "install", "--quiet", TORCH])
+        run([py, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]"])
+        marker.write_text(stamp)
+    return py
+
+
+def main(argv: list[str]) -> int:
+    py = setup()
+    what = argv[0] if argv else "quick"
+    if what == "test":
+        cmd = [py, "-m", "pytest", *argv[1:]]
+    elif what == "bench":
+        cmd = [py, str(ROOT / "bench" / "bench.py"), *argv[1:]]
+    elif what == "--":
+        cmd = [py, str(ROOT / "studies.py"), *argv[1:]]
+    else:
+        cmd = [py, str(ROOT / "studies.py"), *argv]
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run([str(c) for c in cmd], cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,280 @@
+"""Named experiments: one frozen dataclass and the registry of the seed's 14 experiments.
+
+`ExperimentConfig` is the single source of truth for every setting a run uses. It validates itself
+on construction, so a bad value from code, an experiments file or `--set` fails the same way, with
+a message naming the field, the value and the rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from slm_tune.errors import UserError, closest
+
+GPT2_VOCAB_SIZE = 50_257  # 50,256 BPE ranks + <|endoftext|>
+MIN_VOCAB_SIZE = 257  # the 256 byte tokens + <|endoftext|>: the smallest lossless vocabulary
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "baseline"
+    description: str = ""
+    # model
+    vocab_size: int = GPT2_VOCAB_SIZE
+    n_embd: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    block_size: int = 128
+    dropout: float = 0.0
+    # optimisation
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    min_lr_ratio: float = 0.1  # cosine decay ends at learning_rate * min_lr_ratio
+    warmup_iters: int = 100
+    max_iters: int = 1500
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 turns clipping off
+    # evaluation
+    eval_interval: int = 100
+    eval_iters: int = 16
+    # data
+    dataset: str = "storyworld"
+    data_fraction: float = 1.0
+    # run
+    seed: int = 1337
+    precision: str = "auto"  # auto: bfloat16 autocast where the CPU has native bf16, else float32
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def min_lr(self) -> float:
+        return self.learning_rate * self.min_lr_ratio
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def from_name(
+        cls, name: str, registry: Mapping[str, "ExperimentConfig"] | None = None, **overrides: Any
+    ) -> "ExperimentConfig":
+        """The named experiment, with `overrides` applied and validated (litgpt's idiom)."""
+        registry = EXPERIMENT_CONFIGS if registry is None else registry
+        if name not in registry:
+            raise UserError(
+                f"unknown experiment {name!r}{closest(name, registry)}; "
+                "`python studies.py list` shows them all"
+            )
+        return registry[name].replace(**overrides)
+
+    def replace(self, **overrides: Any) -> "ExperimentConfig":
+        unknown = [k for k in overrides if k not in FIELD_TYPES]
+        if unknown:
+            raise UserError(
+                f"unknown setting {unknown[0]!r}{closest(unknown[0], FIELD_TYPES)}; "
+                "`python studies.py details baseline` lists every setting"
+            )
+        return dataclasses.replace(self, **{k: coerce(k, v) for k, v in overrides.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_TYPES: dict[str, type] = {
+    f.name: typing.get_type_hints(ExperimentConfig)[f.name] for f in dataclasses.fields(ExperimentConfig)
+}
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Turn a value from a file or the command line into the field's type, or say why not."""
+    kind = FIELD_TYPES[key]
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            text = str(value).strip().replace("_", "").replace(",", "")
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(
+            f"{key}={value!r} is not a valid {kind.__name__}; give it as {key}=<{kind.__name__}>"
+        ) from None
+
+
+def _validate(c: ExperimentConfig) -> None:
+    def rule(ok: bool, key: str, text: str) -> None:
+        if not ok:
+            raise UserError(f"experiment {c.name!r}: {key}={getattr(c, key)!r} is invalid: {text}")
+
+    for key, kind in FIELD_TYPES.items():
+        value = getattr(c, key)
+        good = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(c, key, float(value))
+            good = True
+        rule(good, key, f"must be of type {kind.__name__}")
+        if kind is float:
+            rule(math.isfinite(getattr(c, key)), key, "must be a finite number")
+    rule(bool(c.name.strip()), "name", "must not be empty")
+    rule(
+        MIN_VOCAB_SIZE <= c.vocab_size <= GPT2_VOCAB_SIZE,
+        "vocab_size",
+        f"the GPT-2 tokenizer gives {MIN_VOCAB_SIZE:,} to {GPT2_VOCAB_SIZE:,} tokens",
+    )
+    for key in ("n_embd", "n_layer", "n_head", "block_size", "batch_size", "max_iters",
+                "eval_interval", "eval_iters"):
+        rule(getattr(c, key) > 0, key, "must be a positive whole number")
+    rule(c.n_embd % c.n_head == 0, "n_embd", f"must be divisible by n_head={c.n_head}")
+    rule(0 <= c.dropout < 1, "dropout", "must be in [0, 1)")
+    rule(c.learning_rate > 0, "learning_rate", "must be positive")
+    rule(0 <= c.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+    rule(c.warmup_iters >= 0, "warmup_iters", "must be >= 0")
+    rule(c.weight_decay >= 0, "weight_decay", "must be >= 0")
+    rule(0 <= c.beta1 < 1, "beta1", "must be in [0, 1)")
+    rule(0 <= c.beta2 < 1, "beta2", "must be in [0, 1)")
+    rule(c.grad_clip >= 0, "grad_clip", "must be >= 0 (0 turns clipping off)")
+    rule(bool(c.dataset.strip()), "dataset", "must name a corpus (storyworld, tinystories, a path or hf:owner/name)")
+    rule(0 < c.data_fraction <= 1, "data_fraction", "must be in (0, 1]")
+    rule(c.seed >= 0, "seed", "must be >= 0")
+    rule(c.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The seed's experiments. Each changes only what its name says; everything else is baseline's.
+
+_BASE = ExperimentConfig(
+    name="baseline",
+    description="Reference point: GPT-2 vocabulary, 256-wide embeddings, 4 layers, 4 heads",
+)
+
+
+def _variant(name: str, description: str, **changes: Any) -> ExperimentConfig:
+    return dataclasses.replace(_BASE, name=name, description=description, **changes)
+
+
+EXPERIMENT_CONFIGS: dict[str, ExperimentConfig] = {
+    c.name: c
+    for c in [
+        _BASE,
+        _variant("vocab_small", "Reduced vocabulary: 10,000 tokens", vocab_size=10_000),
+        _variant("vocab_medium", "Medium vocabulary: 25,000 tokens", vocab_size=25_000),
+        _variant("embd_small", "Small embeddings: 128 dimensions", n_embd=128),
+        _variant("embd_large", "Large embeddings: 512 dimensions", n_embd=512),
+        _variant("embd_xlarge", "Extra large embeddings: 768 dimensions", n_embd=768),
+        _variant("arch_deep", "Deeper model: 8 layers", n_layer=8),
+        _variant("arch_wide", "Wider attention: 8 heads", n_head=8),
+        _variant("data_small", "10% of the training data", data_fraction=0.1),
+        _variant("data_medium", "50% of the training data", data_fraction=0.5),
+        _variant("lr_high", "Higher learning rate: 5e-4", learning_rate=5e-4),
+        _variant("lr_low", "Lower learning rate: 5e-5", learning_rate=5e-5),
+        _variant(
+            "optimal_small",
+            "Same budget, spent better: a 10k vocabulary cuts the output layer (most of baseline's "
+            "FLOPs) 5x, and the saving buys 6 layers; small models train stably at lr 5e-4",
+            vocab_size=10_000, n_layer=6, learning_rate=5e-4,
+        ),
+        _variant(
+            "optimal_fast",
+            "Fewest FLOPs per token: 10k vocabulary, 128-wide embeddings, lr 1e-3 so a tiny model "
+            "converges in half of baseline's iterations",
+            vocab_size=10_000, n_embd=128, learning_rate=1e-3, max_iters=750, warmup_iters=50,
+        ),
+    ]
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom experiments without editing source: an experiments file and --set overrides.
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """`["n_layer=6", "learning_rate=3e-4"]` -> typed dict, each key and value checked."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set {pair!r} is not key=value; write it as e.g. --set n_layer=6")
+        if key not in FIELD_TYPES or key == "name":
+            raise UserError(
+                f"--set {key!r} is not a setting{closest(key, FIELD_TYPES)}; "
+                "`python studies.py details baseline` lists every setting"
+            )
+        out[key] = coerce(key, value.strip())
+    return out
+
+
+def load_experiments_file(
+    path: str | Path, registry: Mapping[str, ExperimentConfig] | None = None
+) -> dict[str, ExperimentConfig]:
+    """The registry plus the experiments a TOML or JSON file defines.
+
+    Each top-level table is one experiment; `base` names the experiment it starts from
+    (default baseline), every other key is a setting::
+
+        [wide_lr]
+        base = "arch_wide"
+        learning_rate = 3e-4
+        description = "8 heads at a higher learning rate"
+    """
+    registry = dict(EXPERIMENT_CONFIGS if registry is None else registry)
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"experiments file {str(path)!r} does not exist; give the path of a .toml or .json file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: invalid TOML: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a table of experiments, one per name")
+    for name, settings in data.items():
+        if not isinstance(settings, dict):
+            raise UserError(f"{path}: [{name}] must be a table of settings, got {settings!r}")
+        settings = dict(settings)
+        base = settings.pop("base", "baseline")
+        if base not in registry:
+            raise UserError(f"{path}: [{name}] base {base!r} is not an experiment{closest(str(base), registry)}")
+        settings.setdefault("description", f"custom experiment from {path.name}")
+        try:
+            registry[name] = registry[base].replace(name=name, **settings)
+        except UserError as e:
+            raise UserError(f"{path}: [{name}]: {e}") from None
+    return registry

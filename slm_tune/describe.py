@@ -1,0 +1,50 @@
+"""Text views of experiments for the CLI: the `list` table and the `details` page."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from slm_tune.config import ExperimentConfig
+from slm_tune.model import flops_per_token, param_counts
+
+
+def _short(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:g}"
+
+
+def experiments_table(registry: Mapping[str, ExperimentConfig]) -> str:
+    """One row per experiment: name, parameters and the settings that tell them apart."""
+    head = ["name", "params", "vocab", "embd", "layers", "heads", "lr", "iters", "data", "description"]
+    rows = [head]
+    for c in registry.values():
+        total, _ = param_counts(c)
+        rows.append([c.name, _short(total), f"{c.vocab_size:,}", str(c.n_embd), str(c.n_layer),
+                     str(c.n_head), f"{c.learning_rate:g}", str(c.max_iters),
+                     f"{c.data_fraction:.0%}", c.description])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+    lines = []
+    for r in rows:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[-1])
+    return "\n".join(lines)
+
+
+def experiment_details(c: ExperimentConfig) -> str:
+    """Every setting, the parameter counts and the estimated training FLOPs per token."""
+    total, non_embedding = param_counts(c)
+    fpt = flops_per_token(c)
+    tokens = c.max_iters * c.batch_size * c.block_size
+    width = max(len(k) for k in c.to_dict())
+    lines = [f"{c.name}: {c.description}", ""]
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in c.to_dict().items() if k not in ("name", "description")]
+    lines += [
+        "",
+        f"  {'total params'.ljust(width)}  {total:,} ({_short(total)}, output head tied to the embedding)",
+        f"  {'non-embedding'.ljust(width)}  {non_embedding:,} ({_short(non_embedding)})",
+        f"  {'FLOPs per token'.ljust(width)}  {fpt:,} ({_short(fpt)}, forward + backward)",
+        f"  {'training tokens'.ljust(width)}  {tokens:,} ({_short(tokens)})",
+        f"  {'training FLOPs'.ljust(width)}  {_short(fpt * tokens)}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,291 @@
+"""A study: a search space run by a Ray Tune Tuner, CPU-only, resumable, optionally with ASHA.
+
+The driver tokenizes every corpus the grid needs before Ray starts (with progress), so no trial
+tokenizes what another already did; trials then only open the shared token cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from search_spaces import param_space
+from slm_tune.config import ExperimentConfig
+from slm_tune.data.cache import prepare_tokens
+from slm_tune.errors import UserError
+from slm_tune.trainable import run_trial, trial_config, trial_label
+from slm_tune.train import check_data
+
+Log = Callable[[str], None]
+STUDY_FILE = "study.json"  # analysis.load reads it
+SCHEDULERS = ("fifo", "asha")
+
+
+@dataclass
+class StudyRun:
+    """Everything a study run needs; the CLI fills it from its flags."""
+
+    study: str
+    configs: Mapping[str, ExperimentConfig]  # the experiments to run, study overrides applied
+    output_dir: Path = Path(".")
+    storage_path: str | None = None  # default: OUTPUT_DIR/ray_results
+    repeats: int = 1
+    cpus_per_trial: int = 1
+    max_concurrent: int | None = None  # default: available CPUs // cpus_per_trial
+    scheduler: str = "fifo"
+    resume: bool = False
+    address: str | None = None
+    verbose: bool = False
+    cache_dir: str | None = None
+    max_failures: int = 2
+    checkpoints_to_keep: int = 2  # the best ones by val_loss; Ray always keeps the latest too
+    callbacks: list[tune.Callback] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+    log: Log = lambda _msg: None
+
+    @property
+    def storage(self) -> str:
+        if self.storage_path:
+            return self.storage_path if "://" in self.storage_path else str(Path(self.storage_path).resolve())
+        return str((Path(self.output_dir) / "ray_results").resolve())
+
+    @property
+    def is_local_storage(self) -> bool:
+        return "://" not in self.storage
+
+
+def run_dirs(storage: str, study: str) -> list[Path]:
+    """The runs of `study` under a local storage path, oldest first: STUDY, STUDY-2, STUDY-3..."""
+    root = Path(storage)
+    if not root.is_dir():
+        return []
+    pattern = re.compile(rf"^{re.escape(study)}(?:-(\d+))?$")
+    found = [(int(m.group(1) or 1), p) for p in root.iterdir() if p.is_dir() and (m := pattern.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def unfinished_trials(run_dir: Path) -> list[str]:
+    """Names of the trials a stored run has not finished (empty when all are done)."""
+    if not tune.Tuner.can_restore(str(run_dir)):
+        return []
+    analysis = tune.ExperimentAnalysis(str(run_dir))
+    return [str(t) for t in analysis.trials if t.status != "TERMINATED"]
+
+
+def _quiet_ray(verbose: bool) -> None:
+    """Our progress lines instead of Ray's banner, tables and INFO logs (--verbose shows them)."""
+    if verbose:
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0 the legacy reporter is silent
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+
+
+def _available_cpus(address: str | None) -> int:
+    if address:
+        return int(ray.cluster_resources().get("CPU", 1))
+    return os.cpu_count() or 1
+
+
+def _scheduler(run: StudyRun) -> tuple[Any, str | None, str | None]:
+    if run.scheduler == "fifo":
+        return FIFOScheduler(), None, None
+    if run.scheduler == "asha":
+        max_t = max(c.max_iters for c in run.configs.values())
+        interval = min(c.eval_interval for c in run.configs.values())
+        grace = max(interval, (max_t // 8) // interval * interval)
+        return ASHAScheduler(time_attr="iteration", max_t=max_t, grace_period=grace, reduction_factor=2), "val_loss", "min"
+    raise UserError(f"unknown scheduler {run.scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+
+
+def prepare_data(run: StudyRun) -> dict[str, dict[str, Any]]:
+    """Tokenize what the grid needs, once, before any trial starts; check it fits the configs."""
+    info = {}
+    for name, c in run.configs.items():
+        data = prepare_tokens(c.dataset, c.vocab_size, c.data_fraction, cache_dir=run.cache_dir, log=run.log)
+        check_data(c, data)
+        info[name] = {"tokenizer": data.meta["tokenizer"], "entropy_bpb": data.entropy_bpb,
+                      "train_tokens": data.meta["splits"]["train"]["tokens"]}
+    return info
+
+
+def machine_info() -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__}
+
+
+def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str, Any]]) -> None:
+    """study.json in the run directory: what analysis needs without our registry or a cluster."""
+    path = run_dir / STUDY_FILE
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    doc = {
+        "study": run.study, "run": run_dir.name, "command": run.command,
+        "started_at": previous.get("started_at", now),
+        "resumed_at": previous.get("resumed_at", []) + ([now] if run.resume else []),
+        "ended_at": None, "machine": machine_info(), "repeats": run.repeats,
+        "scheduler": run.scheduler, "cpus_per_trial": run.cpus_per_trial,
+        "configs": {n: c.to_dict() for n, c in run.configs.items()},
+        "tokenizers": {n: d["tokenizer"] for n, d in data_info.items()},
+        "entropy_bpb": {n: d["entropy_bpb"] for n, d in data_info.items()},
+    }
+    if run.resume and previous.get("configs"):
+        doc["configs"] = previous["configs"]  # a resumed study keeps the settings it started with
+    _write_json(path, doc)
+
+
+def mark_study_ended(run_dir: Path) -> None:
+    path = run_dir / STUDY_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    doc["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    _write_json(path, doc)
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _check_resources(run: StudyRun, cpus: int) -> int:
+    if run.cpus_per_trial < 1 or run.cpus_per_trial > cpus:
+        raise UserError(
+            f"--cpus-per-trial {run.cpus_per_trial} is beyond this machine's {cpus} CPUs; "
+            f"use 1 to {cpus}"
+        )
+    most = max(1, cpus // run.cpus_per_trial)
+    if run.max_concurrent is None:
+        return most
+    if not 1 <= run.max_concurrent <= most:
+        raise UserError(
+            f"--max-concurrent {run.max_concurrent} with {run.cpus_per_trial} CPU(s) per trial needs "
+            f"more than this machine's {cpus} CPUs; use 1 to {most}"
+        )
+    return run.max_concurrent
+
+
+def run_study(run: StudyRun) -> tune.ResultGrid:
+    """Run (or resume) a study and return its ResultGrid."""
+    run.log(f"study {run.study}: {', '.join(run.configs)}"
+            + (f" x {run.repeats} seeds" if run.repeats > 1 else ""))
+    started_ray = False
+    _quiet_ray(run.verbose)
+    if run.address:
+        ray.init(address=run.address, log_to_driver=run.verbose,
+                 logging_level=logging.INFO if run.verbose else logging.WARNING)
+        started_ray = False
+    cpus = _available_cpus(run.address)
+    concurrent = _check_resources(run, cpus)
+    scheduler, metric, mode = _scheduler(run)
+
+    storage = run.storage
+    previous = run_dirs(storage, run.study) if run.is_local_storage else []
+    if run.resume:
+        target = previous[-1] if previous else Path(storage) / run.study
+        if not tune.Tuner.can_restore(str(target)):
+            raise UserError(
+                f"--resume: there is no stored study {run.study!r} under {storage}; "
+                f"start it with `python studies.py {run.study}` (without --resume)"
+            )
+        name = target.name
+    else:
+        if previous:
+            pending = unfinished_trials(previous[-1])
+            if pending:
+                raise UserError(
+                    f"study {run.study!r} in {previous[-1]} has unfinished trials ({', '.join(pending)}); "
+                    f"add --resume to continue it, or use another --output-dir to start afresh"
+                )
+        name = run.study if not previous else f"{run.study}-{len(previous) + 1}"
+        if not previous and not run.is_local_storage:
+            name = f"{run.study}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    data_info = prepare_data(run)
+    run_dir = Path(storage) / name
+    if run.is_local_storage:
+        write_study_file(run, run_dir, data_info)
+
+    if not run.address and not ray.is_initialized():
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=run.verbose,
+                 logging_level=logging.INFO if run.verbose else logging.WARNING)
+        started_ray = True
+    try:
+        trial_root = str(Path(storage) / name) if run.is_local_storage else None
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, configs=dict(run.configs), cache_dir=run.cache_dir,
+                                 threads=run.cpus_per_trial, trial_root=trial_root),
+            {"cpu": run.cpus_per_trial},
+        )
+        if run.resume:
+            run.log(f"resuming {Path(storage) / name}")
+            tuner = tune.Tuner.restore(str(Path(storage) / name), trainable=trainable,
+                                       resume_unfinished=True, resume_errored=True)
+        else:
+            base_seed = next(iter(run.configs.values())).seed
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space(list(run.configs), run.repeats, base_seed),
+                tune_config=tune.TuneConfig(
+                    max_concurrent_trials=concurrent, scheduler=scheduler, metric=metric, mode=mode,
+                    trial_dirname_creator=lambda t: trial_label(t.config),
+                    trial_name_creator=lambda t: trial_label(t.config),
+                ),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=storage, verbose=2 if run.verbose else 0,
+                    callbacks=run.callbacks,
+                    checkpoint_config=tune.CheckpointConfig(
+                        num_to_keep=run.checkpoints_to_keep, checkpoint_score_attribute="val_loss",
+                        checkpoint_score_order="min"),
+                    failure_config=tune.FailureConfig(max_failures=run.max_failures),
+                ),
+            )
+        results = tuner.fit()
+        if run.is_local_storage:
+            mark_study_ended(run_dir)
+        return results
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def study_configs(
+    experiments: list[str] | tuple[str, ...],
+    registry: Mapping[str, ExperimentConfig],
+    overrides: Mapping[str, Any],
+) -> dict[str, ExperimentConfig]:
+    """The study's experiments with its overrides applied (one validated config per name)."""
+    return {name: ExperimentConfig.from_name(name, registry, **overrides) for name in experiments}
+
+
+__all__ = ["StudyRun", "run_study", "study_configs", "run_dirs", "unfinished_trials", "trial_config"]

@@ -1,0 +1,216 @@
+"""The training loop. It knows nothing of Ray: it takes a config, tokens and a report callback.
+
+At every eval interval (and at the end) it calls ``report(metrics, save_checkpoint)``; the caller
+may call ``save_checkpoint(directory)`` to write the full training state there. ``train(...,
+resume_from=directory)`` continues from such a state exactly as if the run had never stopped:
+model, optimizer, iteration, loss history and every random-number state are restored, so the
+losses that follow are the same, bit for bit, on the same machine and thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from slm_tune.config import ExperimentConfig
+from slm_tune.data.cache import TokenData
+from slm_tune.model import GPT, flops_per_token, param_counts
+
+CHECKPOINT_FILE = "state.pt"
+EVAL_SEED = 1234  # the validation batches depend only on the data and the batch shape
+SaveCheckpoint = Callable[[Path], None]
+Report = Callable[[dict[str, Any], SaveCheckpoint], None]
+
+
+@dataclass
+class TrainResult:
+    status: str  # finished | diverged
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+def bf16_supported() -> bool:
+    """True where the CPU does bfloat16 matmuls natively (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str) -> str:
+    if precision == "auto":
+        return "bfloat16" if bf16_supported() else "float32"
+    return precision
+
+
+def lr_at(c: ExperimentConfig, it: int) -> float:
+    """Linear warmup, then cosine decay to learning_rate * min_lr_ratio at max_iters."""
+    if it < c.warmup_iters:
+        return c.learning_rate * (it + 1) / (c.warmup_iters + 1)
+    span = max(1, c.max_iters - c.warmup_iters)
+    progress = min(1.0, (it - c.warmup_iters) / span)
+    return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (c.learning_rate - c.min_lr)
+
+
+def make_optimizer(model: GPT, c: ExperimentConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases and LayerNorm gains)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": c.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=c.learning_rate, betas=(c.beta1, c.beta2), fused=True)
+
+
+def check_data(c: ExperimentConfig, data: TokenData) -> None:
+    from slm_tune.errors import UserError
+
+    for split in ("train", "validation"):
+        n = len(getattr(data, split))
+        if n <= c.block_size + 1:
+            raise UserError(
+                f"the {split} split of {c.dataset!r} has {n} tokens, too few for block_size="
+                f"{c.block_size}; use a larger corpus or a smaller block_size"
+            )
+    if data.meta["vocab_size"] != c.vocab_size:
+        raise ValueError(f"token data is for vocab_size={data.meta['vocab_size']}, config wants {c.vocab_size}")
+
+
+def _batch(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = torch.from_numpy(tokens[offsets[:, None] + np.arange(block_size + 1)].astype(np.int64))
+    return rows[:, :-1], rows[:, 1:]
+
+
+def eval_offsets(c: ExperimentConfig, n_tokens: int) -> np.ndarray:
+    rng = np.random.default_rng(EVAL_SEED)
+    return rng.integers(0, n_tokens - c.block_size - 1, size=(c.eval_iters, c.batch_size))
+
+
+def train(
+    c: ExperimentConfig,
+    data: TokenData,
+    report: Report | None = None,
+    resume_from: Path | None = None,
+    threads: int | None = None,
+) -> TrainResult:
+    """Train `c` on `data`, reporting at every eval interval; see the module docstring."""
+    check_data(c, data)
+    if threads:
+        torch.set_num_threads(threads)
+    precision = resolve_precision(c.precision)
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bfloat16"
+                else contextlib.nullcontext())
+
+    torch.manual_seed(c.seed)
+    model = GPT(c)
+    optimizer = make_optimizer(model, c)
+    batch_gen = torch.Generator().manual_seed(c.seed)
+    state: dict[str, Any] = {"iteration": 0, "best_val_loss": math.inf, "history": [],
+                             "elapsed_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+    if resume_from is not None:
+        saved = torch.load(Path(resume_from) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        batch_gen.set_state(saved["batch_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+    fwd_model = torch.compile(model) if c.compile else model
+
+    total_params, non_embedding = param_counts(c)
+    tokens_per_iter = c.batch_size * c.block_size
+    val_offsets = eval_offsets(c, len(data.validation))
+    train_high = len(data.train) - c.block_size - 1
+    tokens_per_byte = data.tokens_per_byte("validation")
+
+    def save_checkpoint(directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "batch_rng": batch_gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "state": state, "config": c.to_dict(), "tokenizer": data.meta["tokenizer"],
+        }, directory / CHECKPOINT_FILE)
+
+    @torch.no_grad()
+    def evaluate() -> float:
+        model.eval()
+        losses = []
+        with autocast:
+            for offsets in val_offsets:
+                x, y = _batch(data.validation, offsets, c.block_size)
+                losses.append(fwd_model(x, y).item())
+        model.train()
+        return float(np.mean(losses))
+
+    def emit(train_loss: float, val_loss: float, status: str) -> None:
+        it = state["iteration"]
+        finite = math.isfinite(val_loss)
+        if finite and val_loss < state["best_val_loss"]:
+            state["best_val_loss"] = val_loss
+        best = state["best_val_loss"]
+        metrics = {
+            "iteration": it, "train_loss": train_loss, "val_loss": val_loss,
+            "best_val_loss": best if math.isfinite(best) else val_loss,
+            "val_bpb": val_loss * tokens_per_byte / math.log(2),
+            "best_val_bpb": (best if math.isfinite(best) else val_loss) * tokens_per_byte / math.log(2),
+            "lr": lr_at(c, max(it - 1, 0)), "tokens_seen": it * tokens_per_iter,
+            "elapsed_s": state["elapsed_s"], "eval_s": state["eval_s"],
+            "tokens_per_s": it * tokens_per_iter / state["train_s"] if state["train_s"] else 0.0,
+            "status": status, "precision": precision, "total_params": total_params,
+            "non_embedding_params": non_embedding, "flops_per_token": flops_per_token(c),
+        }
+        state["history"].append({k: metrics[k] for k in (
+            "iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s")})
+        if report is not None:
+            report(metrics, save_checkpoint)
+
+    model.train()
+    interval_losses: list[float] = []
+    while state["iteration"] < c.max_iters:
+        t0 = time.perf_counter()
+        it = state["iteration"]
+        lr = lr_at(c, it)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        offsets = torch.randint(0, train_high, (c.batch_size,), generator=batch_gen).numpy()
+        x, y = _batch(data.train, offsets, c.block_size)
+        with autocast:
+            loss = fwd_model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+        optimizer.step()
+        loss_value = loss.item()
+        state["iteration"] = it + 1
+        dt = time.perf_counter() - t0
+        state["train_s"] += dt
+        state["elapsed_s"] += dt
+        if not math.isfinite(loss_value):
+            emit(loss_value, math.nan, "diverged")
+            return TrainResult("diverged", state["history"])
+        interval_losses.append(loss_value)
+        if state["iteration"] % c.eval_interval == 0 or state["iteration"] == c.max_iters:
+            t1 = time.perf_counter()
+            val_loss = evaluate()
+            dt = time.perf_counter() - t1
+            state["eval_s"] += dt
+            state["elapsed_s"] += dt
+            train_loss = float(np.mean(interval_losses))
+            interval_losses = []
+            done = state["iteration"] == c.max_iters
+            if not math.isfinite(val_loss):
+                emit(train_loss, val_loss, "diverged")
+                return TrainResult("diverged", state["history"])
+            emit(train_loss, val_loss, "finished" if done else "running")
+    return TrainResult("finished", state["history"])

@@ -1,0 +1,252 @@
+#!/usr/bin/env python
+"""slm-tune's command line: a thin layer that parses flags and calls the library.
+
+    python studies.py list                      the named experiments
+    python studies.py details baseline          every setting, parameters, FLOPs
+    python studies.py quick                     run a study (vocab, embedding, ..., all)
+    python studies.py run lr_high               one experiment as a one-trial study
+    python studies.py compare                   rebuild the comparison files from storage
+    python studies.py sample baseline           text from a trained model
+    python studies.py interactive               a menu
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from slm_tune.errors import UserError, closest
+
+COMMANDS = ("list", "details", "run", "compare", "sample", "interactive")
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _registry(args: argparse.Namespace):
+    from slm_tune.config import EXPERIMENT_CONFIGS, load_experiments_file
+
+    if getattr(args, "experiments_file", None):
+        return load_experiments_file(args.experiments_file)
+    return dict(EXPERIMENT_CONFIGS)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-concurrent", type=_positive_int, help="trials at once (default: CPUs // cpus-per-trial)")
+    p.add_argument("--cpus-per-trial", type=_positive_int, default=None,
+                   help="CPU threads per trial (default: 1)")
+    p.add_argument("--max-iters", type=_positive_int, help="override every experiment's max_iters")
+    p.add_argument("--dataset", help="storyworld (default), tinystories, hf:owner/name or a local path")
+    p.add_argument("--output-dir", default=".", help="where results land (default: current directory)")
+    p.add_argument("--repeats", type=_positive_int, default=1, help="runs per experiment, with seeds seed, seed+1, ...")
+    p.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo",
+                   help="asha stops hopeless trials early (default: fifo, every trial runs to the end)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted study in --output-dir")
+    p.add_argument("--address", help="connect to this Ray cluster instead of starting a local one")
+    p.add_argument("--storage-path", help="where Ray keeps the study (default: OUTPUT_DIR/ray_results; s3://, gs://)")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                   help="override a setting of every experiment, e.g. --set n_layer=6 (repeatable)")
+    p.add_argument("--experiments-file", help="a TOML or JSON file of custom experiments")
+    p.add_argument("--cache-dir", help="token cache (default: ~/.cache/slm_tune or $SLM_TUNE_CACHE)")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial (default: 2)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from search_spaces import STUDIES
+
+    parser = argparse.ArgumentParser(prog="studies.py", description="Hyperparameter studies of small GPT models on Ray Tune.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("list", help="list the named experiments and studies")
+    p.add_argument("--experiments-file")
+    p = sub.add_parser("details", help="every setting of one experiment")
+    p.add_argument("name")
+    p.add_argument("--experiments-file")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE")
+    p = sub.add_parser("run", help="run one experiment as a one-trial study")
+    p.add_argument("name")
+    _add_run_options(p)
+    for study in STUDIES.values():
+        p = sub.add_parser(study.name, help=f"study: {study.description}")
+        _add_run_options(p)
+    p = sub.add_parser("interactive", help="a menu: list, details, run, compare")
+    p.add_argument("--output-dir", default=".")
+    _add_analysis_commands(sub)
+    return parser
+
+
+def _add_analysis_commands(sub) -> None:
+    p = sub.add_parser("compare", help="rebuild the comparison files from the stored studies")
+    p.add_argument("--output-dir", default=".")
+    p.add_argument("--study", action="append", help="only these studies (repeatable)")
+    p = sub.add_parser("sample", help="generate text with a trained model")
+    p.add_argument("name")
+    p.add_argument("--output-dir", default=".")
+    p.add_argument("--prompt", default="Once upon a time")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=120)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from search_spaces import STUDIES
+    from slm_tune.describe import experiments_table
+
+    _out(experiments_table(_registry(args)))
+    _out("\nstudies:")
+    for s in STUDIES.values():
+        _out(f"  {s.name:<13} {s.description}")
+    return 0
+
+
+def cmd_details(args: argparse.Namespace) -> int:
+    from slm_tune.config import ExperimentConfig, parse_overrides
+    from slm_tune.describe import experiment_details
+
+    c = ExperimentConfig.from_name(args.name, _registry(args), **parse_overrides(args.overrides))
+    _out(experiment_details(c))
+    return 0
+
+
+def _study_overrides(args: argparse.Namespace, defaults: dict[str, Any]) -> dict[str, Any]:
+    from slm_tune.config import parse_overrides
+
+    overrides = dict(defaults)
+    explicit = parse_overrides(args.overrides)
+    if args.max_iters:
+        overrides["max_iters"] = args.max_iters
+        # A short run keeps a proportionate warmup and at least one mid-run evaluation.
+        if "warmup_iters" not in explicit:
+            overrides["warmup_iters"] = min(overrides.get("warmup_iters", 100), args.max_iters // 10)
+        if "eval_interval" not in explicit:
+            overrides["eval_interval"] = min(overrides.get("eval_interval", 100), max(1, args.max_iters // 2))
+    if args.dataset:
+        overrides["dataset"] = args.dataset
+    overrides.update(explicit)
+    return overrides
+
+
+def run_experiments(args: argparse.Namespace, study_name: str, experiments: Sequence[str],
+                    defaults: dict[str, Any]) -> int:
+    from analysis.export import ResultsExporter, export_study
+    from slm_tune.progress import StudyProgress
+    from slm_tune.study import StudyRun, run_study, study_configs
+
+    output_dir = Path(args.output_dir)
+    _check_writable(output_dir)
+    configs = study_configs(experiments, _registry(args), _study_overrides(args, defaults))
+    run = StudyRun(
+        study=study_name, configs=configs, output_dir=output_dir, storage_path=args.storage_path,
+        repeats=args.repeats, cpus_per_trial=args.cpus_per_trial or 1,
+        max_concurrent=args.max_concurrent, scheduler=args.scheduler, resume=args.resume,
+        address=args.address, verbose=args.verbose, cache_dir=args.cache_dir,
+        max_failures=args.max_failures, log=_err, command=list(sys.argv),
+        callbacks=[StudyProgress(max_iters={n: c.max_iters for n, c in configs.items()}),
+                   ResultsExporter(output_dir, study_name)],
+    )
+    results = run_study(run)
+    written = export_study(results, output_dir, study_name, command=sys.argv)
+    _err(f"results: {written['csv']}")
+    _out(written["table"])
+    failed = [r for r in results if r.error is not None]
+    return 1 if failed and len(failed) == len(results) else 0
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".slm-tune-write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output directory {str(path)!r} is not writable ({e.strerror}); "
+                        "choose another with --output-dir") from None
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from search_spaces import get_study
+
+    study = get_study(args.command)
+    return run_experiments(args, study.name, study.experiments, study.overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from slm_tune.config import ExperimentConfig
+
+    registry = _registry(args)
+    ExperimentConfig.from_name(args.name, registry)  # unknown names fail here, with suggestions
+    return run_experiments(args, f"run_{args.name}", [args.name], {})
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from analysis.export import compare
+
+    written = compare(Path(args.output_dir), studies=args.study)
+    _err(f"results: {written['csv']}")
+    _out(written["table"])
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from analysis.samples import sample_from_file
+
+    path = Path(args.output_dir) / f"best_model_{args.name}.pt"
+    _out(sample_from_file(path, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
+    return 0
+
+
+def cmd_interactive(args: argparse.Namespace, read: Callable[[str], str] = input) -> int:
+    from analysis.interactive import Menu
+
+    return Menu(output_dir=Path(args.output_dir), read=read, write=_out, dispatch=main).loop()
+
+
+HANDLERS = {"list": cmd_list, "details": cmd_details, "run": cmd_run, "compare": cmd_compare,
+            "sample": cmd_sample, "interactive": cmd_interactive}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from search_spaces import STUDIES
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    known = set(COMMANDS) | set(STUDIES)
+    if argv and not argv[0].startswith("-") and argv[0] not in known:
+        _err(f"error: unknown command or study {argv[0]!r}{closest(argv[0], known)}; "
+             f"commands: {', '.join(COMMANDS)}; studies: {', '.join(STUDIES)}")
+        return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return HANDLERS.get(args.command, cmd_study)(args)
+    except UserError as e:
+        _err(f"error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted: finished trials and checkpoints are kept; add --resume to the same command to continue")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

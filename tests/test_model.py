@@ -1,0 +1,66 @@
+import math
+
+import torch
+from torch.nn import functional as F
+
+from slm_tune.config import EXPERIMENT_CONFIGS
+from slm_tune.losses import linear_cross_entropy
+from slm_tune.model import GPT, flops_per_token, param_counts
+
+
+def test_baseline_parameter_count_by_hand():
+    c = EXPERIMENT_CONFIGS["baseline"]
+    V, C, T, L = 50_257, 256, 128, 4
+    per_layer = (2 * C) + (C * 3 * C + 3 * C) + (C * C + C) + (2 * C) + (C * 4 * C + 4 * C) + (4 * C * C + C)
+    total = V * C + T * C + L * per_layer + 2 * C
+    assert param_counts(c) == (total, total - V * C - T * C)
+    assert 15.9e6 < total < 16.2e6  # "about 16M with tying"
+    model = GPT(c)
+    assert sum(p.numel() for p in model.parameters()) == total
+    assert model.wte.weight is not None and not hasattr(model, "lm_head")  # tied: one matrix
+
+
+def test_counts_match_models_for_every_experiment():
+    for c in EXPERIMENT_CONFIGS.values():
+        if c.n_embd <= 256:
+            assert param_counts(c)[0] == sum(p.numel() for p in GPT(c).parameters()), c.name
+
+
+def test_flops_per_token_baseline_about_98M():
+    assert 95e6 < flops_per_token(EXPERIMENT_CONFIGS["baseline"]) < 100e6
+
+
+def test_fused_loss_matches_cross_entropy_and_its_gradients():
+    torch.manual_seed(0)
+    h = torch.randn(300, 16, requires_grad=True)
+    w = (0.3 * torch.randn(5000, 16)).requires_grad_()  # 5000 wide: several chunks
+    t = torch.randint(0, 5000, (300,))
+    loss = linear_cross_entropy(h, w, t)
+    loss.backward()
+    gh, gw = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    ref = F.cross_entropy(h @ w.t(), t)
+    ref.backward()
+    assert math.isclose(loss.item(), ref.item(), rel_tol=1e-5)
+    torch.testing.assert_close(gh, h.grad, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(gw, w.grad, rtol=1e-4, atol=1e-7)
+    with torch.no_grad():
+        assert math.isclose(linear_cross_entropy(h, w, t).item(), ref.item(), rel_tol=1e-5)
+
+
+def test_fused_loss_under_bf16_autocast_is_close():
+    torch.manual_seed(0)
+    h = torch.randn(256, 64, requires_grad=True)
+    w = (0.1 * torch.randn(3000, 64)).requires_grad_()
+    t = torch.randint(0, 3000, (256,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = linear_cross_entropy(h, w, t)
+    loss.backward()
+    assert loss.dtype == torch.float32 and w.grad.dtype == torch.float32
+    assert abs(loss.item() - F.cross_entropy(h @ w.t(), t).item()) < 0.02
+
+
+def test_generate_extends_the_prompt(tiny_config):
+    model = GPT(tiny_config()).eval()
+    out = model.generate(torch.tensor([[1, 2, 3]]), 5, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 8) and out[0, :3].tolist() == [1, 2, 3]

@@ -1,0 +1,93 @@
+import math
+
+import pytest
+
+from slm_tune.data.cache import prepare_tokens
+from slm_tune.train import lr_at, train
+from conftest import tiny
+
+
+def _data(c):
+    return prepare_tokens(c.dataset, c.vocab_size, c.data_fraction)
+
+
+def test_tiny_model_loss_falls():
+    c = tiny(max_iters=60, eval_interval=20)
+    reports = []
+    result = train(c, _data(c), report=lambda m, save: reports.append(m))
+    assert result.status == "finished"
+    assert [r["iteration"] for r in reports] == [20, 40, 60]
+    assert reports[-1]["val_loss"] < reports[0]["val_loss"] < math.log(c.vocab_size) + 0.5
+    assert reports[-1]["status"] == "finished" and reports[0]["status"] == "running"
+    for key in ("iteration", "train_loss", "val_loss", "best_val_loss", "val_bpb", "lr",
+                "tokens_seen", "elapsed_s", "tokens_per_s"):
+        assert key in reports[-1]
+    assert reports[-1]["tokens_seen"] == 60 * c.batch_size * c.block_size
+
+
+def test_val_bpb_is_loss_times_tokens_per_byte_over_ln2():
+    c = tiny()
+    data = _data(c)
+    reports = []
+    train(c, data, report=lambda m, save: reports.append(m))
+    r = reports[-1]
+    assert r["val_bpb"] == pytest.approx(r["val_loss"] * data.tokens_per_byte() / math.log(2))
+    assert r["val_bpb"] > data.entropy_bpb  # no model beats the corpus's true entropy
+
+
+def test_same_seed_same_losses_and_seed_matters():
+    c = tiny()
+    data = _data(c)
+    a = train(c, data).history
+    b = train(c, data).history
+    other = train(c.replace(seed=7), data).history
+    assert a == [dict(h, elapsed_s=x["elapsed_s"]) for h, x in zip(b, a)]
+    assert [h["val_loss"] for h in other] != [h["val_loss"] for h in a]
+
+
+def test_restored_checkpoint_continues_bit_identically(tmp_path):
+    c = tiny(max_iters=40, eval_interval=10, dropout=0.1)
+    data = _data(c)
+    full = []
+    train(c, data, report=lambda m, save: full.append(m))
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_20(m, save):
+        if m["iteration"] == 20:
+            save(tmp_path / "ck")
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(c, data, report=stop_at_20)
+    resumed = []
+    result = train(c, data, report=lambda m, save: resumed.append(m), resume_from=tmp_path / "ck")
+    assert [r["iteration"] for r in resumed] == [30, 40]
+    for a, b in zip(full[2:], resumed):
+        assert (a["train_loss"], a["val_loss"]) == (b["train_loss"], b["val_loss"])  # bit for bit
+    assert [h["iteration"] for h in result.history] == [10, 20, 30, 40]  # history continues
+
+
+def test_nan_loss_reports_diverged():
+    c = tiny(learning_rate=1e6, grad_clip=0.0, warmup_iters=0, max_iters=200, eval_interval=50)
+    reports = []
+    result = train(c, _data(c), report=lambda m, save: reports.append(m))
+    assert result.status == "diverged"
+    assert reports[-1]["status"] == "diverged" and reports[-1]["iteration"] < 200
+
+
+def test_schedule_warmup_then_cosine_to_min():
+    c = tiny(max_iters=100, warmup_iters=10, learning_rate=1e-3)
+    assert lr_at(c, 0) < lr_at(c, 5) < lr_at(c, 9) <= 1e-3
+    assert lr_at(c, 10) == pytest.approx(1e-3)
+    assert lr_at(c, 100) == pytest.approx(c.min_lr)
+    assert lr_at(c, 55) == pytest.approx((1e-3 + c.min_lr) / 2)
+
+
+def test_too_small_validation_split_is_a_user_error():
+    from slm_tune.errors import UserError
+    c = tiny(block_size=32, dataset="storyworld:train=50,validation=1")
+    data = prepare_tokens(c.dataset, c.vocab_size)
+    with pytest.raises(UserError, match="too few for block_size"):
+        train(c.replace(block_size=512), data)
