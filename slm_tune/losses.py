@@ -4,16 +4,24 @@ Baseline's output layer is 50,257 wide: for a batch of 4,096 tokens the float32 
 820 MB, and autograd keeps them (and their softmax) for the backward pass. Here the forward pass
 walks the tokens in chunks, and for each chunk computes the logits, the loss and, right away, the
 gradients with respect to the hidden states and the weight; only those gradients are kept. Memory
-for the logits drops to one chunk and they are read and written a few times less. The same idea as
-Liger Kernel's fused linear cross-entropy, in plain torch.
+for the logits drops to one chunk, and the softmax-and-gradient step over the logits is one fused
+kernel (torch.compile, where a C++ compiler is at hand) instead of half a dozen passes over
+hundreds of megabytes. The same idea as Liger Kernel's fused linear cross-entropy, on CPU.
+bench/README.md has the measurements behind each choice.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 from torch.nn import functional as F
 
-CHUNK_ELEMENTS = 1 << 22  # logits per chunk (4M floats, 16 MB): large enough for efficient matmuls
+CHUNK_ELEMENTS = 1 << 25  # logits per chunk (32M): big matmuls, few float32 accumulations of grad_w
+FUSE_MIN_VOCAB = 4096  # below this the logits are small and compiling is not worth its seconds
+
+log = logging.getLogger(__name__)
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -22,32 +30,76 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return t.dtype
 
 
-def _chunk_rows(n_rows: int, vocab: int) -> int:
-    return max(64, min(n_rows, CHUNK_ELEMENTS // max(vocab, 1)))
+def chunk_rows(n_rows: int, vocab: int) -> int:
+    """Rows per chunk: the largest divisor of n_rows within the budget, so every chunk has the
+    same shape (one compiled kernel, no recompiles for a ragged last chunk)."""
+    target = max(1, min(n_rows, CHUNK_ELEMENTS // max(vocab, 1)))
+    for rows in range(target, max(target // 2, 1) - 1, -1):
+        if n_rows % rows == 0:
+            return rows
+    return target
+
+
+def _softmax_grad_eager(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss, softmax - onehot in the logits' dtype) for one chunk of logits."""
+    x = logits.float()
+    lse = torch.logsumexp(x, dim=-1, keepdim=True)
+    loss = (lse - x.gather(1, targets)).sum()
+    g = x.sub_(lse).exp_()
+    g.scatter_add_(1, targets, torch.full(targets.shape, -1.0, dtype=g.dtype, device=g.device))
+    return loss, g.to(logits.dtype)
+
+
+def _softmax_grad_fusable(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Written for inductor: one reduction pass and one elementwise pass over the logits.
+    x = logits.float()
+    m = x.amax(-1, keepdim=True)
+    e = (x - m).exp()
+    s = e.sum(-1, keepdim=True)
+    loss = (m + s.log() - x.gather(1, targets)).sum()
+    onehot = torch.arange(x.shape[1], device=x.device)[None, :] == targets
+    return loss, (e / s - onehot.to(x.dtype)).to(logits.dtype)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled():
+    return torch.compile(_softmax_grad_fusable, dynamic=False)
+
+
+class FusedSoftmaxGrad:
+    """The compiled kernel, or the eager one where compiling fails (no C++ compiler, say)."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor):
+        if not self.failed and logits.shape[1] >= FUSE_MIN_VOCAB:
+            try:
+                return _compiled()(logits, targets)
+            except Exception as e:  # inductor needs a working C++ toolchain
+                self.failed = True
+                log.warning("fused loss kernel unavailable (%s); using the eager one", type(e).__name__)
+        return _softmax_grad_eager(logits, targets)
+
+
+softmax_grad = FusedSoftmaxGrad()
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype):
         n = h.shape[0]
-        hc_all = h.to(dtype)
-        w = weight.to(dtype)
+        hc_all, w = h.to(dtype), weight.to(dtype)
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros_like(weight, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
-        step = _chunk_rows(n, weight.shape[0])
+        step = chunk_rows(n, weight.shape[0])
         for s in range(0, n, step):
             hc = hc_all[s:s + step]
-            t = targets[s:s + step]
-            logits = (hc @ w.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            # d(mean loss)/d(logits) = (softmax - onehot) / n, computed in place over the logits
-            probs = logits.sub_(lse[:, None]).exp_()
-            probs.scatter_add_(1, t[:, None], torch.full_like(lse[:, None], -1.0))
-            g = probs.mul_(1.0 / n).to(dtype)
-            grad_h[s:s + step] = (g @ w).to(h.dtype)
-            grad_w += (g.t() @ hc).float()
+            loss, g = softmax_grad(hc @ w.t(), targets[s:s + step, None])
+            total += loss
+            grad_h[s:s + step] = ((g @ w) * (1.0 / n)).to(h.dtype)
+            grad_w.add_(g.t() @ hc, alpha=1.0 / n)
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         return total / n
 
@@ -72,7 +124,7 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
         n = h.shape[0]
         hc_all, w = h.to(dtype), weight.to(dtype)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
-        step = _chunk_rows(n, weight.shape[0])
+        step = chunk_rows(n, weight.shape[0])
         for s in range(0, n, step):
             logits = (hc_all[s:s + step] @ w.t()).float()
             total += F.cross_entropy(logits, targets[s:s + step], reduction="sum")

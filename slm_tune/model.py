@@ -125,6 +125,9 @@ class GPT(nn.Module):
         an iteration's memory traffic.
         """
         h = self.hidden(idx)
+        if not self.config.fused_loss:  # the plain path, as nanoGPT computes it
+            logits = F.linear(h, self.wte.weight)
+            return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.reshape(-1))
         return linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.wte.weight, targets.reshape(-1))
 
     @torch.no_grad()

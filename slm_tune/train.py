@@ -206,7 +206,9 @@ def train(
             dt = time.perf_counter() - t1
             state["eval_s"] += dt
             state["elapsed_s"] += dt
-            train_loss = float(np.mean(interval_losses))
+            # The recent training loss: the last quarter of the interval, so that it describes
+            # (nearly) the model being evaluated rather than lagging behind it.
+            train_loss = float(np.mean(interval_losses[-max(1, len(interval_losses) // 4):]))
             interval_losses = []
             done = state["iteration"] == c.max_iters
             if not math.isfinite(val_loss):

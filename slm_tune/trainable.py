@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+import ray
 import torch
 from ray import tune
 
@@ -74,9 +75,10 @@ def run_trial(
     def report(metrics: dict[str, Any], save_checkpoint) -> None:
         with tempfile.TemporaryDirectory(prefix="slm-ckpt-") as tmp:
             save_checkpoint(Path(tmp))
-            tune.report({**metrics, "experiment": c.name, "seed": c.seed},
+            tune.report({**metrics, "experiment": c.name, "seed": c.seed, "node_id": node_id},
                         checkpoint=tune.Checkpoint.from_directory(tmp))
 
+    node_id = ray.get_runtime_context().get_node_id()
     ray_checkpoint = tune.get_checkpoint()
     trial_dir = Path(trial_root) / trial_label(point) if trial_root else None
     with ray_checkpoint.as_directory() if ray_checkpoint else contextlib.nullcontext() as known:

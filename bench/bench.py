@@ -1,0 +1,230 @@
+#!/usr/bin/env python
+"""slm-tune's benchmark: trainer speed against this CPU's matmul peak, memory, data, study overhead.
+
+    python bench/bench.py            the full benchmark (under 10 minutes on 2 cores)
+    python bench/bench.py --smoke    a handful of iterations of a tiny model (CI)
+
+Prints one table (config, precision, fused loss, compile, threads, median s/iter, tokens/s,
+achieved GFLOP/s and its share of the matmul peak measured in the same run, peak RSS), then the
+quality check (fast path vs float32), tokenization speed, and the quick study's Ray overhead.
+Each training row runs in its own process, so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def matmul_peak(threads: int, dtype_name: str, n: int = 2048, reps: int = 8) -> float:
+    """GFLOP/s of a square matmul, the best of `reps`."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(reps))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def train_row(spec: dict) -> dict:
+    """One row: time `iters` training iterations after warm-up, in this process."""
+    import resource
+
+    import torch
+
+    from slm_tune.config import ExperimentConfig
+    from slm_tune.model import GPT, flops_per_token
+    from slm_tune.train import make_optimizer, resolve_precision
+
+    torch.set_num_threads(spec["threads"])
+    c = ExperimentConfig.from_name(spec["experiment"], **spec["overrides"])
+    torch.manual_seed(0)
+    model = GPT(c)
+    fwd = torch.compile(model) if c.compile else model
+    opt = make_optimizer(model, c)
+    precision = resolve_precision(c.precision)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, c.vocab_size, (c.batch_size, c.block_size), generator=g)
+    y = torch.randint(0, c.vocab_size, (c.batch_size, c.block_size), generator=g)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            loss = fwd(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    t0 = time.perf_counter()
+    for _ in range(spec["warmup"]):
+        step()
+    warm = time.perf_counter() - t0
+    times = [_timed(step) for _ in range(spec["iters"])]
+    med = statistics.median(times)
+    tokens = c.batch_size * c.block_size
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"s_per_iter": med, "tokens_per_s": tokens / med,
+            "gflops": flops_per_token(c) * tokens / med / 1e9, "rss_mb": rss_kb / 1024,
+            "precision": precision, "warmup_s": warm}
+
+
+def _run_row(spec: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--row", json.dumps(spec)], capture_output=True, text=True,
+                         cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"row {spec} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def quality(spec: dict) -> dict:
+    """Validation loss after the same training run in float32 and on the fast path."""
+    from slm_tune.config import ExperimentConfig
+    from slm_tune.data.cache import prepare_tokens
+    from slm_tune.train import train
+
+    import torch
+
+    torch.set_num_threads(2)
+    out = {}
+    for label, overrides in (("float32", {"precision": "float32"}), ("fast", {"precision": "auto"})):
+        c = ExperimentConfig.from_name(spec["experiment"], **spec["overrides"], **overrides)
+        data = prepare_tokens(c.dataset, c.vocab_size, c.data_fraction)
+        t = time.perf_counter()
+        result = train(c, data, threads=2)
+        out[label] = {"val_loss": result.final["val_loss"], "seconds": time.perf_counter() - t}
+    return out
+
+
+def tokenization() -> dict:
+    """Build the default corpus's token cache from nothing, then load it again."""
+    from slm_tune.data.cache import prepare_tokens
+
+    tmp = tempfile.mkdtemp(prefix="slm-bench-cache-")
+    try:
+        t = time.perf_counter()
+        data = prepare_tokens("storyworld", 50_257, cache_dir=tmp)
+        build = time.perf_counter() - t
+        t = time.perf_counter()
+        prepare_tokens("storyworld", 50_257, cache_dir=tmp)
+        reuse = time.perf_counter() - t
+        mb = (data.meta["splits"]["train"]["bytes"] + data.meta["splits"]["validation"]["bytes"]) / 1e6
+        return {"mb": mb, "build_s": build, "tokenize_s": data.meta["tokenize_seconds"],
+                "mb_per_s": mb / data.meta["tokenize_seconds"], "reuse_s": reuse}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def study_overhead(study: str, extra: list[str]) -> dict:
+    """Wall time of a study against its trials' own training time."""
+    out_dir = Path(tempfile.mkdtemp(prefix="slm-bench-study-"))
+    try:
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(ROOT / "studies.py"), study, "--output-dir", str(out_dir), *extra],
+                              capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise SystemExit(f"study failed:\n{proc.stderr[-3000:]}")
+        from analysis.load import find_runs, load_runs
+
+        trials, _ = load_runs(find_runs(out_dir))
+        train_s = float(trials["training_time_s"].sum())
+        # When was any trial training? Each trial trained for training_time_s up to its last report.
+        spans = sorted((float(ts) - float(tr), float(ts)) for ts, tr in zip(trials["ended_at"], trials["training_time_s"]))
+        busy, end = 0.0, -float("inf")
+        for a, b in spans:
+            busy += max(0.0, b - max(a, end))
+            end = max(end, b)
+        return {"wall_s": wall, "train_s": train_s, "busy_s": busy, "overhead": max(0.0, (wall - busy) / wall)}
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--smoke", action="store_true", help="tiny and fast: for CI")
+    p.add_argument("--row", help=argparse.SUPPRESS)
+    p.add_argument("--skip-study", action="store_true", help="leave out the quick-study overhead")
+    args = p.parse_args()
+    if args.row:
+        print(json.dumps(train_row(json.loads(args.row))))
+        return
+
+    if args.smoke:
+        base = {"experiment": "optimal_fast", "overrides": {"batch_size": 4, "block_size": 32}, "warmup": 1, "iters": 3}
+        rows = [("float32 reference", {"precision": "float32", "fused_loss": False}, 2),
+                ("fast path (default)", {"precision": "auto"}, 2)]
+    else:
+        base = {"experiment": "baseline", "overrides": {}, "warmup": 2, "iters": 6}
+        rows = [("float32 reference", {"precision": "float32", "fused_loss": False}, 2),
+                ("float32 + fused loss", {"precision": "float32"}, 2),
+                ("bfloat16 unfused", {"precision": "bfloat16", "fused_loss": False}, 2),
+                ("fast path (default)", {"precision": "auto"}, 2),
+                ("fast path + compile", {"precision": "auto", "compile": True}, 2),
+                ("fast path, 1 thread", {"precision": "auto"}, 1)]
+
+    peaks = {(t, d): matmul_peak(t, d) for t in (1, 2) for d in ("float32", "bfloat16")}
+    print(f"matmul peak (2048^2): float32 {peaks[(2, 'float32')]:.0f} GFLOP/s, bfloat16 {peaks[(2, 'bfloat16')]:.0f} "
+          f"GFLOP/s with 2 threads; {peaks[(1, 'float32')]:.0f} / {peaks[(1, 'bfloat16')]:.0f} with 1")
+    header = f"{'row':<22} {'config':<13} {'precision':<9} {'fused':<5} {'compile':<7} {'thr':>3} " \
+             f"{'s/iter':>7} {'tok/s':>7} {'GFLOP/s':>8} {'peak%':>6} {'RSS MB':>7}"
+    print(header)
+    print("-" * len(header))
+    results = {}
+    for label, overrides, threads in rows:
+        spec = dict(base, overrides={**base["overrides"], **overrides}, threads=threads)
+        r = _run_row(spec)
+        results[label] = r
+        peak = peaks[(threads, r["precision"])]
+        print(f"{label:<22} {base['experiment']:<13} {r['precision']:<9} {str(overrides.get('fused_loss', True)):<5} "
+              f"{str(overrides.get('compile', False)):<7} {threads:>3} {r['s_per_iter']:>7.3f} {r['tokens_per_s']:>7.0f} "
+              f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {r['rss_mb']:>7.0f}", flush=True)
+    ref = results["float32 reference"]["tokens_per_s"]
+    fast = results["fast path (default)"]["tokens_per_s"]
+    print(f"speed-up of the default path over the float32 reference: {fast / ref:.2f}x")
+
+    if args.smoke:
+        q = {"experiment": "optimal_fast", "overrides": {"batch_size": 4, "block_size": 32, "max_iters": 20,
+                                                        "eval_interval": 10, "eval_iters": 2, "warmup_iters": 2,
+                                                        "dataset": "storyworld:train=300,validation=30"}}
+    else:
+        q = {"experiment": "optimal_fast", "overrides": {"max_iters": 300, "eval_interval": 100, "eval_iters": 16,
+                                                        "warmup_iters": 30}}
+    qual = quality(q)
+    diff = (qual["fast"]["val_loss"] - qual["float32"]["val_loss"]) / qual["float32"]["val_loss"]
+    print(f"quality ({q['experiment']}, {q['overrides']['max_iters']} iterations, same data and seed): "
+          f"val_loss float32 {qual['float32']['val_loss']:.4f}, fast path {qual['fast']['val_loss']:.4f} "
+          f"({100 * diff:+.2f}%)")
+
+    tok = tokenization()
+    print(f"tokenization: {tok['mb']:.1f} MB of storyworld in {tok['tokenize_s']:.2f} s = {tok['mb_per_s']:.1f} MB/s "
+          f"(whole build with generation {tok['build_s']:.1f} s); second use {tok['reuse_s']:.2f} s")
+
+    if not args.skip_study:
+        extra = ["--max-iters", "10", "--set", "batch_size=4"] if args.smoke else []
+        ov = study_overhead("quick", extra)
+        print(f"quick study: wall {ov['wall_s']:.0f} s; some trial was training for {ov['busy_s']:.0f} s of it "
+              f"(trial-seconds of training: {ov['train_s']:.0f}); Ray's share of wall time {100 * ov['overhead']:.1f}%")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    main()

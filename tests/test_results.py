@@ -1,0 +1,129 @@
+"""The results layout, compare, analysis/ and samples, after a real tiny study."""
+
+import json
+import shutil
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import find_runs, load_runs
+from analysis.export import CSV_COLUMNS, METRICS
+from analysis.plots import COMPARISON_PANELS, plot_comparison, plot_training_losses
+from analysis.samples import sample_from_file
+from test_study import cli
+from conftest import TINY_SETS
+
+EXPERIMENTS = ["optimal_fast", "optimal_small", "vocab_small"]
+RESULT_KEYS = ["experiment", "config", "total_params", "non_embedding_params", "training_time_s",
+               "final_train_loss", "final_val_loss", "best_val_loss", "best_val_bpb", "tokens_per_s",
+               "history", "dataset", "tokenizer", "status", "seed", "trial_id", "trial_path", "sample"]
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    proc = cli("quick", "--output-dir", str(out), "--max-iters", "20", "--repeats", "2", *TINY_SETS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_layout_files_and_fields(study_dir):
+    exp = study_dir / "experiments"
+    for name in EXPERIMENTS:
+        record = json.loads((exp / f"{name}_results.json").read_text())
+        assert set(RESULT_KEYS) <= set(record), set(RESULT_KEYS) - set(record)
+        assert record["experiment"] == name and record["status"] == "finished"
+        assert record["config"]["name"] == name and record["runs"] == 2
+        assert record["history"][0].keys() >= {"iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s"}
+        assert len(record["per_run"]) == 2 and all(len(r["history"]) == 2 for r in record["per_run"])
+        assert isinstance(record["sample"], str) and record["sample"].startswith("Once upon a time")
+        assert record["tokenizer"] == "gpt2-10000" and record["dataset"].startswith("storyworld")
+        assert (study_dir / f"best_model_{name}.pt").is_file()
+        img = mpimg.imread(exp / f"{name}_training_losses.png")
+        assert img.ndim == 3 and img.shape[0] > 300 and img.std() > 0.01
+    batch = json.loads((exp / "batch_results.json").read_text())
+    assert batch["study"] == "quick" and len(batch["trials"]) == 6
+    meta = batch["studies"][0]
+    assert meta["machine"]["cpu_count"] >= 1 and "torch" in meta["machine"] and meta["ended_at"]
+    assert "quick" in meta["command"]
+
+
+def test_csv_one_row_per_experiment_with_mean_std_and_runs(study_dir):
+    csv = pd.read_csv(study_dir / "experiments" / "experiment_comparison.csv")
+    assert sorted(csv["experiment"]) == EXPERIMENTS
+    assert list(csv.columns) == CSV_COLUMNS + [f"{m}_std" for m in METRICS]
+    assert set(csv["runs"]) == {2} and set(csv["status"]) == {"finished"}
+    trials, _ = load_runs(find_runs(study_dir))
+    for name, g in trials.groupby("experiment"):
+        row = csv[csv["experiment"] == name].iloc[0]
+        assert row["best_val_loss"] == pytest.approx(g["best_val_loss"].mean())
+        assert row["best_val_loss_std"] == pytest.approx(g["best_val_loss"].std(ddof=1))
+        assert g["best_val_loss"].nunique() == 2  # two seeds, two different results
+    for f in ("trials.parquet", "history.parquet"):
+        assert len(pd.read_parquet(study_dir / "experiments" / f)) > 0
+
+
+def test_comparison_figure_has_its_panels(study_dir, tmp_path):
+    from analysis.export import summarize
+
+    trials, history = load_runs(find_runs(study_dir))
+    fig = plot_comparison(summarize(trials), history, "t", tmp_path / "c.png")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == list(COMPARISON_PANELS)
+    bars = fig.axes[0]
+    assert len(bars.patches) == 3 and [t.get_text() for t in bars.get_xticklabels()] != []
+    assert len(fig.axes[4].get_lines()) >= 3  # a validation curve per experiment (+ entropy floor)
+    assert any(line.get_label() == "Pareto front" for line in fig.axes[6].get_lines())
+    img = mpimg.imread(study_dir / "experiments" / "experiment_comparison.png")
+    assert img.shape[1] > 1000 and img.std() > 0.01
+    fig2 = plot_training_losses(history[history["experiment"] == "vocab_small"], "v", tmp_path / "l.png")
+    labels = [line.get_label() for line in fig2.axes[0].get_lines()]
+    assert "train, mean of 2" in labels and "validation, mean of 2" in labels
+
+
+def test_compare_rebuilds_identical_files_from_storage(study_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(study_dir, copy)
+    # The ray_results paths in trial records point into the copy; compare only what is stable.
+    before_csv = (copy / "experiments" / "experiment_comparison.csv").read_text()
+    before = {n: json.loads((copy / "experiments" / f"{n}_results.json").read_text()) for n in EXPERIMENTS}
+    shutil.rmtree(copy / "experiments")
+    for f in copy.glob("best_model_*.pt"):
+        f.unlink()
+    proc = cli("compare", "--output-dir", str(copy))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (copy / "experiments" / "experiment_comparison.csv").read_text() == before_csv
+    for n in EXPERIMENTS:
+        after = json.loads((copy / "experiments" / f"{n}_results.json").read_text())
+        for key in ("best_val_loss", "history", "sample", "config", "status", "per_run"):
+            if key == "per_run":
+                strip = lambda runs: [{k: v for k, v in r.items() if k != "trial_path"} for r in runs]  # noqa: E731
+                assert strip(after[key]) == strip(before[n][key])
+            else:
+                assert after[key] == before[n][key], key
+    assert (copy / "best_model_vocab_small.pt").is_file()
+    assert "vocab_small" in proc.stdout
+
+
+def test_compare_without_studies_is_a_one_line_error(tmp_path):
+    proc = cli("compare", "--output-dir", str(tmp_path))
+    assert proc.returncode == 2 and "no stored studies" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_best_model_loads_and_generates_text(study_dir):
+    text = sample_from_file(study_dir / "best_model_optimal_fast.pt", "Once upon a time", 20, seed=1)
+    assert text.startswith("Once upon a time") and len(text) > len("Once upon a time")
+    proc = cli("sample", "optimal_fast", "--output-dir", str(study_dir), "--max-new-tokens", "10", "--prompt", "Lily")
+    assert proc.returncode == 0 and proc.stdout.startswith("Lily")
+    missing = cli("sample", "nope", "--output-dir", str(study_dir))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_notebook_api(study_dir):
+    trials, history = load_runs(find_runs(study_dir))
+    assert len(trials) == 6 and set(trials["seed"]) == {1337, 1338}
+    assert np.isfinite(trials["best_val_bpb"]).all()
+    assert (trials["best_val_bpb"] > trials["entropy_bpb"]).all()
+    assert len(history) == 12 and set(history["iteration"]) == {10, 20}

@@ -1,0 +1,115 @@
+"""Studies on real Ray with tiny configs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis.load import load_run
+from search_spaces import STUDIES, param_space
+from slm_tune.config import EXPERIMENT_CONFIGS
+from slm_tune.study import StudyRun, run_study
+from conftest import ROOT, TINY_SETS, tiny
+
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def cli(*args, cwd=None, timeout=600, **kw):
+    return subprocess.run([sys.executable, str(ROOT / "studies.py"), *args], capture_output=True, text=True,
+                          env=ENV, timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd, **kw)
+
+
+def _reports(trial_dir: Path):
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+
+
+def test_every_study_names_known_experiments_with_baseline_as_reference():
+    for study in STUDIES.values():
+        assert set(study.experiments) <= set(EXPERIMENT_CONFIGS), study.name
+        if study.name not in ("quick", "all"):
+            assert study.experiments[0] == "baseline"
+    assert set(STUDIES["all"].experiments) == set(EXPERIMENT_CONFIGS)
+    space = param_space(["a", "b"], repeats=3, base_seed=10)
+    assert space["experiment"] == {"grid_search": ["a", "b"]} and space["seed"] == {"grid_search": [10, 11, 12]}
+
+
+def test_grid_runs_one_trial_per_experiment_concurrently(tmp_path):
+    configs = {n: tiny(name=n, max_iters=150, eval_interval=50, learning_rate=lr)
+               for n, lr in (("fast_lr", 3e-3), ("slow_lr", 1e-4))}
+    results = run_study(StudyRun("pair", configs, output_dir=tmp_path, max_concurrent=2))
+    assert sorted(Path(r.path).name for r in results) == ["fast_lr", "slow_lr"]
+    assert all(r.error is None for r in results)
+    spans = []
+    for r in results:
+        reports = _reports(Path(r.path))
+        assert [x["iteration"] for x in reports] == [50, 100, 150]
+        assert all(x["val_loss"] > 0 for x in reports)
+        assert r.checkpoint is not None
+        spans.append((reports[-1]["timestamp"] - reports[-1]["time_total_s"], reports[-1]["timestamp"]))
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1, "the two trials did not overlap in time"
+    trials, history = load_run(tmp_path / "ray_results" / "pair")
+    assert set(trials["status"]) == {"finished"} and len(history) == 6
+
+
+def test_asha_stops_a_hopeless_trial_early(tmp_path):
+    configs = {"good": tiny(name="good", max_iters=200, eval_interval=10, learning_rate=3e-3),
+               "hopeless": tiny(name="hopeless", max_iters=200, eval_interval=10, learning_rate=1e-7)}
+    # One at a time, good first: ASHA has good's rung results when hopeless reaches its rung.
+    results = run_study(StudyRun("asha", configs, output_dir=tmp_path, max_concurrent=1, scheduler="asha"))
+    last = {Path(r.path).name: r.metrics["iteration"] for r in results}
+    assert last["good"] == 200 and last["hopeless"] < 200
+    trials, _ = load_run(tmp_path / "ray_results" / "asha")
+    status = dict(zip(trials["experiment"], trials["status"]))
+    assert status == {"good": "finished", "hopeless": "stopped early"}
+
+
+def test_run_command_repeats_and_layout(tmp_path):
+    out = cli("run", "vocab_small", "--output-dir", str(tmp_path), "--max-iters", "20", "--repeats", "2",
+              *TINY_SETS)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = tmp_path / "ray_results" / "run_vocab_small"
+    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == ["vocab_small_seed1337", "vocab_small_seed1338"]
+    seeds = {_reports(run_dir / d)[-1]["seed"] for d in ("vocab_small_seed1337", "vocab_small_seed1338")}
+    assert seeds == {1337, 1338}
+    assert (tmp_path / "experiments" / "vocab_small_results.json").is_file()
+    assert "vocab_small" in out.stdout and "Traceback" not in out.stderr
+    assert "iter" in out.stderr  # progress lines
+
+
+def test_two_node_cluster_runs_one_trial_per_node(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        configs = {n: tiny(name=n, max_iters=100, eval_interval=25) for n in ("left", "right")}
+        results = run_study(StudyRun("cluster", configs, output_dir=tmp_path, address=cluster.address))
+        nodes = set()
+        for r in results:
+            assert r.error is None and r.checkpoint is not None
+            reports = _reports(Path(r.path))
+            assert [x["iteration"] for x in reports] == [25, 50, 75, 100]
+            nodes.add(reports[-1]["node_id"])
+        assert len(nodes) == 2
+    finally:
+        import ray
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_interactive_menu_through_stdin(tmp_path):
+    script = "1\n2\nvocab_smal\nvocab_small\n7\n\nq\n"
+    out = subprocess.run([sys.executable, str(ROOT / "studies.py"), "interactive", "--output-dir", str(tmp_path)],
+                         input=script, capture_output=True, text=True, env=ENV, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "baseline" in out.stdout and "FLOPs per token" in out.stdout
+    assert "'vocab_smal' is not one of" in out.stdout and "'7' is not a choice" in out.stdout
+    assert out.stdout.rstrip().endswith("bye")
+    eof = subprocess.run([sys.executable, str(ROOT / "studies.py"), "interactive"], input="2\n",
+                         capture_output=True, text=True, env=ENV, timeout=120)
+    assert eof.returncode == 0 and "bye" in eof.stdout and "Traceback" not in eof.stderr
