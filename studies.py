@@ -52,7 +52,7 @@ def _positive_int(text: str) -> int:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=_positive_int, help="trials at once (default: CPUs // cpus-per-trial)")
     p.add_argument("--cpus-per-trial", type=_positive_int, default=None,
-                   help="CPU threads per trial (default: 1)")
+                   help="CPU threads per trial (default: 1 with several trials, all CPUs for one)")
     p.add_argument("--max-iters", type=_positive_int, help="override every experiment's max_iters")
     p.add_argument("--dataset", help="storyworld (default), tinystories, hf:owner/name or a local path")
     p.add_argument("--output-dir", default=".", help="where results land (default: current directory)")
@@ -70,11 +70,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (and no usage block) like every other error here."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see `python {self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from search_spaces import STUDIES
 
-    parser = argparse.ArgumentParser(prog="studies.py", description="Hyperparameter studies of small GPT models on Ray Tune.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = Parser(prog="studies.py", description="Hyperparameter studies of small GPT models on Ray Tune.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     p = sub.add_parser("list", help="list the named experiments and studies")
     p.add_argument("--experiments-file")
     p = sub.add_parser("details", help="every setting of one experiment")
@@ -149,26 +156,47 @@ def run_experiments(args: argparse.Namespace, study_name: str, experiments: Sequ
                     defaults: dict[str, Any]) -> int:
     from analysis.export import ResultsExporter, export_study
     from slm_tune.progress import StudyProgress
-    from slm_tune.study import StudyRun, run_study, study_configs
+    from slm_tune.study import StudyInterrupted, StudyRun, run_study, study_configs, study_lock
 
     output_dir = Path(args.output_dir)
     _check_writable(output_dir)
     configs = study_configs(experiments, _registry(args), _study_overrides(args, defaults))
     run = StudyRun(
         study=study_name, configs=configs, output_dir=output_dir, storage_path=args.storage_path,
-        repeats=args.repeats, cpus_per_trial=args.cpus_per_trial or 1,
+        repeats=args.repeats, cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent, scheduler=args.scheduler, resume=args.resume,
         address=args.address, verbose=args.verbose, cache_dir=args.cache_dir,
         max_failures=args.max_failures, log=_err, command=list(sys.argv),
         callbacks=[StudyProgress(max_iters={n: c.max_iters for n, c in configs.items()}),
                    ResultsExporter(output_dir, study_name)],
     )
-    results = run_study(run)
-    written = export_study(results, output_dir, study_name, command=sys.argv)
+    with study_lock(output_dir):
+        try:
+            results = run_study(run)
+        except StudyInterrupted as stopped:
+            _export_partial(stopped.results, output_dir, study_name)
+            _err(f"interrupted: {stopped}; finished trials and checkpoints are kept. Continue with: "
+                 f"{_resume_command()}")
+            return 130
+        written = export_study(results, output_dir, study_name, command=sys.argv)
     _err(f"results: {written['csv']}")
     _out(written["table"])
     failed = [r for r in results if r.error is not None]
     return 1 if failed and len(failed) == len(results) else 0
+
+
+def _resume_command() -> str:
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    return " ".join(["python", "studies.py", *args, "--resume"])
+
+
+def _export_partial(results, output_dir: Path, study_name: str) -> None:
+    from analysis.export import export_study
+
+    try:
+        export_study(results, output_dir, study_name, command=sys.argv)
+    except UserError:
+        pass  # nothing reported yet: nothing to export
 
 
 def _check_writable(path: Path) -> None:
@@ -244,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"error: {e}")
         return 2
     except KeyboardInterrupt:
-        _err("interrupted: finished trials and checkpoints are kept; add --resume to the same command to continue")
+        _err("interrupted: nothing already computed is lost; run the same command (with --resume if a study "
+             "had started) to continue")
         return 130
 
 

@@ -40,8 +40,25 @@ def read_study_file(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def _checkpoint_history(trial_dir: Path) -> list[dict[str, Any]]:
+    """The longest loss history among the trial's checkpoints (each keeps the run's history)."""
+    best: list[dict[str, Any]] = []
+    for d in trial_dir.glob("checkpoint_*"):
+        try:
+            h = json.loads((d / "history.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if h and (not best or h[-1]["iteration"] > best[-1]["iteration"]):
+            best = h
+    return best
+
+
 def _reports(trial_dir: Path) -> list[dict[str, Any]]:
-    """Every report in the trial's result.json; a resumed trial's redone iterations count once."""
+    """Every report in the trial's result.json; a resumed trial's redone iterations count once.
+
+    A report the trial made but the driver never logged (the driver stopped first) is taken
+    from the history in the trial's newest checkpoint.
+    """
     path = trial_dir / "result.json"
     by_iteration: dict[int, dict[str, Any]] = {}
     try:
@@ -55,6 +72,10 @@ def _reports(trial_dir: Path) -> list[dict[str, Any]]:
             continue  # a line cut short by a crash
         if "iteration" in r:
             by_iteration[int(r["iteration"])] = r
+    last = max(by_iteration) if by_iteration else 0
+    for h in _checkpoint_history(trial_dir):
+        if h["iteration"] not in by_iteration and h["iteration"] < last:
+            by_iteration[int(h["iteration"])] = dict(h)
     return [by_iteration[k] for k in sorted(by_iteration)]
 
 

@@ -65,12 +65,13 @@ def _pareto(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _bars(ax, names, values, errors, title, ylabel, fmt="{:.3f}", floor=None):
+    fmt = fmt if callable(fmt) else fmt.format
     colors = plt.cm.tab10(np.arange(len(names)) % 10)
     ax.bar(names, values, yerr=errors if errors is not None and np.nansum(errors) > 0 else None,
            color=colors, capsize=4)
     for i, v in enumerate(values):
         if np.isfinite(v):
-            ax.annotate(fmt.format(v), (i, v), ha="center", va="bottom", fontsize=8,
+            ax.annotate(fmt(v), (i, v), ha="center", va="bottom", fontsize=8,
                         xytext=(0, 2), textcoords="offset points")
     finite = [v for v in values if np.isfinite(v)]
     if finite and ("loss" in ylabel or "bits" in ylabel):
@@ -78,7 +79,7 @@ def _bars(ax, names, values, errors, title, ylabel, fmt="{:.3f}", floor=None):
         ax.set_ylim(low * 0.9, max(finite) * 1.05)
     if floor:
         ax.axhline(floor, color="black", ls="--", lw=1, label=f"corpus entropy {floor:.3f}")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left")
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", rotation=35, labelsize=8)
@@ -102,11 +103,13 @@ def plot_comparison(summary: pd.DataFrame, history: pd.DataFrame, title: str, pa
     _bars(ax[1], names, summary["best_val_bpb"].to_numpy(float), std("best_val_bpb"),
           COMPARISON_PANELS[1], "bits per byte (comparable across vocabularies)", floor=floor)
     _bars(ax[2], names, summary["total_params"].to_numpy(float), None, COMPARISON_PANELS[2],
-          "parameters", fmt="{:.3g}")
+          "parameters", fmt=_short)
     ax[2].set_ylim(0, summary["total_params"].max() * 1.15 if len(summary) else 1)
-    _bars(ax[3], names, summary["training_time_s"].to_numpy(float) / 60, None,
-          COMPARISON_PANELS[3], "minutes", fmt="{:.1f}")
-    ax[3].set_ylim(0, (summary["training_time_s"].max() / 60) * 1.15 if len(summary) else 1)
+    minutes = summary["training_time_s"].max() >= 120 if len(summary) else True
+    unit, scale = ("minutes", 60.0) if minutes else ("seconds", 1.0)
+    _bars(ax[3], names, summary["training_time_s"].to_numpy(float) / scale, None,
+          COMPARISON_PANELS[3], unit, fmt="{:.1f}")
+    ax[3].set_ylim(0, (summary["training_time_s"].max() / scale) * 1.15 if len(summary) else 1)
     for n in names:
         h = history[history["experiment"] == n]
         if len(h):
@@ -120,7 +123,7 @@ def plot_comparison(summary: pd.DataFrame, history: pd.DataFrame, title: str, pa
     for a in ax[4:6]:
         a.legend(fontsize=8)
         a.grid(alpha=0.3)
-    for a, col, label, scale in ((ax[6], "training_time_s", "training time (minutes)", 1 / 60),
+    for a, col, label, scale in ((ax[6], "training_time_s", f"training time ({unit})", 1 / scale),
                                  (ax[7], "total_params", "parameters", 1.0)):
         ok = summary[["best_val_bpb", col]].notna().all(axis=1).to_numpy()
         x = summary[col].to_numpy(float)[ok] * scale
@@ -132,6 +135,7 @@ def plot_comparison(summary: pd.DataFrame, history: pd.DataFrame, title: str, pa
         if len(x):
             front = _pareto(x, y)
             a.step(x[front], y[front], where="post", color="black", lw=1, ls="--", label="Pareto front")
+            a.scatter(x[front], y[front], s=160, facecolors="none", edgecolors="black", zorder=2)
             a.legend(fontsize=8)
         a.set(title=COMPARISON_PANELS[6 if col == "training_time_s" else 7], xlabel=label,
               ylabel="best validation bits per byte")

@@ -105,8 +105,9 @@ def quality(spec: dict) -> dict:
 
     torch.set_num_threads(2)
     out = {}
-    for label, overrides in (("float32", {"precision": "float32"}), ("fast", {"precision": "auto"})):
-        c = ExperimentConfig.from_name(spec["experiment"], **spec["overrides"], **overrides)
+    for label, overrides in (("float32", {"precision": "float32", "compile": False, "fused_loss": False}),
+                             ("fast", {"precision": "auto"})):
+        c = ExperimentConfig.from_name(spec["experiment"], **{**spec["overrides"], **overrides})
         data = prepare_tokens(c.dataset, c.vocab_size, c.data_fraction)
         t = time.perf_counter()
         result = train(c, data, threads=2)
@@ -170,15 +171,15 @@ def main() -> None:
 
     if args.smoke:
         base = {"experiment": "optimal_fast", "overrides": {"batch_size": 4, "block_size": 32}, "warmup": 1, "iters": 3}
-        rows = [("float32 reference", {"precision": "float32", "fused_loss": False}, 2),
-                ("fast path (default)", {"precision": "auto"}, 2)]
+        rows = [("float32 reference", {"precision": "float32", "fused_loss": False, "compile": False}, 2),
+                ("fast path (default)", {"precision": "auto", "compile": False}, 2)]
     else:
         base = {"experiment": "baseline", "overrides": {}, "warmup": 2, "iters": 6}
-        rows = [("float32 reference", {"precision": "float32", "fused_loss": False}, 2),
-                ("float32 + fused loss", {"precision": "float32"}, 2),
-                ("bfloat16 unfused", {"precision": "bfloat16", "fused_loss": False}, 2),
+        rows = [("float32 reference", {"precision": "float32", "fused_loss": False, "compile": False}, 2),
+                ("float32 + fused loss", {"precision": "float32", "compile": False}, 2),
+                ("bfloat16 unfused", {"precision": "bfloat16", "fused_loss": False, "compile": False}, 2),
+                ("fast path, no compile", {"precision": "auto", "compile": False}, 2),
                 ("fast path (default)", {"precision": "auto"}, 2),
-                ("fast path + compile", {"precision": "auto", "compile": True}, 2),
                 ("fast path, 1 thread", {"precision": "auto"}, 1)]
 
     peaks = {(t, d): matmul_peak(t, d) for t in (1, 2) for d in ("float32", "bfloat16")}
@@ -195,7 +196,7 @@ def main() -> None:
         results[label] = r
         peak = peaks[(threads, r["precision"])]
         print(f"{label:<22} {base['experiment']:<13} {r['precision']:<9} {str(overrides.get('fused_loss', True)):<5} "
-              f"{str(overrides.get('compile', False)):<7} {threads:>3} {r['s_per_iter']:>7.3f} {r['tokens_per_s']:>7.0f} "
+              f"{str(overrides.get('compile', True)):<7} {threads:>3} {r['s_per_iter']:>7.3f} {r['tokens_per_s']:>7.0f} "
               f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {r['rss_mb']:>7.0f}", flush=True)
     ref = results["float32 reference"]["tokens_per_s"]
     fast = results["fast path (default)"]["tokens_per_s"]
@@ -204,10 +205,11 @@ def main() -> None:
     if args.smoke:
         q = {"experiment": "optimal_fast", "overrides": {"batch_size": 4, "block_size": 32, "max_iters": 20,
                                                         "eval_interval": 10, "eval_iters": 2, "warmup_iters": 2,
-                                                        "dataset": "storyworld:train=300,validation=30"}}
+                                                        "dataset": "storyworld:train=300,validation=30",
+                                                        "compile": False}}
     else:
-        q = {"experiment": "optimal_fast", "overrides": {"max_iters": 300, "eval_interval": 100, "eval_iters": 16,
-                                                        "warmup_iters": 30}}
+        q = {"experiment": "optimal_fast", "overrides": {"max_iters": 200, "eval_interval": 100, "eval_iters": 16,
+                                                        "warmup_iters": 20}}
     qual = quality(q)
     diff = (qual["fast"]["val_loss"] - qual["float32"]["val_loss"]) / qual["float32"]["val_loss"]
     print(f"quality ({q['experiment']}, {q['overrides']['max_iters']} iterations, same data and seed): "

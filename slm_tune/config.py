@@ -53,7 +53,7 @@ class ExperimentConfig:
     # run
     seed: int = 1337
     precision: str = "auto"  # auto: bfloat16 autocast where the CPU has native bf16, else float32
-    compile: bool = False  # torch.compile the whole model (bench/README.md: it does not pay off here)
+    compile: bool = True  # torch.compile the model (eager where that fails); bench/README.md
     fused_loss: bool = True  # chunked output layer + cross-entropy (slm_tune/losses.py)
 
     def __post_init__(self) -> None:

@@ -12,7 +12,6 @@ bench/README.md has the measurements behind each choice.
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import torch
@@ -61,21 +60,21 @@ def _softmax_grad_fusable(logits: torch.Tensor, targets: torch.Tensor) -> tuple[
     return loss, (e / s - onehot.to(x.dtype)).to(logits.dtype)
 
 
-@functools.lru_cache(maxsize=1)
-def _compiled():
-    return torch.compile(_softmax_grad_fusable, dynamic=False)
-
-
 class FusedSoftmaxGrad:
     """The compiled kernel, or the eager one where compiling fails (no C++ compiler, say)."""
 
     def __init__(self) -> None:
         self.failed = False
+        self.kernel = None
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor):
+        if torch.compiler.is_compiling():  # inside a compiled model: the model's compile fuses it
+            return _softmax_grad_fusable(logits, targets)
         if not self.failed and logits.shape[1] >= FUSE_MIN_VOCAB:
             try:
-                return _compiled()(logits, targets)
+                if self.kernel is None:
+                    self.kernel = torch.compile(_softmax_grad_fusable, dynamic=False)
+                return self.kernel(logits, targets)
             except Exception as e:  # inductor needs a working C++ toolchain
                 self.failed = True
                 log.warning("fused loss kernel unavailable (%s); using the eager one", type(e).__name__)

@@ -6,6 +6,7 @@ tokenizes what another already did; trials then only open the shared token cache
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import ray
+from filelock import FileLock, Timeout
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -31,6 +33,15 @@ STUDY_FILE = "study.json"  # analysis.load reads it
 SCHEDULERS = ("fifo", "asha")
 
 
+class StudyInterrupted(Exception):
+    """The study stopped before every trial finished (Ctrl-C); it can be resumed."""
+
+    def __init__(self, results: tune.ResultGrid, pending: list[str]):
+        super().__init__(f"{len(pending)} trial(s) unfinished: {', '.join(pending)}")
+        self.results = results
+        self.pending = pending
+
+
 @dataclass
 class StudyRun:
     """Everything a study run needs; the CLI fills it from its flags."""
@@ -40,7 +51,7 @@ class StudyRun:
     output_dir: Path = Path(".")
     storage_path: str | None = None  # default: OUTPUT_DIR/ray_results
     repeats: int = 1
-    cpus_per_trial: int = 1
+    cpus_per_trial: int | None = None  # default: see default_cpus_per_trial
     max_concurrent: int | None = None  # default: available CPUs // cpus_per_trial
     scheduler: str = "fifo"
     resume: bool = False
@@ -64,6 +75,26 @@ class StudyRun:
         return "://" not in self.storage
 
 
+@contextlib.contextmanager
+def study_lock(output_dir: Path):
+    """One study at a time per output directory: a second one refuses instead of racing it for
+    the same result files. The OS releases the lock if the holder dies, even by SIGKILL."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(output_dir / ".slm-tune.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(
+            f"another study is running with --output-dir {str(output_dir)!r}; wait for it to finish "
+            "or give this one another --output-dir"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def run_dirs(storage: str, study: str) -> list[Path]:
     """The runs of `study` under a local storage path, oldest first: STUDY, STUDY-2, STUDY-3..."""
     root = Path(storage)
@@ -75,11 +106,12 @@ def run_dirs(storage: str, study: str) -> list[Path]:
 
 
 def unfinished_trials(run_dir: Path) -> list[str]:
-    """Names of the trials a stored run has not finished (empty when all are done)."""
+    """Names of the trials a stored run has not run to their end (errored ones did: --resume
+    retries them, but a study whose trials all ended is not unfinished)."""
     if not tune.Tuner.can_restore(str(run_dir)):
         return []
     analysis = tune.ExperimentAnalysis(str(run_dir))
-    return [str(t) for t in analysis.trials if t.status != "TERMINATED"]
+    return [str(t) for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
 
 
 def _quiet_ray(verbose: bool) -> None:
@@ -90,6 +122,7 @@ def _quiet_ray(verbose: bool) -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # its Ctrl-C advice names the Python API
 
 
 def _available_cpus(address: str | None) -> int:
@@ -177,7 +210,17 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def default_cpus_per_trial(n_trials: int, cpus: int, max_concurrent: int | None) -> int:
+    """One thread per trial, trials side by side: measured faster for a study than fewer trials
+    with more threads each (bench/README.md). A lone trial, or a capped concurrency, gets the
+    CPUs the other trials would have used."""
+    slots = min(n_trials, max_concurrent or cpus, cpus)
+    return max(1, cpus // max(1, slots))
+
+
 def _check_resources(run: StudyRun, cpus: int) -> int:
+    if run.cpus_per_trial is None:
+        run.cpus_per_trial = default_cpus_per_trial(len(run.configs) * run.repeats, cpus, run.max_concurrent)
     if run.cpus_per_trial < 1 or run.cpus_per_trial > cpus:
         raise UserError(
             f"--cpus-per-trial {run.cpus_per_trial} is beyond this machine's {cpus} CPUs; "
@@ -201,9 +244,13 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
     started_ray = False
     _quiet_ray(run.verbose)
     if run.address:
-        ray.init(address=run.address, log_to_driver=run.verbose,
-                 logging_level=logging.INFO if run.verbose else logging.WARNING)
-        started_ray = False
+        try:
+            ray.init(address=run.address, log_to_driver=run.verbose,
+                     logging_level=logging.INFO if run.verbose else logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot connect to the Ray cluster at {run.address!r} ({first}); check "
+                            "--address (e.g. ray://head:10001 or auto), or leave it out to run locally") from None
     cpus = _available_cpus(run.address)
     concurrent = _check_resources(run, cpus)
     scheduler, metric, mode = _scheduler(run)
@@ -271,6 +318,9 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
                 ),
             )
         results = tuner.fit()
+        pending = unfinished_trials(run_dir) if run.is_local_storage else []
+        if pending:
+            raise StudyInterrupted(results, pending)
         if run.is_local_storage:
             mark_study_ended(run_dir)
         return results

@@ -10,6 +10,8 @@ losses that follow are the same, bit for bit, on the same machine and thread cou
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,7 +25,9 @@ from slm_tune.config import ExperimentConfig
 from slm_tune.data.cache import TokenData
 from slm_tune.model import GPT, flops_per_token, param_counts
 
+log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "state.pt"
+HISTORY_FILE = "history.json"
 EVAL_SEED = 1234  # the validation batches depend only on the data and the batch shape
 SaveCheckpoint = Callable[[Path], None]
 Report = Callable[[dict[str, Any], SaveCheckpoint], None]
@@ -51,6 +55,25 @@ def resolve_precision(precision: str) -> str:
     if precision == "auto":
         return "bfloat16" if bf16_supported() else "float32"
     return precision
+
+
+class CompiledOrEager:
+    """The model through torch.compile, falling back to eager where compiling fails (a machine
+    without a working C++ compiler, say): a slower run beats a crashed one."""
+
+    def __init__(self, model: GPT, compile_model: bool):
+        self.model = model
+        self.compiled = torch.compile(model) if compile_model else None
+        self.failed: str | None = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(x, y)
+            except Exception as e:  # inductor/dynamo errors come in many types
+                self.compiled, self.failed = None, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                log.warning("torch.compile failed (%s); training in eager mode", self.failed)
+        return self.model(x, y)
 
 
 def lr_at(c: ExperimentConfig, it: int) -> float:
@@ -124,7 +147,7 @@ def train(
         batch_gen.set_state(saved["batch_rng"])
         torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
-    fwd_model = torch.compile(model) if c.compile else model
+    forward = CompiledOrEager(model, c.compile)
 
     total_params, non_embedding = param_counts(c)
     tokens_per_iter = c.batch_size * c.block_size
@@ -140,6 +163,9 @@ def train(
             "batch_rng": batch_gen.get_state(), "torch_rng": torch.get_rng_state(),
             "state": state, "config": c.to_dict(), "tokenizer": data.meta["tokenizer"],
         }, directory / CHECKPOINT_FILE)
+        # The loss history, readable without torch: a report that a stopping driver never logged
+        # is still in the history of the checkpoint the trial resumes from.
+        (directory / HISTORY_FILE).write_text(json.dumps(state["history"]), encoding="utf-8")
 
     @torch.no_grad()
     def evaluate() -> float:
@@ -148,7 +174,7 @@ def train(
         with autocast:
             for offsets in val_offsets:
                 x, y = _batch(data.validation, offsets, c.block_size)
-                losses.append(fwd_model(x, y).item())
+                losses.append(forward(x, y).item())
         model.train()
         return float(np.mean(losses))
 
@@ -185,7 +211,7 @@ def train(
         offsets = torch.randint(0, train_high, (c.batch_size,), generator=batch_gen).numpy()
         x, y = _batch(data.train, offsets, c.block_size)
         with autocast:
-            loss = fwd_model(x, y)
+            loss = forward(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_clip > 0:

@@ -34,13 +34,13 @@ def tiny(**overrides) -> ExperimentConfig:
     """A model that trains in well under a second per dozen iterations."""
     base = dict(name="tiny", vocab_size=1000, n_embd=32, n_layer=1, n_head=2, block_size=32,
                 batch_size=4, max_iters=20, eval_interval=10, eval_iters=2, warmup_iters=2,
-                learning_rate=3e-3, dataset=TINY_DATASET, precision="float32")
+                learning_rate=3e-3, dataset=TINY_DATASET, precision="float32", compile=False)
     base.update(overrides)
     return ExperimentConfig(**base)
 
 
 TINY_SETS = ["--set", "n_embd=32", "--set", "n_layer=1", "--set", "n_head=2", "--set", "batch_size=4",
-             "--set", "block_size=32", "--set", "eval_iters=2", "--set", "precision=float32",
+             "--set", "block_size=32", "--set", "eval_iters=2", "--set", "precision=float32", "--set", "compile=false",
              "--dataset", TINY_DATASET]
 
 

@@ -91,3 +91,12 @@ def test_too_small_validation_split_is_a_user_error():
     data = prepare_tokens(c.dataset, c.vocab_size)
     with pytest.raises(UserError, match="too few for block_size"):
         train(c.replace(block_size=512), data)
+
+
+def test_compiled_model_trains_like_eager():
+    c = tiny(max_iters=20, eval_interval=10)
+    data = _data(c)
+    eager = train(c, data).history
+    compiled = train(c.replace(compile=True), data).history
+    for a, b in zip(eager, compiled):
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=2e-3)

@@ -88,10 +88,20 @@ def _load_entry(path: Path) -> TokenData | None:
 
 
 def _tokenize_batch(batch: dict[str, list[str]], vocab_size: int) -> dict[str, list]:
+    """A batch of documents -> one row: their tokens, flat, `<|endoftext|>` after each.
+
+    One flat array per batch (not one list per document) spares datasets converting millions of
+    Python ints to Arrow: tokenization runs at tiktoken's own speed (bench/README.md).
+    """
     enc = get_tokenizer(vocab_size)
-    ids = enc.encode_ordinary_batch(batch["text"])
-    eot = enc.eot_token
-    return {"ids": [x + [eot] for x in ids], "n_bytes": [len(t.encode("utf-8")) for t in batch["text"]]}
+    ids = enc.encode_ordinary_batch(batch["text"], num_threads=1)  # parallel across processes instead
+    dtype = _dtype(vocab_size)
+    flat = np.concatenate([np.asarray(x + [enc.eot_token], dtype=dtype) for x in ids]) if ids else np.zeros(0, dtype)
+    return {"ids": [flat], "n_bytes": [sum(len(t.encode("utf-8")) for t in batch["text"])]}
+
+
+def _dtype(vocab_size: int) -> type:
+    return np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
 
 
 def _subset(train, fraction: float):
@@ -109,7 +119,7 @@ def _build(dataset: str, vocab_size: int, data_fraction: float, target: Path, lo
     corpus = load_corpus(dataset)
     get_tokenizer(vocab_size)  # find the ranks once here, before any worker needs them
     splits = {"train": _subset(corpus.splits["train"], data_fraction), "validation": corpus.splits["validation"]}
-    dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
+    dtype = _dtype(vocab_size)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -124,10 +134,13 @@ def _build(dataset: str, vocab_size: int, data_fraction: float, target: Path, lo
     for split, ds in splits.items():
         t0 = time.perf_counter()
         n_chars = sum(map(len, ds["text"])) if len(ds) < 200_000 else None
-        procs = num_proc or (min(os.cpu_count() or 1, 8) if (n_chars or 1 << 30) > 50_000_000 else 1)
+        # Processes, not tiktoken's threads, scale here (bench/README.md); below a few MB the
+        # workers cost more to start than they save.
+        procs = num_proc or (min(os.cpu_count() or 1, 8) if (n_chars or 1 << 30) > 4_000_000 else 1)
         mapped = ds.map(
-            _tokenize_batch, batched=True, batch_size=1000, num_proc=procs if procs > 1 else None,
+            _tokenize_batch, batched=True, batch_size=2000, num_proc=procs if procs > 1 else None,
             fn_kwargs={"vocab_size": vocab_size}, remove_columns=ds.column_names,
+            keep_in_memory=not ds.cache_files,  # a generated corpus: no disk cache to reuse
             desc=f"Tokenizing {split} ({tokenizer_name(vocab_size)})",
         )
         table = mapped.with_format("arrow")[:]

@@ -1,0 +1,282 @@
+"""Interrupt, crash, fail and misuse a study: nothing computed is lost, errors are one line."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.load import load_run
+from slm_tune.study import StudyRun, run_study
+from test_study import ENV, cli
+from conftest import ROOT, TINY_SETS, tiny
+
+LONG = ["--max-iters", "400", "--set", "eval_interval=20", *TINY_SETS]
+
+
+def _lines(path: Path) -> list[dict]:
+    """The complete reports in a result.json that may be being written."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "studies.py"), "run", "optimal_fast", "--repeats", "2",
+           "--max-concurrent", "1", "--output-dir", str(out), *LONG, *extra]
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_mid_second_trial(out: Path, proc: subprocess.Popen, reports: int = 6) -> None:
+    run = out / "ray_results" / "run_optimal_fast"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        first = _lines(run / "optimal_fast_seed1337" / "result.json")
+        second = _lines(run / "optimal_fast_seed1338" / "result.json")
+        if first and first[-1].get("status") == "finished" and len(second) >= reports:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"study ended before it could be interrupted: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    pytest.fail("the study did not reach its second trial in time")
+
+
+def _check_resumed(out: Path, killed_at: int, first_pid: int) -> None:
+    run = out / "ray_results" / "run_optimal_fast"
+    first = _lines(run / "optimal_fast_seed1337" / "result.json")
+    second = _lines(run / "optimal_fast_seed1338" / "result.json")
+    # The finished trial was not run again: its reports are exactly the first run's.
+    assert [r["iteration"] for r in first] == list(range(20, 401, 20))
+    assert {r["pid"] for r in first} == {first_pid}
+    # The unfinished one continued from its last checkpoint, redoing at most one interval.
+    resumed = [r for r in second if r["pid"] != second[0]["pid"]]
+    assert resumed and resumed[0]["iteration"] >= killed_at
+    assert second[-1]["iteration"] == 400 and second[-1]["status"] == "finished"
+    trials, history = load_run(run)
+    assert set(trials["status"]) == {"finished"}
+    for seed in (1337, 1338):
+        its = list(history[history["seed"] == seed]["iteration"])
+        assert its == list(range(20, 401, 20))  # the loss history continues, no gaps, no repeats
+    record = json.loads((out / "experiments" / "optimal_fast_results.json").read_text())
+    assert record["runs"] == 2 and record["status"] == "finished"
+    assert all(len(r["history"]) == 20 for r in record["per_run"])
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_interrupted_study_resumes(tmp_path, how):
+    proc = _start(tmp_path)
+    _wait_mid_second_trial(tmp_path, proc)
+    run = tmp_path / "ray_results" / "run_optimal_fast"
+    first_pid = _lines(run / "optimal_fast_seed1337" / "result.json")[0]["pid"]
+    if how == "SIGKILL":  # the driver and its Ray processes die at once, as when a machine goes down
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    else:  # Ctrl-C: the driver stops the study, keeps what it has and says how to resume
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err[-2000:]
+        assert "--resume" in err.splitlines()[-1] and "Traceback" not in err
+        os.killpg(proc.pid, signal.SIGKILL) if _alive(proc.pid) else None
+    killed_at = _lines(run / "optimal_fast_seed1338" / "result.json")[-1]["iteration"]
+    assert killed_at < 400
+
+    again = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(tmp_path), *LONG)
+    assert again.returncode == 2 and "unfinished trials" in again.stderr and "--resume" in again.stderr
+
+    resumed = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(tmp_path),
+                  *LONG, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _check_resumed(tmp_path, killed_at, first_pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def test_compare_works_on_an_interrupted_study(tmp_path):
+    proc = _start(tmp_path)
+    _wait_mid_second_trial(tmp_path, proc, reports=3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    out = cli("compare", "--output-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    trials, _ = load_run(tmp_path / "ray_results" / "run_optimal_fast")
+    assert sorted(trials["status"]) == ["finished", "interrupted"]
+    record = json.loads((tmp_path / "experiments" / "optimal_fast_results.json").read_text())
+    assert record["runs"] == 2 and record["status"] == "finished/interrupted"
+
+
+def test_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
+    configs = {"victim": tiny(name="victim", max_iters=600, eval_interval=20)}
+    import threading
+
+    killed = {}
+
+    def kill_worker():
+        path = tmp_path / "ray_results" / "crash" / "victim" / "result.json"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            lines = _lines(path)
+            if len(lines) >= 5:
+                killed["at"] = lines[-1]["iteration"]
+                os.kill(lines[-1]["pid"], signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=kill_worker)
+    t.start()
+    results = run_study(StudyRun("crash", configs, output_dir=tmp_path, max_failures=2))
+    t.join()
+    assert "at" in killed
+    lines = _lines(tmp_path / "ray_results" / "crash" / "victim" / "result.json")
+    pids = [r["pid"] for r in lines]
+    assert len(set(pids)) == 2  # the trial ran in a second process after the crash
+    after = [r for r in lines if r["pid"] == pids[-1]]
+    assert after[0]["iteration"] >= killed["at"] and after[0]["iteration"] > 20  # not from scratch
+    assert results[0].metrics["status"] == "finished" and results[0].metrics["iteration"] == 600
+
+
+def test_failing_and_diverging_trials_do_not_stop_the_study(tmp_path):
+    cache = tmp_path / "cache"
+    configs = {
+        "healthy": tiny(name="healthy", max_iters=100, eval_interval=20),
+        "diverges": tiny(name="diverges", learning_rate=1e6, grad_clip=0.0, warmup_iters=0, max_iters=200,
+                         eval_interval=20),
+        "broken": tiny(name="broken", vocab_size=777, max_iters=100, eval_interval=20),
+    }
+
+    class Sabotage(__import__("ray").tune.Callback):
+        """After the driver built the token caches, take the broken trial's away for good."""
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            if trial.config["experiment"] == "broken":
+                for entry in (cache / "tokens").glob("*gpt2-777*"):
+                    if entry.is_dir():
+                        import shutil
+                        shutil.rmtree(entry)
+                        entry.write_text("not a directory")  # rebuilding it fails: a persistent fault
+
+    results = run_study(StudyRun("faults", configs, output_dir=tmp_path, cache_dir=str(cache), max_failures=1,
+                                 max_concurrent=1, callbacks=[Sabotage()]))
+    assert len(results) == 3
+    trials, _ = load_run(tmp_path / "ray_results" / "faults")
+    status = dict(zip(trials["experiment"], trials["status"]))
+    assert status == {"healthy": "finished", "diverges": "diverged", "broken": "errored"}
+    error = trials[trials["experiment"] == "broken"]["error"].iloc[0]
+    assert error and "\n" not in error and ("Error" in error or "error" in error)
+    from analysis.export import export_runs
+    export_runs([tmp_path / "ray_results" / "faults"], tmp_path, "faults")
+    broken = json.loads((tmp_path / "experiments" / "broken_results.json").read_text())
+    assert broken["status"] == "errored" and broken["error"] == error
+
+
+def test_checkpoints_are_kept_to_the_latest_and_the_best(tmp_path):
+    configs = {"long": tiny(name="long", max_iters=200, eval_interval=10)}
+    run_study(StudyRun("keep", configs, output_dir=tmp_path))
+    trial = tmp_path / "ray_results" / "keep" / "long"
+    kept = sorted(p.name for p in trial.glob("checkpoint_*"))
+    assert 1 <= len(kept) <= 3, kept  # the two best by val_loss, and the latest
+    assert "checkpoint_000019" in kept  # the latest of 20 reports
+
+
+# ------------------------------------------------------------------------------ bad input
+
+def _snapshot(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file() and ".lock" not in p.name}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished")
+    proc = cli("run", "vocab_small", "--output-dir", str(out), "--max-iters", "20", *TINY_SETS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _bad_inputs(out: Path, tmp: Path) -> list[tuple[list[str], str]]:
+    (tmp / "bad.toml").write_text("[mine]\nn_layer = = 2\n")
+    (tmp / "invalid.toml").write_text("[mine]\nn_head = 3\n")
+    (tmp / "empty.txt").write_text("")
+    (tmp / "afile").write_text("x")
+    o = ["--output-dir", str(out)]
+    return [
+        (["vocabb", *o], "did you mean: vocab"),
+        (["run", "basline", *o], "did you mean: baseline"),
+        (["run", "baseline", "--set", "n_head=3", *o], "must be divisible by n_head=3"),
+        (["run", "baseline", "--set", "dropout=2", *o], "dropout=2.0 is invalid"),
+        (["run", "mine", "--experiments-file", str(tmp / "bad.toml"), *o], "bad.toml: invalid TOML"),
+        (["run", "mine", "--experiments-file", str(tmp / "invalid.toml"), *o], "[mine]"),
+        (["run", "baseline", "--dataset", str(tmp / "missing.txt"), *o], "check the path"),
+        (["run", "baseline", "--dataset", str(tmp / "empty.txt"), *o], "has 0 document"),
+        (["run", "baseline", "--dataset", "tinystories", *o], "storyworld"),
+        (["run", "baseline", "--set", "vocab_size=60000", *o], "the GPT-2 tokenizer gives"),
+        (["vocab", "--resume", "--output-dir", str(tmp / "nothing-here")], "no stored study 'vocab'"),
+        (["run", "baseline", "--output-dir", str(tmp / "afile" / "sub")], "is not writable"),
+        (["run", "baseline", "--max-concurrent", "64", *o], "beyond|needs more than"),
+        (["run", "baseline", "--cpus-per-trial", "64", *o], "beyond this machine's"),
+        (["run", "baseline", "--max-concurrent", "0", *o], "must be 1 or more"),
+        (["sample", "nope", *o], "does not exist"),
+    ]
+
+
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(finished, tmp_path):
+    before = _snapshot(finished)
+    import re
+    for args, expected in _bad_inputs(finished, tmp_path):
+        proc = cli(*args)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2, (args, err[-1500:])
+        assert "Traceback" not in err, (args, err[-1500:])
+        last = err.splitlines()[-1]
+        assert last.startswith("error: ") and re.search(expected if "|" in expected else re.escape(expected), last), (args, last)
+        assert _snapshot(finished) == before, args
+
+
+def test_damaged_checkpoint_and_model_are_reported_not_used(finished):
+    model = finished / "best_model_vocab_small.pt"
+    original = model.read_bytes()
+    try:
+        model.write_bytes(original[: len(original) // 2])
+        proc = cli("sample", "vocab_small", "--output-dir", str(finished))
+        assert proc.returncode == 2 and "is not a readable slm-tune model" in proc.stderr
+    finally:
+        model.write_bytes(original)
+    from analysis.export import best_checkpoint
+    trial = finished / "ray_results" / "run_vocab_small" / "vocab_small"
+    good = best_checkpoint(trial)
+    assert good is not None
+    (good[0] / "state.pt").write_bytes(b"garbage")
+    other = best_checkpoint(trial)
+    assert other is None or other[0] != good[0]
+
+
+def test_a_second_study_on_the_same_output_dir_refuses(tmp_path):
+    proc = _start(tmp_path)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "ray_results").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        second = cli("vocab", "--output-dir", str(tmp_path), *TINY_SETS)
+        assert second.returncode == 2 and "another study is running" in second.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
