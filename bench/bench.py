@@ -164,9 +164,17 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="tiny and fast: for CI")
     p.add_argument("--row", help=argparse.SUPPRESS)
     p.add_argument("--skip-study", action="store_true", help="leave out the quick-study overhead")
+    p.add_argument("--cpu-split", action="store_true",
+                   help="only: the quick study as 2 trials x 1 thread and as 1 trial x 2 threads")
     args = p.parse_args()
     if args.row:
         print(json.dumps(train_row(json.loads(args.row))))
+        return
+    if args.cpu_split:
+        for label, extra in (("2 trials x 1 thread", ["--max-concurrent", "2", "--cpus-per-trial", "1"]),
+                             ("1 trial x 2 threads", ["--max-concurrent", "1", "--cpus-per-trial", "2"])):
+            ov = study_overhead("quick", extra)
+            print(f"quick study, {label}: wall {ov['wall_s']:.0f} s", flush=True)
         return
 
     if args.smoke:

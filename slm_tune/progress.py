@@ -66,11 +66,14 @@ class StudyProgress(tune.Callback):
             self.emit(self._line(name))
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._update(trial, "RUNNING")
+        self._update(trial, "STARTED")
+        self.emit(self._line(str(trial)))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        # Each trial's first report is shown at once (it can be minutes after the start).
+        first = not self._latest.get(str(trial), ("", {}))[1]
         self._update(trial, "RUNNING", result)
-        self._flush()
+        self._flush(force=first)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}

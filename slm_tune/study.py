@@ -25,7 +25,7 @@ from search_spaces import param_space
 from slm_tune.config import ExperimentConfig
 from slm_tune.data.cache import prepare_tokens
 from slm_tune.errors import UserError
-from slm_tune.trainable import run_trial, trial_config, trial_label
+from slm_tune.trainable import run_trial, trial_label
 from slm_tune.train import check_data
 
 Log = Callable[[str], None]
@@ -153,6 +153,14 @@ def prepare_data(run: StudyRun) -> dict[str, dict[str, Any]]:
     return info
 
 
+def _stored_configs(run_dir: Path) -> dict[str, ExperimentConfig]:
+    try:
+        doc = json.loads((run_dir / STUDY_FILE).read_text(encoding="utf-8"))
+        return {n: ExperimentConfig(**d) for n, d in doc.get("configs", {}).items()}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
 def machine_info() -> dict[str, Any]:
     import platform
 
@@ -188,8 +196,6 @@ def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str
         "tokenizers": {n: d["tokenizer"] for n, d in data_info.items()},
         "entropy_bpb": {n: d["entropy_bpb"] for n, d in data_info.items()},
     }
-    if run.resume and previous.get("configs"):
-        doc["configs"] = previous["configs"]  # a resumed study keeps the settings it started with
     _write_json(path, doc)
 
 
@@ -251,6 +257,7 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UserError(f"cannot connect to the Ray cluster at {run.address!r} ({first}); check "
                             "--address (e.g. ray://head:10001 or auto), or leave it out to run locally") from None
+        started_ray = True  # shutting down only disconnects from a cluster we did not start
     cpus = _available_cpus(run.address)
     concurrent = _check_resources(run, cpus)
     scheduler, metric, mode = _scheduler(run)
@@ -265,6 +272,9 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
                 f"start it with `python studies.py {run.study}` (without --resume)"
             )
         name = target.name
+        stored = _stored_configs(target)
+        if stored:  # a resumed study keeps the settings it started with, whatever the flags say now
+            run.configs = stored
     else:
         if previous:
             pending = unfinished_trials(previous[-1])
@@ -338,4 +348,5 @@ def study_configs(
     return {name: ExperimentConfig.from_name(name, registry, **overrides) for name in experiments}
 
 
-__all__ = ["StudyRun", "run_study", "study_configs", "run_dirs", "unfinished_trials", "trial_config"]
+__all__ = ["StudyInterrupted", "StudyRun", "run_study", "study_configs", "study_lock", "run_dirs",
+           "unfinished_trials"]

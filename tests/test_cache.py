@@ -3,7 +3,6 @@ import multiprocessing as mp
 import shutil
 
 import numpy as np
-import pytest
 
 from slm_tune.data.cache import entry_key, prepare_tokens
 from slm_tune.tokenizer import get_tokenizer

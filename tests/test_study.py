@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from analysis.load import load_run
 from search_spaces import STUDIES, param_space
