@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
     elif what == "--":
         cmd = [py, str(ROOT / "studies.py"), *argv[1:]]
     else:
-        cmd = [py, str(ROOT / "studies.py"), *argv]
+        cmd = [py, str(ROOT / "studies.py"), *(argv or ["quick"])]
     print("+", " ".join(str(c) for c in cmd), flush=True)
     return subprocess.run([str(c) for c in cmd], cwd=ROOT).returncode
 

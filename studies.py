@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     _add_run_options(p)
     for study in STUDIES.values():
-        p = sub.add_parser(study.name, help=f"study: {study.description}")
+        p = sub.add_parser(study.name, help=f"study: {study.description}".replace("%", "%%"))
         _add_run_options(p)
     p = sub.add_parser("interactive", help="a menu: list, details, run, compare")
     p.add_argument("--output-dir", default=".")

@@ -101,6 +101,13 @@ def test_two_node_cluster_runs_one_trial_per_node(tmp_path):
         cluster.shutdown()
 
 
+def test_help_of_every_command():
+    from search_spaces import STUDIES
+    for command in ["", "list", "details", "run", "compare", "sample", "interactive", *STUDIES]:
+        out = cli(*([command] if command else []), "--help")
+        assert out.returncode == 0 and "usage:" in out.stdout, (command, out.stderr[-500:])
+
+
 def test_interactive_menu_through_stdin(tmp_path):
     script = "1\n2\nvocab_smal\nvocab_small\n7\n\nq\n"
     out = subprocess.run([sys.executable, str(ROOT / "studies.py"), "interactive", "--output-dir", str(tmp_path)],
