@@ -164,6 +164,8 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="tiny and fast: for CI")
     p.add_argument("--row", help=argparse.SUPPRESS)
     p.add_argument("--skip-study", action="store_true", help="leave out the quick-study overhead")
+    p.add_argument("--all-rows", action="store_true",
+                   help="also the float32 + fused loss and bfloat16 unfused rows (about 1.5 minutes more)")
     p.add_argument("--cpu-split", action="store_true",
                    help="only: the quick study as 2 trials x 1 thread and as 1 trial x 2 threads")
     args = p.parse_args()
@@ -183,9 +185,10 @@ def main() -> None:
                 ("fast path (default)", {"precision": "auto", "compile": False}, 2)]
     else:
         base = {"experiment": "baseline", "overrides": {}, "warmup": 2, "iters": 6}
+        extra_rows = [("float32 + fused loss", {"precision": "float32", "compile": False}, 2),
+                      ("bfloat16 unfused", {"precision": "bfloat16", "fused_loss": False, "compile": False}, 2)]
         rows = [("float32 reference", {"precision": "float32", "fused_loss": False, "compile": False}, 2),
-                ("float32 + fused loss", {"precision": "float32", "compile": False}, 2),
-                ("bfloat16 unfused", {"precision": "bfloat16", "fused_loss": False, "compile": False}, 2),
+                *(extra_rows if args.all_rows else []),
                 ("fast path, no compile", {"precision": "auto", "compile": False}, 2),
                 ("fast path (default)", {"precision": "auto"}, 2),
                 ("fast path, 1 thread", {"precision": "auto"}, 1)]
