@@ -271,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         _err(f"error: {e}")
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         _err("interrupted: nothing already computed is lost; run the same command (with --resume if a study "
              "had started) to continue")

@@ -97,15 +97,16 @@ def _ray_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _first_error_line(trial_dir: Path) -> str | None:
-    for name in ("error.txt", "error.pkl"):
-        f = trial_dir / name
-        if f.is_file() and name.endswith(".txt"):
-            lines = [ln.strip() for ln in f.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-            # The exception's own message is the last line of a traceback.
-            for line in reversed(lines):
-                if not line.startswith(("File ", "^", "~", "Traceback", "During handling", "The above")):
-                    return line[:300]
+def _first_error_line(trial_dir: Path) -> str:
+    """The exception's own message: the last line of the traceback Ray stored in error.txt."""
+    try:
+        text = (trial_dir / "error.txt").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "errored (no error text was stored)"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if not line.startswith(("File ", "^", "~", "Traceback", "During handling", "The above")):
+            return line[:300]
     return "errored (no error text was stored)"
 
 

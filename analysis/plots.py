@@ -11,17 +11,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from slm_tune.describe import short_number as _short  # noqa: E402
+
 COMPARISON_PANELS = (
     "Best validation loss", "Best validation bits per byte", "Parameters", "Training time",
     "Validation curves", "Training loss curves", "Quality vs training time", "Quality vs parameters",
 )
-
-
-def _short(n: float) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return f"{n:g}"
 
 
 def plot_training_losses(history: pd.DataFrame, title: str, path: Path) -> plt.Figure:

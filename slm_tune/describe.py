@@ -8,7 +8,8 @@ from slm_tune.config import ExperimentConfig
 from slm_tune.model import flops_per_token, param_counts
 
 
-def _short(n: float) -> str:
+def short_number(n: float) -> str:
+    """16058112 -> '16.1M'."""
     for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= size:
             return f"{n / size:.1f}{unit}"
@@ -21,7 +22,7 @@ def experiments_table(registry: Mapping[str, ExperimentConfig]) -> str:
     rows = [head]
     for c in registry.values():
         total, _ = param_counts(c)
-        rows.append([c.name, _short(total), f"{c.vocab_size:,}", str(c.n_embd), str(c.n_layer),
+        rows.append([c.name, short_number(total), f"{c.vocab_size:,}", str(c.n_embd), str(c.n_layer),
                      str(c.n_head), f"{c.learning_rate:g}", str(c.max_iters),
                      f"{c.data_fraction:.0%}", c.description])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
@@ -41,10 +42,10 @@ def experiment_details(c: ExperimentConfig) -> str:
     lines += [f"  {k.ljust(width)}  {v}" for k, v in c.to_dict().items() if k not in ("name", "description")]
     lines += [
         "",
-        f"  {'total params'.ljust(width)}  {total:,} ({_short(total)}, output head tied to the embedding)",
-        f"  {'non-embedding'.ljust(width)}  {non_embedding:,} ({_short(non_embedding)})",
-        f"  {'FLOPs per token'.ljust(width)}  {fpt:,} ({_short(fpt)}, forward + backward)",
-        f"  {'training tokens'.ljust(width)}  {tokens:,} ({_short(tokens)})",
-        f"  {'training FLOPs'.ljust(width)}  {_short(fpt * tokens)}",
+        f"  {'total params'.ljust(width)}  {total:,} ({short_number(total)}, output head tied to the embedding)",
+        f"  {'non-embedding'.ljust(width)}  {non_embedding:,} ({short_number(non_embedding)})",
+        f"  {'FLOPs per token'.ljust(width)}  {fpt:,} ({short_number(fpt)}, forward + backward)",
+        f"  {'training tokens'.ljust(width)}  {tokens:,} ({short_number(tokens)})",
+        f"  {'training FLOPs'.ljust(width)}  {short_number(fpt * tokens)}",
     ]
     return "\n".join(lines)
