@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from ray import tune
 
-from analysis.load import HISTORY_COLUMNS, find_runs, load_run, load_runs, read_study_file
+from analysis.load import HISTORY_COLUMNS, find_runs, first_error_line, load_run, load_runs, read_study_file
 from analysis.plots import plot_comparison, plot_training_losses
 from slm_tune.errors import UserError
 
@@ -260,19 +260,27 @@ class ResultsExporter(tune.Callback):
         self.output_dir = Path(output_dir).resolve()
         self.study = study
 
-    def _export(self, trial) -> None:
+    def _export(self, trial, trials, status: str) -> None:
+        """Reads only this experiment's trials, with Ray's live view of them (statuses, and the
+        logs not yet synced to storage): the cost of a trial's export does not grow with the study."""
         try:
             run_dir = Path(trial.path).parent
-            trials, history = load_run(run_dir)
             experiment = trial.config["experiment"]
-            done = trials[trials["experiment"] == experiment]
+            view = {}
+            for t in trials:
+                if t.path and t.config.get("experiment") == experiment:
+                    st = status if t is trial else t.status
+                    view[Path(t.path).name] = {
+                        "ray_status": st, "trial_id": t.trial_id, "log_dir": t.local_path,
+                        "error": first_error_line(Path(t.local_path)) if st == "ERROR" else None}
+            done, history = load_run(run_dir, experiments=[experiment], ray_view=view)
             if len(done):
                 export_experiment(experiment, done, history, self.output_dir)
         except Exception:
             pass  # the study's final export writes everything again; never stop a study for this
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._export(trial)
+        self._export(trial, trials, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._export(trial)
+        self._export(trial, trials, "ERROR")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Mapping
 
 import pandas as pd
 
@@ -53,13 +53,14 @@ def _checkpoint_history(trial_dir: Path) -> list[dict[str, Any]]:
     return best
 
 
-def _reports(trial_dir: Path) -> list[dict[str, Any]]:
+def _reports(trial_dir: Path, log_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every report in the trial's result.json; a resumed trial's redone iterations count once.
 
     A report the trial made but the driver never logged (the driver stopped first) is taken
-    from the history in the trial's newest checkpoint.
+    from the history in the trial's newest checkpoint. `log_dir` is where result.json is when
+    not in the trial directory (a running study's driver staging directory).
     """
-    path = trial_dir / "result.json"
+    path = (log_dir or trial_dir) / "result.json"
     by_iteration: dict[int, dict[str, Any]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -91,13 +92,13 @@ def _ray_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
     for t in analysis.trials:
         error = None
         if t.status == "ERROR":
-            error = _first_error_line(Path(t.path)) if t.path else None
+            error = first_error_line(Path(t.path)) if t.path else None
         out[Path(t.path).name if t.path else str(t)] = {"ray_status": t.status, "trial_id": t.trial_id,
                                                        "error": error}
     return out
 
 
-def _first_error_line(trial_dir: Path) -> str:
+def first_error_line(trial_dir: Path) -> str:
     """The exception's own message: the last line of the traceback Ray stored in error.txt."""
     try:
         text = (trial_dir / "error.txt").read_text(encoding="utf-8", errors="replace")
@@ -118,19 +119,34 @@ def _finite(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, history) DataFrames of one stored study run."""
+def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
+             ray_view: Mapping[str, dict[str, Any]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, history) DataFrames of one stored study run.
+
+    `experiments` reads only those experiments' trials. `ray_view` (trial directory name ->
+    ray_status, trial_id, error, log_dir) is Ray's live view of a running study, in place of its
+    stored state: a running study's params.json and result.json are written in the driver's
+    staging directory (log_dir) and reach the run directory only at Ray's next sync, while
+    checkpoints go straight to the run directory.
+    """
     run_dir = Path(run_dir)
     meta = read_study_file(run_dir)
     configs = meta.get("configs", {})
     study = meta.get("study", run_dir.name)
-    ray_view = _ray_trials(run_dir)
+    ray_view = _ray_trials(run_dir) if ray_view is None else ray_view
+    log_dirs = {name: Path(v["log_dir"]) for name, v in ray_view.items() if v.get("log_dir")}
+    stored = {p.name for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists()}
     trials, history = [], []
-    trial_dirs = sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists())
-    for tdir in trial_dirs:
-        params = json.loads((tdir / "params.json").read_text(encoding="utf-8"))
+    for name in sorted(stored | set(log_dirs)):
+        tdir, log_dir = run_dir / name, log_dirs.get(name, run_dir / name)
+        try:
+            params = json.loads((log_dir / "params.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
         experiment = params.get("experiment", tdir.name)
-        reports = _reports(tdir)
+        if experiments is not None and experiment not in experiments:
+            continue
+        reports = _reports(tdir, log_dir)
         last = reports[-1] if reports else {}
         config = dict(configs.get(experiment, {}))
         if "seed" in params:

@@ -88,8 +88,17 @@ def train_row(spec: dict) -> dict:
 
 
 def _run_row(spec: dict) -> dict:
+    """A row in a fresh process, started with the environment trials get (slm_tune/workers.py)
+    unless the row is about glibc's allocator defaults."""
+    from slm_tune.workers import trial_env
+
+    env = dict(os.environ)
+    if spec.get("malloc_defaults"):
+        env.pop("GLIBC_TUNABLES", None)
+    else:
+        env.update(trial_env())
     out = subprocess.run([sys.executable, __file__, "--row", json.dumps(spec)], capture_output=True, text=True,
-                         cwd=ROOT)
+                         cwd=ROOT, env=env)
     if out.returncode != 0:
         raise SystemExit(f"row {spec} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -117,8 +126,11 @@ def quality(spec: dict) -> dict:
 
 def tokenization() -> dict:
     """Build the default corpus's token cache from nothing, then load it again."""
+    import datasets
+
     from slm_tune.data.cache import prepare_tokens
 
+    datasets.disable_progress_bars()  # the figures below say it; keep the table readable
     tmp = tempfile.mkdtemp(prefix="slm-bench-cache-")
     try:
         t = time.perf_counter()
@@ -165,7 +177,7 @@ def main() -> None:
     p.add_argument("--row", help=argparse.SUPPRESS)
     p.add_argument("--skip-study", action="store_true", help="leave out the quick-study overhead")
     p.add_argument("--all-rows", action="store_true",
-                   help="also the float32 + fused loss and bfloat16 unfused rows (about 1.5 minutes more)")
+                   help="also the float32 + fused loss, bfloat16 unfused and glibc malloc defaults rows (about 2 minutes more)")
     p.add_argument("--cpu-split", action="store_true",
                    help="only: the quick study as 2 trials x 1 thread and as 1 trial x 2 threads")
     args = p.parse_args()
@@ -186,7 +198,8 @@ def main() -> None:
     else:
         base = {"experiment": "baseline", "overrides": {}, "warmup": 2, "iters": 6}
         extra_rows = [("float32 + fused loss", {"precision": "float32", "compile": False}, 2),
-                      ("bfloat16 unfused", {"precision": "bfloat16", "fused_loss": False, "compile": False}, 2)]
+                      ("bfloat16 unfused", {"precision": "bfloat16", "fused_loss": False, "compile": False}, 2),
+                      ("fast, malloc defaults", {"precision": "auto"}, 2)]
         rows = [("float32 reference", {"precision": "float32", "fused_loss": False, "compile": False}, 2),
                 *(extra_rows if args.all_rows else []),
                 ("fast path, no compile", {"precision": "auto", "compile": False}, 2),
@@ -202,7 +215,8 @@ def main() -> None:
     print("-" * len(header))
     results = {}
     for label, overrides, threads in rows:
-        spec = dict(base, overrides={**base["overrides"], **overrides}, threads=threads)
+        spec = dict(base, overrides={**base["overrides"], **overrides}, threads=threads,
+                    malloc_defaults="malloc defaults" in label)
         r = _run_row(spec)
         results[label] = r
         peak = peaks[(threads, r["precision"])]

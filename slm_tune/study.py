@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -27,6 +27,7 @@ from slm_tune.data.cache import prepare_tokens
 from slm_tune.errors import UserError
 from slm_tune.trainable import run_trial, trial_label
 from slm_tune.train import check_data
+from slm_tune.workers import trial_env
 
 Log = Callable[[str], None]
 STUDY_FILE = "study.json"  # analysis.load reads it
@@ -224,23 +225,27 @@ def default_cpus_per_trial(n_trials: int, cpus: int, max_concurrent: int | None)
     return max(1, cpus // max(1, slots))
 
 
-def _check_resources(run: StudyRun, cpus: int) -> int:
-    if run.cpus_per_trial is None:
-        run.cpus_per_trial = default_cpus_per_trial(len(run.configs) * run.repeats, cpus, run.max_concurrent)
-    if run.cpus_per_trial < 1 or run.cpus_per_trial > cpus:
-        raise UserError(
-            f"--cpus-per-trial {run.cpus_per_trial} is beyond this machine's {cpus} CPUs; "
-            f"use 1 to {cpus}"
-        )
-    most = max(1, cpus // run.cpus_per_trial)
+def _resolve_resources(run: StudyRun, cpus: int) -> tuple[int, int]:
+    """(CPUs per trial, trials at once) for this machine, or a one-line error for impossible flags."""
+    per_trial = run.cpus_per_trial
+    if per_trial is None:
+        per_trial = default_cpus_per_trial(len(run.configs) * run.repeats, cpus, run.max_concurrent)
+    if per_trial < 1 or per_trial > cpus:
+        raise UserError(f"--cpus-per-trial {per_trial} is beyond this machine's {cpus} CPUs; use 1 to {cpus}")
+    most = max(1, cpus // per_trial)
     if run.max_concurrent is None:
-        return most
+        return per_trial, most
     if not 1 <= run.max_concurrent <= most:
         raise UserError(
-            f"--max-concurrent {run.max_concurrent} with {run.cpus_per_trial} CPU(s) per trial needs "
+            f"--max-concurrent {run.max_concurrent} with {per_trial} CPU(s) per trial needs "
             f"more than this machine's {cpus} CPUs; use 1 to {most}"
         )
-    return run.max_concurrent
+    return per_trial, run.max_concurrent
+
+
+def _runtime_env() -> dict[str, Any] | None:
+    env = trial_env()
+    return {"env_vars": env} if env else None
 
 
 def run_study(run: StudyRun) -> tune.ResultGrid:
@@ -251,7 +256,7 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
     _quiet_ray(run.verbose)
     if run.address:
         try:
-            ray.init(address=run.address, log_to_driver=run.verbose,
+            ray.init(address=run.address, log_to_driver=run.verbose, runtime_env=_runtime_env(),
                      logging_level=logging.INFO if run.verbose else logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
@@ -259,7 +264,8 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
                             "--address (e.g. ray://head:10001 or auto), or leave it out to run locally") from None
         started_ray = True  # shutting down only disconnects from a cluster we did not start
     cpus = _available_cpus(run.address)
-    concurrent = _check_resources(run, cpus)
+    per_trial, concurrent = _resolve_resources(run, cpus)
+    run = replace(run, cpus_per_trial=per_trial)  # a resolved copy: the caller's run is left as given
     scheduler, metric, mode = _scheduler(run)
 
     storage = run.storage
@@ -274,7 +280,7 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
         name = target.name
         stored = _stored_configs(target)
         if stored:  # a resumed study keeps the settings it started with, whatever the flags say now
-            run.configs = stored
+            run = replace(run, configs=stored)
     else:
         if previous:
             pending = unfinished_trials(previous[-1])
@@ -294,7 +300,7 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
 
     if not run.address and not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=run.verbose,
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=run.verbose, runtime_env=_runtime_env(),
                  logging_level=logging.INFO if run.verbose else logging.WARNING)
         started_ray = True
     try:

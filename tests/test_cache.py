@@ -99,3 +99,24 @@ def test_concurrent_builders_make_one_entry(tmp_path):
     assert results[0][1:] == results[1][1:]
     entries = [p for p in (tmp_path / "tokens").iterdir() if p.is_dir()]
     assert len(entries) == 1
+
+
+def _per_document(texts, vocab_size):
+    enc = get_tokenizer(vocab_size)
+    return [t for ids in enc.encode_ordinary_batch(texts) for t in (*ids, enc.eot_token)]
+
+
+def test_tokens_equal_per_document_encoding(tmp_path):
+    """Batches are encoded as one joined text; that must not change a single token, including
+    at document edges (spaces, newlines) and where a document contains the marker itself."""
+    docs = [" leading space", "trailing space ", "two\n\nlines\n", "  ", "numbers 123 456", "é café",
+            "a literal <|endoftext|> inside", "x" * 50, "it's", "'s start"] * 3
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in docs), encoding="utf-8")
+    from slm_tune.data.corpora import load_corpus
+    corpus = load_corpus(str(tmp_path / "c.jsonl"))
+    for vocab in (1000, 50257):
+        data = prepare_tokens(str(tmp_path / "c.jsonl"), vocab, cache_dir=tmp_path / "cache")
+        for split, arr in (("train", data.train), ("validation", data.validation)):
+            assert arr.tolist() == _per_document(corpus.splits[split]["text"], vocab), (vocab, split)
+    story = prepare_tokens(SPEC, 1000, cache_dir=tmp_path / "cache")
+    assert story.train.tolist() == _per_document(load_corpus(SPEC).splits["train"]["text"], 1000)

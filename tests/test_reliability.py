@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from analysis.load import load_run
+from analysis.export import ResultsExporter
 from slm_tune.study import StudyRun, run_study
 from test_study import ENV, cli
 from conftest import ROOT, TINY_SETS, tiny
@@ -167,8 +168,11 @@ def test_failing_and_diverging_trials_do_not_stop_the_study(tmp_path):
                         entry.write_text("not a directory")  # rebuilding it fails: a persistent fault
 
     results = run_study(StudyRun("faults", configs, output_dir=tmp_path, cache_dir=str(cache), max_failures=1,
-                                 max_concurrent=1, callbacks=[Sabotage()]))
+                                 max_concurrent=1, callbacks=[Sabotage(), ResultsExporter(tmp_path, "faults")]))
     assert len(results) == 3
+    live = {e: json.loads((tmp_path / "experiments" / f"{e}_results.json").read_text()) for e in configs}
+    assert {e: r["status"] for e, r in live.items()} == {"healthy": "finished", "diverges": "diverged",
+                                                          "broken": "errored"}
     trials, _ = load_run(tmp_path / "ray_results" / "faults")
     status = dict(zip(trials["experiment"], trials["status"]))
     assert status == {"healthy": "finished", "diverges": "diverged", "broken": "errored"}
@@ -177,7 +181,7 @@ def test_failing_and_diverging_trials_do_not_stop_the_study(tmp_path):
     from analysis.export import export_runs
     export_runs([tmp_path / "ray_results" / "faults"], tmp_path, "faults")
     broken = json.loads((tmp_path / "experiments" / "broken_results.json").read_text())
-    assert broken["status"] == "errored" and broken["error"] == error
+    assert broken["status"] == "errored" and broken["error"] == error == live["broken"]["error"]
 
 
 def test_checkpoints_are_kept_to_the_latest_and_the_best(tmp_path):

@@ -127,3 +127,27 @@ def test_notebook_api(study_dir):
     assert np.isfinite(trials["best_val_bpb"]).all()
     assert (trials["best_val_bpb"] > trials["entropy_bpb"]).all()
     assert len(history) == 12 and set(history["iteration"]) == {10, 20}
+
+
+def test_an_experiments_files_are_written_when_its_trial_ends(tmp_path):
+    """ResultsExporter: the first trial's files exist, marked finished, before the second starts."""
+    from ray import tune
+
+    from analysis.export import ResultsExporter
+    from conftest import tiny
+    from slm_tune.study import StudyRun, run_study
+
+    seen = {}
+
+    class SeenAtStart(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            seen[trial.config["experiment"]] = sorted(p.name for p in (tmp_path / "experiments").glob("*"))
+
+    configs = {n: tiny(name=n, max_iters=20, eval_interval=10) for n in ("first", "second")}
+    run_study(StudyRun("live", configs, output_dir=tmp_path, max_concurrent=1,
+                       callbacks=[ResultsExporter(tmp_path, "live"), SeenAtStart()]))
+    assert seen["first"] == []
+    assert seen["second"] == ["first_results.json", "first_training_losses.png"]
+    record = json.loads((tmp_path / "experiments" / "first_results.json").read_text())
+    assert record["status"] == "finished" and len(record["history"]) == 2
+    assert (tmp_path / "best_model_first.pt").is_file()
