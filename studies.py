@@ -52,7 +52,8 @@ def _positive_int(text: str) -> int:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=_positive_int, help="trials at once (default: CPUs // cpus-per-trial)")
     p.add_argument("--cpus-per-trial", type=_positive_int, default=None,
-                   help="CPU threads per trial (default: 1 with several trials, all CPUs for one)")
+                   help="CPU threads per trial (default: 1 or 2, whichever finishes the study sooner, "
+                        "bench/README.md; all CPUs for a single trial)")
     p.add_argument("--max-iters", type=_positive_int, help="override every experiment's max_iters")
     p.add_argument("--dataset", help="storyworld (default), tinystories, hf:owner/name or a local path")
     p.add_argument("--output-dir", default=".", help="where results land (default: current directory)")

@@ -119,3 +119,13 @@ def test_interactive_menu_through_stdin(tmp_path):
     eof = subprocess.run([sys.executable, str(ROOT / "studies.py"), "interactive"], input="2\n",
                          capture_output=True, text=True, env=ENV, timeout=120)
     assert eof.returncode == 0 and "bye" in eof.stdout and "Traceback" not in eof.stderr
+
+
+def test_default_cpu_split_follows_the_measured_model():
+    from slm_tune.study import default_cpus_per_trial as split
+
+    # 2 CPUs (this machine): side by side when the rounds come out even, 2 threads when a lone
+    # trial would otherwise run a last round on one thread (the quick study's 3 trials).
+    assert [split(n, 2, None) for n in (1, 2, 3, 4, 14)] == [2, 1, 2, 1, 1]
+    assert split(14, 2, 1) == 2  # one at a time: it gets both CPUs
+    assert split(2, 8, None) == 4 and split(14, 8, 2) == 4 and split(16, 8, None) == 1
