@@ -230,12 +230,12 @@ def default_cpus_per_trial(n_trials: int, cpus: int, max_concurrent: int | None)
     is weighed against 2 by the rounds each needs, ceil(trials / trials-at-once), each round
     1.77x shorter with 2 threads. On 2 CPUs: 2 or 14 trials -> 1 thread each; 3 -> 2 (measured
     for `quick`'s 3: 177-179 s against 182-200 s). A lone trial, or a capped concurrency, gets
-    the CPUs the other trials would have used.
+    the CPUs the other trials would have used; a concurrency the user chose is never lowered.
     """
     n_trials = max(1, n_trials)
     slots = min(n_trials, max_concurrent or cpus, cpus)
     threads = max(1, cpus // max(1, slots))
-    if threads == 1 and cpus >= 2:
+    if threads == 1 and cpus >= 2 and max_concurrent is None:  # a chosen concurrency is kept
         rounds_1 = math.ceil(n_trials / slots)
         rounds_2 = math.ceil(n_trials / max(1, min(slots, cpus // 2)))
         if rounds_2 / TWO_THREAD_SPEEDUP < rounds_1:

@@ -128,4 +128,5 @@ def test_default_cpu_split_follows_the_measured_model():
     # trial would otherwise run a last round on one thread (the quick study's 3 trials).
     assert [split(n, 2, None) for n in (1, 2, 3, 4, 14)] == [2, 1, 2, 1, 1]
     assert split(14, 2, 1) == 2  # one at a time: it gets both CPUs
+    assert split(3, 2, 2) == 1  # `quick --max-concurrent 2` keeps its two trials at once
     assert split(2, 8, None) == 4 and split(14, 8, 2) == 4 and split(16, 8, None) == 1
