@@ -101,7 +101,7 @@ def _tokenize_batch(batch: dict[str, list[str]], vocab_size: int) -> dict[str, l
     dtype = _dtype(vocab_size)
     if any(EOT in t for t in texts):
         ids = enc.encode_ordinary_batch(texts, num_threads=1)  # parallel across processes instead
-        flat = np.fromiter((i for x in ids for i in (*x, enc.eot_token)), dtype=dtype)
+        flat = np.concatenate([np.asarray([*x, enc.eot_token], dtype=dtype) for x in ids])
     else:
         flat = np.asarray(enc.encode(EOT.join(texts) + EOT, allowed_special={EOT}) if texts else [], dtype=dtype)
     return {"ids": [flat], "n_bytes": [sum(len(t.encode("utf-8")) for t in texts)]}
