@@ -23,6 +23,7 @@ from ray import tune
 from analysis.load import HISTORY_COLUMNS, find_runs, first_error_line, load_run, load_runs, read_study_file
 from analysis.plots import plot_comparison, plot_training_losses
 from slm_tune.errors import UserError
+from slm_tune.train import CHECKPOINT_FILE, HISTORY_FILE
 
 METRICS = ["total_params", "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss",
            "best_val_bpb", "tokens_per_s"]
@@ -70,40 +71,67 @@ def _atomic(path: Path, writer) -> None:
 
 # ----------------------------------------------------------------------------- best checkpoints
 
-def best_checkpoint(trial_path: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The trial's stored checkpoint with the lowest validation loss, and its training state."""
-    best = None
-    for d in sorted(Path(trial_path).glob("checkpoint_*")):
-        try:
-            saved = torch.load(d / "state.pt", map_location="cpu", weights_only=False)
-        except Exception:
-            continue  # incomplete or damaged: never used
-        hist = saved["state"]["history"]
-        val = hist[-1]["val_loss"] if hist else math.inf
-        if val is None or not math.isfinite(val):
-            continue
-        if best is None or val < best[2]:
-            best = (d, saved, val)
-    return (best[0], best[1]) if best else None
-
-
-def export_best_model(trials: pd.DataFrame, path: Path) -> dict[str, Any] | None:
-    """Write best_model_{experiment}.pt from the best checkpoint over the experiment's trials."""
-    found = []
-    for tp in trials["trial_path"]:
-        ck = best_checkpoint(tp)
-        if ck:
-            found.append(ck)
-    if not found:
+def _last_val_loss(history: Any) -> float | None:
+    try:
+        val = history[-1]["val_loss"]
+        return float(val) if val is not None and math.isfinite(val) else None
+    except (LookupError, TypeError, ValueError):
         return None
-    directory, saved = min(found, key=lambda ck: ck[1]["state"]["history"][-1]["val_loss"])
-    last = saved["state"]["history"][-1]
-    info = {"iteration": last["iteration"], "val_loss": last["val_loss"], "val_bpb": last["val_bpb"],
-            "checkpoint": str(directory)}
-    payload = {"model": saved["model"], "config": saved["config"], "tokenizer": saved["tokenizer"],
-               "vocab_size": saved["config"]["vocab_size"], **info}
-    _atomic(path, lambda tmp: torch.save(payload, tmp))
-    return info
+
+
+def _load_checkpoint(d: Path) -> dict[str, Any] | None:
+    try:
+        return torch.load(d / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    except Exception:
+        return None  # incomplete or damaged: never used
+
+
+def ranked_checkpoints(trial_paths: Iterable[str | Path]) -> list[tuple[float, Path]]:
+    """The trials' stored checkpoints with a finite validation loss, lowest first. The loss comes
+    from each checkpoint's small history.json; only a checkpoint without one is loaded for it."""
+    ranked = []
+    for tp in trial_paths:
+        for d in sorted(Path(tp).glob("checkpoint_*")):
+            try:
+                val = _last_val_loss(json.loads((d / HISTORY_FILE).read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                saved = _load_checkpoint(d)
+                val = _last_val_loss(saved["state"]["history"]) if saved else None
+            if val is not None:
+                ranked.append((val, d))
+    return sorted(ranked, key=lambda vd: vd[0])
+
+
+def best_checkpoint(trial_path: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The trial's stored checkpoint with the lowest validation loss that loads, and its state."""
+    for _, d in ranked_checkpoints([trial_path]):
+        saved = _load_checkpoint(d)
+        if saved is not None:
+            return d, saved
+    return None
+
+
+def export_best_model(trials: pd.DataFrame, path: Path, previous: dict[str, Any] | None = None
+                      ) -> tuple[dict[str, Any] | None, str | None]:
+    """Write best_model_{experiment}.pt from the best checkpoint over the experiment's trials;
+    return its description and a text sample. `previous` (the experiment's results JSON) says
+    which checkpoint the file already holds: if that is still the best, nothing is rewritten."""
+    done = (previous or {}).get("best_checkpoint") or {}
+    for _, directory in ranked_checkpoints(trials["trial_path"]):
+        if (done.get("checkpoint") == str(directory) and path.is_file()
+                and path.stat().st_mtime >= (directory / CHECKPOINT_FILE).stat().st_mtime):
+            return done, previous.get("sample")
+        saved = _load_checkpoint(directory)
+        if saved is None:
+            continue
+        last = saved["state"]["history"][-1]
+        info = {"iteration": last["iteration"], "val_loss": last["val_loss"], "val_bpb": last["val_bpb"],
+                "checkpoint": str(directory)}
+        payload = {"model": saved["model"], "config": saved["config"], "tokenizer": saved["tokenizer"],
+                   "vocab_size": saved["config"]["vocab_size"], **info}
+        _atomic(path, lambda tmp: torch.save(payload, tmp))
+        return info, _sample(path)
+    return None, None
 
 
 def _sample(path: Path) -> str | None:
@@ -184,18 +212,28 @@ def export_experiment(experiment: str, trials: pd.DataFrame, history: pd.DataFra
     exp_dir = output_dir / "experiments"
     t = trials[trials["experiment"] == experiment]
     h = history[history["experiment"] == experiment]
-    model_path = output_dir / f"best_model_{experiment}.pt"
-    best = export_best_model(t, model_path)
-    sample = _sample(model_path) if best else None
+    json_path = exp_dir / f"{experiment}_results.json"
+    plot_path = exp_dir / f"{experiment}_training_losses.png"
+    previous = _read_json(json_path)
+    best, sample = export_best_model(t, output_dir / f"best_model_{experiment}.pt", previous)
     record = experiment_record(experiment, t, h, sample, best)
-    write_json(exp_dir / f"{experiment}_results.json", record)
+    if _clean(record) == previous and (plot_path.is_file() or not len(h)):
+        return record  # written already (when its trial ended): the same files again would cost a plot
+    write_json(json_path, record)
     if len(h):
         params = t["total_params"].dropna()
         title = (f"{experiment} on {record['dataset']}"
                  + (f", {params.iloc[0] / 1e6:.1f}M parameters" if len(params) else ""))
-        _atomic(exp_dir / f"{experiment}_training_losses.png",
-                lambda tmp: plot_training_losses(h, title, tmp))
+        _atomic(plot_path, lambda tmp: plot_training_losses(h, title, tmp))
     return record
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterable[str] | None = None) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from slm_tune.data.cache import prepare_tokens
 from slm_tune.errors import UserError
 from slm_tune.trainable import run_trial, trial_label
 from slm_tune.train import check_data
-from slm_tune.workers import trial_env
+from slm_tune.workers import inherited, trial_env
 
 Log = Callable[[str], None]
 STUDY_FILE = "study.json"  # analysis.load reads it
@@ -266,6 +266,14 @@ def _runtime_env() -> dict[str, Any] | None:
     return {"env_vars": env} if env else None
 
 
+def start_local_ray(cpus: int, verbose: bool = False) -> None:
+    """A Ray of this machine's `cpus`, its workers started in the trial environment (workers.py)."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    with inherited(trial_env()):
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=verbose,
+                 logging_level=logging.INFO if verbose else logging.WARNING)
+
+
 def run_study(run: StudyRun) -> tune.ResultGrid:
     """Run (or resume) a study and return its ResultGrid."""
     run.log(f"study {run.study}: {', '.join(run.configs)}"
@@ -317,9 +325,7 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
         write_study_file(run, run_dir, data_info)
 
     if not run.address and not ray.is_initialized():
-        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=run.verbose, runtime_env=_runtime_env(),
-                 logging_level=logging.INFO if run.verbose else logging.WARNING)
+        start_local_ray(cpus, run.verbose)
         started_ray = True
     try:
         trial_root = str(Path(storage) / name) if run.is_local_storage else None
@@ -339,6 +345,8 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
                 param_space=param_space(list(run.configs), run.repeats, base_seed),
                 tune_config=tune.TuneConfig(
                     max_concurrent_trials=concurrent, scheduler=scheduler, metric=metric, mode=mode,
+                    # A worker trains trial after trial: no fresh process and imports per trial.
+                    reuse_actors=True,
                     trial_dirname_creator=lambda t: trial_label(t.config),
                     trial_name_creator=lambda t: trial_label(t.config),
                 ),

@@ -59,10 +59,18 @@ def resolve_precision(precision: str) -> str:
 
 class CompiledOrEager:
     """The model through torch.compile, falling back to eager where compiling fails (a machine
-    without a working C++ compiler, say): a slower run beats a crashed one."""
+    without a working C++ compiler, say): a slower run beats a crashed one.
+
+    Each run compiles as in a fresh process. Dynamo keys its caches by GPT.forward's code, which
+    every model shares, so in a process that trains one model after another (a reused Ray
+    worker) each new shape would be a recompile, and past torch's recompile limit (8 graphs,
+    4 runs) the rest would silently run eager.
+    """
 
     def __init__(self, model: GPT, compile_model: bool):
         self.model = model
+        if compile_model:
+            torch.compiler.reset()
         self.compiled = torch.compile(model) if compile_model else None
         self.failed: str | None = None
 

@@ -7,13 +7,18 @@ iteration spent a tenth of its time in page faults. Raising glibc's mmap and tri
 those blocks in the heap for reuse: about 13% more tokens/s for baseline for 85 MB more resident
 memory (bench/README.md). The setting must be in the environment when the process starts, hence
 an environment for workers rather than a call inside the trial.
+
+A local Ray inherits it from the driver's environment while it starts (`inherited`), so its
+prestarted workers have it; a job runtime_env would make Ray start a fresh worker for the first
+trial instead (0.7 s) and cost ray.init another second. A cluster Ray gets it as runtime_env.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Mapping
+from typing import Iterator, Mapping
 
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=4294967296"
 
@@ -24,3 +29,19 @@ def trial_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in environ:
         return {}
     return {"GLIBC_TUNABLES": MALLOC_TUNABLES}
+
+
+@contextlib.contextmanager
+def inherited(env: Mapping[str, str]) -> Iterator[None]:
+    """`env` in this process's environment for the duration (starting a local Ray, whose
+    processes inherit it); the environment is restored afterwards."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

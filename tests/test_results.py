@@ -133,7 +133,7 @@ def test_an_experiments_files_are_written_when_its_trial_ends(tmp_path):
     """ResultsExporter: the first trial's files exist, marked finished, before the second starts."""
     from ray import tune
 
-    from analysis.export import ResultsExporter
+    from analysis.export import ResultsExporter, export_study
     from conftest import tiny
     from slm_tune.study import StudyRun, run_study
 
@@ -144,10 +144,25 @@ def test_an_experiments_files_are_written_when_its_trial_ends(tmp_path):
             seen[trial.config["experiment"]] = sorted(p.name for p in (tmp_path / "experiments").glob("*"))
 
     configs = {n: tiny(name=n, max_iters=20, eval_interval=10) for n in ("first", "second")}
-    run_study(StudyRun("live", configs, output_dir=tmp_path, max_concurrent=1,
-                       callbacks=[ResultsExporter(tmp_path, "live"), SeenAtStart()]))
+    results = run_study(StudyRun("live", configs, output_dir=tmp_path, max_concurrent=1,
+                                 callbacks=[ResultsExporter(tmp_path, "live"), SeenAtStart()]))
     assert seen["first"] == []
     assert seen["second"] == ["first_results.json", "first_training_losses.png"]
     record = json.loads((tmp_path / "experiments" / "first_results.json").read_text())
     assert record["status"] == "finished" and len(record["history"]) == 2
     assert (tmp_path / "best_model_first.pt").is_file()
+
+    # The study's final export finds these files up to date and leaves them alone...
+    files = [tmp_path / "experiments" / "first_results.json", tmp_path / "experiments" / "first_training_losses.png",
+             tmp_path / "best_model_first.pt"]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    export_study(results, tmp_path, "live")
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    # ...but writes what is out of date: the results and plot again, the model still current.
+    files[0].write_text(json.dumps({**record, "best_val_loss": 0.0}))
+    export_study(results, tmp_path, "live")
+    assert json.loads(files[0].read_text()) == record
+    assert files[1].stat().st_mtime_ns != stamps[1] and files[2].stat().st_mtime_ns == stamps[2]
+    (tmp_path / "best_model_first.pt").unlink()
+    export_study(results, tmp_path, "live")
+    assert json.loads(files[0].read_text()) == record and files[2].is_file()

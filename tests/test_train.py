@@ -100,3 +100,16 @@ def test_compiled_model_trains_like_eager():
     compiled = train(c.replace(compile=True), data).history
     for a, b in zip(eager, compiled):
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=2e-3)
+
+
+def test_runs_in_one_process_each_compile_afresh(caplog):
+    """A reused Ray worker trains model after model. With room for just one run's graphs (train
+    and eval) and a hard failure past it, a second shape still compiles: nothing piles up."""
+    import torch._dynamo
+
+    data = _data(tiny())
+    with torch._dynamo.config.patch(recompile_limit=2, fail_on_recompile_limit_hit=True), \
+            caplog.at_level("WARNING", logger="slm_tune.train"):
+        for n_embd in (32, 48):
+            train(tiny(n_embd=n_embd, max_iters=2, eval_interval=2, compile=True), data)
+    assert "torch.compile failed" not in caplog.text

@@ -3,8 +3,10 @@ import sys
 import pytest
 import ray
 
-from slm_tune.study import _runtime_env
-from slm_tune.workers import MALLOC_TUNABLES, trial_env
+import os
+
+from slm_tune.study import start_local_ray
+from slm_tune.workers import MALLOC_TUNABLES, inherited, trial_env
 
 
 def test_trial_env_leaves_a_users_setting_alone():
@@ -38,7 +40,7 @@ def test_ray_workers_start_with_the_allocator_setting(monkeypatch):
     freed big block is reused, not faulted in again page by page (36,600 faults per block)."""
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     pages = 150_000_000 // 4096
-    ray.init(num_cpus=1, include_dashboard=False, runtime_env=_runtime_env())
+    start_local_ray(1)
     try:
         tuned = ray.get(_faults_task().remote())
     finally:
@@ -50,3 +52,11 @@ def test_ray_workers_start_with_the_allocator_setting(monkeypatch):
     finally:
         ray.shutdown()
     assert plain > 15 * pages, plain
+
+
+def test_inherited_restores_the_environment(monkeypatch):
+    monkeypatch.setenv("SLM_TUNE_A", "kept")
+    monkeypatch.delenv("SLM_TUNE_B", raising=False)
+    with inherited({"SLM_TUNE_A": "changed", "SLM_TUNE_B": "new"}):
+        assert (os.environ["SLM_TUNE_A"], os.environ["SLM_TUNE_B"]) == ("changed", "new")
+    assert os.environ["SLM_TUNE_A"] == "kept" and "SLM_TUNE_B" not in os.environ
