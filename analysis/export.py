@@ -11,19 +11,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-import torch
 from ray import tune
 
 from analysis.load import HISTORY_COLUMNS, find_runs, first_error_line, load_run, load_runs, read_study_file
 from analysis.plots import plot_comparison, plot_training_losses
 from slm_tune.errors import UserError
-from slm_tune.train import CHECKPOINT_FILE, HISTORY_FILE
+from slm_tune.checkpoints import CHECKPOINT_FILE, read_history
 
 METRICS = ["total_params", "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss",
            "best_val_bpb", "tokens_per_s"]
@@ -33,7 +34,7 @@ CSV_COLUMNS = ["experiment", "study", "status"] + METRICS + ["runs"]
 # ----------------------------------------------------------------------------- atomic writes
 
 def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
 
 
 def write_text(path: Path, text: str) -> None:
@@ -80,6 +81,8 @@ def _last_val_loss(history: Any) -> float | None:
 
 
 def _load_checkpoint(d: Path) -> dict[str, Any] | None:
+    import torch  # here, not at the top: a study's driver needs it only once a trial has ended
+
     try:
         return torch.load(d / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
     except Exception:
@@ -92,11 +95,11 @@ def ranked_checkpoints(trial_paths: Iterable[str | Path]) -> list[tuple[float, P
     ranked = []
     for tp in trial_paths:
         for d in sorted(Path(tp).glob("checkpoint_*")):
-            try:
-                val = _last_val_loss(json.loads((d / HISTORY_FILE).read_text(encoding="utf-8")))
-            except (OSError, ValueError):
+            history = read_history(d)
+            if history is None:
                 saved = _load_checkpoint(d)
-                val = _last_val_loss(saved["state"]["history"]) if saved else None
+                history = saved["state"]["history"] if saved else None
+            val = _last_val_loss(history)
             if val is not None:
                 ranked.append((val, d))
     return sorted(ranked, key=lambda vd: vd[0])
@@ -129,19 +132,29 @@ def export_best_model(trials: pd.DataFrame, path: Path, previous: dict[str, Any]
                 "checkpoint": str(directory)}
         payload = {"model": saved["model"], "config": saved["config"], "tokenizer": saved["tokenizer"],
                    "vocab_size": saved["config"]["vocab_size"], **info}
+        import torch
+
         _atomic(path, lambda tmp: torch.save(payload, tmp))
         return info, _sample(path)
     return None, None
 
 
 def _sample(path: Path) -> str | None:
+    """A text sample from the exported model, drawn on one thread: during a study the trials
+    have the CPUs, and a second pool of threads on them would slow a trial more than it saves."""
+    import torch
+
     from analysis.samples import SAMPLE_PROMPT, generate_text, load_model
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         model, config, _ = load_model(path)
         return generate_text(model, config.vocab_size, SAMPLE_PROMPT, seed=0)
     except Exception:
         return None
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -292,33 +305,66 @@ def compare(output_dir: Path, studies: list[str] | None = None) -> dict[str, Any
 
 
 class ResultsExporter(tune.Callback):
-    """Writes an experiment's files as soon as its trial ends, not only at the end of the study."""
+    """Writes an experiment's files as soon as its trial ends, not only at the end of the study.
+
+    The writing (a best model, a text sample, a plot: about a second, more for big models) runs on
+    a thread of its own, so Tune starts the next trial meanwhile; the experiment's end waits for it.
+    """
 
     def __init__(self, output_dir: Path, study: str):
         self.output_dir = Path(output_dir).resolve()
         self.study = study
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
-    def _export(self, trial, trials, status: str) -> None:
-        """Reads only this experiment's trials, with Ray's live view of them (statuses, and the
-        logs not yet synced to storage): the cost of a trial's export does not grow with the study."""
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the study's state
+        return {"output_dir": self.output_dir, "study": self.study}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["output_dir"], state["study"])
+
+    def _submit(self, trial, trials, status: str) -> None:
+        """Snapshots Ray's live view of this experiment's trials (statuses, and the logs not yet
+        synced to storage) now, in Tune's thread; reads and writes files on the writer thread.
+        Only this experiment is read: the cost of a trial's export does not grow with the study."""
         try:
-            run_dir = Path(trial.path).parent
             experiment = trial.config["experiment"]
             view = {}
             for t in trials:
                 if t.path and t.config.get("experiment") == experiment:
                     st = status if t is trial else t.status
-                    view[Path(t.path).name] = {
-                        "ray_status": st, "trial_id": t.trial_id, "log_dir": t.local_path,
-                        "error": first_error_line(Path(t.local_path)) if st == "ERROR" else None}
+                    view[Path(t.path).name] = {"ray_status": st, "trial_id": t.trial_id, "log_dir": t.local_path}
+            run_dir = Path(trial.path).parent
+        except Exception:
+            return  # the study's final export writes everything again; never stop a study for this
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slm-tune-export")
+        self._pending.append(self._writer.submit(self._write, run_dir, experiment, view))
+
+    def _write(self, run_dir: Path, experiment: str, view: dict[str, dict[str, Any]]) -> None:
+        try:
+            for v in view.values():
+                v["error"] = first_error_line(Path(v["log_dir"])) if v["ray_status"] == "ERROR" else None
             done, history = load_run(run_dir, experiments=[experiment], ray_view=view)
             if len(done):
                 export_experiment(experiment, done, history, self.output_dir)
         except Exception:
-            pass  # the study's final export writes everything again; never stop a study for this
+            pass  # as above
+
+    def wait(self) -> None:
+        """Until every export submitted so far is written."""
+        for f in self._pending:
+            f.result()
+        self._pending.clear()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._export(trial, trials, "TERMINATED")
+        self._submit(trial, trials, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._export(trial, trials, "ERROR")
+        self._submit(trial, trials, "ERROR")
+
+    def on_experiment_end(self, trials, **info):
+        self.wait()
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Mapping
 
 from slm_tune.config import ExperimentConfig
-from slm_tune.model import flops_per_token, param_counts
 
 
 def short_number(n: float) -> str:
@@ -18,6 +17,8 @@ def short_number(n: float) -> str:
 
 def experiments_table(registry: Mapping[str, ExperimentConfig]) -> str:
     """One row per experiment: name, parameters and the settings that tell them apart."""
+    from slm_tune.model import param_counts  # torch: not for plots' short_number
+
     head = ["name", "params", "vocab", "embd", "layers", "heads", "lr", "iters", "data", "description"]
     rows = [head]
     for c in registry.values():
@@ -34,6 +35,8 @@ def experiments_table(registry: Mapping[str, ExperimentConfig]) -> str:
 
 def experiment_details(c: ExperimentConfig) -> str:
     """Every setting, the parameter counts and the estimated training FLOPs per token."""
+    from slm_tune.model import flops_per_token, param_counts  # torch: not for plots' short_number
+
     total, non_embedding = param_counts(c)
     fpt = flops_per_token(c)
     tokens = c.max_iters * c.batch_size * c.block_size

@@ -20,15 +20,15 @@ from typing import Any, Callable, Mapping
 import ray
 from filelock import FileLock, Timeout
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from search_spaces import param_space
 from slm_tune.config import ExperimentConfig
-from slm_tune.data.cache import prepare_tokens
+from slm_tune.data.cache import check_data, prepare_tokens
 from slm_tune.errors import UserError
 from slm_tune.trainable import run_trial, trial_label
-from slm_tune.train import check_data
-from slm_tune.workers import inherited, trial_env
+from slm_tune.workers import scoped_environ, trial_env
 
 Log = Callable[[str], None]
 STUDY_FILE = "study.json"  # analysis.load reads it
@@ -116,12 +116,21 @@ def unfinished_trials(run_dir: Path) -> list[str]:
     return [str(t) for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
 
 
+def _tune_environ(verbose: bool, resume: bool) -> dict[str, str]:
+    """Ray Tune's settings for a study's run (a user's own environment wins). No TensorBoard
+    logger: it imports torch into the driver, two seconds before the first trial can start, for
+    files slm-tune's plots replace; _fit passes the CSV and JSON loggers analysis reads. A resumed
+    study keeps Tune's defaults: one stored before this change has no loggers of its own."""
+    env = {} if resume else {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    if not verbose:  # with verbose=0 the legacy reporter is silent
+        env.update(RAY_AIR_NEW_OUTPUT="0", TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0")
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
 def _quiet_ray(verbose: bool) -> None:
     """Our progress lines instead of Ray's banner, tables and INFO logs (--verbose shows them)."""
     if verbose:
         return
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0 the legacy reporter is silent
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # its Ctrl-C advice names the Python API
@@ -165,8 +174,7 @@ def _stored_configs(run_dir: Path) -> dict[str, ExperimentConfig]:
 
 def machine_info() -> dict[str, Any]:
     import platform
-
-    import torch
+    from importlib.metadata import version  # torch's version without importing it (1.6 s)
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -177,7 +185,7 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__}
+            "python": platform.python_version(), "torch": version("torch"), "ray": ray.__version__}
 
 
 def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str, Any]]) -> None:
@@ -268,8 +276,8 @@ def _runtime_env() -> dict[str, Any] | None:
 
 def start_local_ray(cpus: int, verbose: bool = False) -> None:
     """A Ray of this machine's `cpus`, its workers started in the trial environment (workers.py)."""
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    with inherited(trial_env()):
+    env = {**trial_env(), **({} if "RAY_DEDUP_LOGS" in os.environ else {"RAY_DEDUP_LOGS": "1"})}
+    with scoped_environ(env):
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=verbose,
                  logging_level=logging.INFO if verbose else logging.WARNING)
 
@@ -328,38 +336,8 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
         start_local_ray(cpus, run.verbose)
         started_ray = True
     try:
-        trial_root = str(Path(storage) / name) if run.is_local_storage else None
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, configs=dict(run.configs), cache_dir=run.cache_dir,
-                                 threads=run.cpus_per_trial, trial_root=trial_root),
-            {"cpu": run.cpus_per_trial},
-        )
-        if run.resume:
-            run.log(f"resuming {Path(storage) / name}")
-            tuner = tune.Tuner.restore(str(Path(storage) / name), trainable=trainable,
-                                       resume_unfinished=True, resume_errored=True)
-        else:
-            base_seed = next(iter(run.configs.values())).seed
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space(list(run.configs), run.repeats, base_seed),
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=concurrent, scheduler=scheduler, metric=metric, mode=mode,
-                    # A worker trains trial after trial: no fresh process and imports per trial.
-                    reuse_actors=True,
-                    trial_dirname_creator=lambda t: trial_label(t.config),
-                    trial_name_creator=lambda t: trial_label(t.config),
-                ),
-                run_config=tune.RunConfig(
-                    name=name, storage_path=storage, verbose=2 if run.verbose else 0,
-                    callbacks=run.callbacks,
-                    checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=run.checkpoints_to_keep, checkpoint_score_attribute="val_loss",
-                        checkpoint_score_order="min"),
-                    failure_config=tune.FailureConfig(max_failures=run.max_failures),
-                ),
-            )
-        results = tuner.fit()
+        with scoped_environ(_tune_environ(run.verbose, run.resume)):
+            results = _fit(run, name, storage, concurrent, scheduler, metric, mode)
         pending = unfinished_trials(run_dir) if run.is_local_storage else []
         if pending:
             raise StudyInterrupted(results, pending)
@@ -369,6 +347,43 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _fit(run: StudyRun, name: str, storage: str, concurrent: int, scheduler, metric: str | None,
+         mode: str | None) -> tune.ResultGrid:
+    """The Tuner for a new study, or the stored one resumed, run to its end."""
+    trial_root = str(Path(storage) / name) if run.is_local_storage else None
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, configs=dict(run.configs), cache_dir=run.cache_dir,
+                             threads=run.cpus_per_trial, trial_root=trial_root),
+        {"cpu": run.cpus_per_trial},
+    )
+    if run.resume:
+        run.log(f"resuming {Path(storage) / name}")
+        tuner = tune.Tuner.restore(str(Path(storage) / name), trainable=trainable,
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        base_seed = next(iter(run.configs.values())).seed
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(list(run.configs), run.repeats, base_seed),
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=concurrent, scheduler=scheduler, metric=metric, mode=mode,
+                # A worker trains trial after trial: no fresh process and imports per trial.
+                reuse_actors=True,
+                trial_dirname_creator=lambda t: trial_label(t.config),
+                trial_name_creator=lambda t: trial_label(t.config),
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage, verbose=2 if run.verbose else 0,
+                callbacks=[*run.callbacks, CSVLoggerCallback(), JsonLoggerCallback()],
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=run.checkpoints_to_keep, checkpoint_score_attribute="val_loss",
+                    checkpoint_score_order="min"),
+                failure_config=tune.FailureConfig(max_failures=run.max_failures),
+            ),
+        )
+    return tuner.fit()
 
 
 def study_configs(

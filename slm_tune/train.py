@@ -22,12 +22,11 @@ import numpy as np
 import torch
 
 from slm_tune.config import ExperimentConfig
-from slm_tune.data.cache import TokenData
+from slm_tune.checkpoints import CHECKPOINT_FILE, HISTORY_FILE
+from slm_tune.data.cache import TokenData, check_data
 from slm_tune.model import GPT, flops_per_token, param_counts
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FILE = "state.pt"
-HISTORY_FILE = "history.json"
 EVAL_SEED = 1234  # the validation batches depend only on the data and the batch shape
 SaveCheckpoint = Callable[[Path], None]
 Report = Callable[[dict[str, Any], SaveCheckpoint], None]
@@ -101,20 +100,6 @@ def make_optimizer(model: GPT, c: ExperimentConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=c.learning_rate, betas=(c.beta1, c.beta2), fused=True)
-
-
-def check_data(c: ExperimentConfig, data: TokenData) -> None:
-    from slm_tune.errors import UserError
-
-    for split in ("train", "validation"):
-        n = len(getattr(data, split))
-        if n <= c.block_size + 1:
-            raise UserError(
-                f"the {split} split of {c.dataset!r} has {n} tokens, too few for block_size="
-                f"{c.block_size}; use a larger corpus or a smaller block_size"
-            )
-    if data.meta["vocab_size"] != c.vocab_size:
-        raise ValueError(f"token data is for vocab_size={data.meta['vocab_size']}, config wants {c.vocab_size}")
 
 
 def _batch(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,9 @@
 """The Ray Tune function trainable: grid point -> ExperimentConfig -> train -> tune.report.
 
 A thin adapter: everything about training lives in slm_tune.train, which knows nothing of Ray.
+The driver imports this module only to hand run_trial to Tune, so torch and the training code
+are imported where a trial runs (the worker), not in the driver, whose start-up they would
+lengthen by two seconds.
 """
 
 from __future__ import annotations
@@ -11,12 +14,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import ray
-import torch
 from ray import tune
 
+from slm_tune.checkpoints import CHECKPOINT_FILE
 from slm_tune.config import ExperimentConfig
-from slm_tune.data.cache import prepare_tokens
-from slm_tune.train import CHECKPOINT_FILE, train
 
 
 def trial_config(point: Mapping[str, Any], configs: Mapping[str, ExperimentConfig]) -> ExperimentConfig:
@@ -31,6 +32,8 @@ def trial_label(point: Mapping[str, Any]) -> str:
 
 
 def _checkpoint_iteration(directory: Path) -> int:
+    import torch
+
     state = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
     return int(state["state"]["iteration"])
 
@@ -67,6 +70,11 @@ def run_trial(
     trial_root: str | None = None,
 ) -> None:
     """The function trainable (bind the keyword arguments with tune.with_parameters)."""
+    import torch
+
+    from slm_tune.data.cache import prepare_tokens
+    from slm_tune.train import train
+
     c = trial_config(point, configs)
     torch.set_num_threads(threads)
     # Built by the driver before the study starts; a node without it builds it under the lock.

@@ -8,7 +8,7 @@ those blocks in the heap for reuse: about 13% more tokens/s for baseline for 85 
 memory (bench/README.md). The setting must be in the environment when the process starts, hence
 an environment for workers rather than a call inside the trial.
 
-A local Ray inherits it from the driver's environment while it starts (`inherited`), so its
+A local Ray inherits it from the driver's environment while it starts (`scoped_environ`), so its
 prestarted workers have it; a job runtime_env would make Ray start a fresh worker for the first
 trial instead (0.7 s) and cost ray.init another second. A cluster Ray gets it as runtime_env.
 """
@@ -32,9 +32,9 @@ def trial_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def inherited(env: Mapping[str, str]) -> Iterator[None]:
+def scoped_environ(env: Mapping[str, str]) -> Iterator[None]:
     """`env` in this process's environment for the duration (starting a local Ray, whose
-    processes inherit it); the environment is restored afterwards."""
+    processes inherit it; a Tune run, which reads its settings there); restored afterwards."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

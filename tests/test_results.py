@@ -130,7 +130,8 @@ def test_notebook_api(study_dir):
 
 
 def test_an_experiments_files_are_written_when_its_trial_ends(tmp_path):
-    """ResultsExporter: the first trial's files exist, marked finished, before the second starts."""
+    """ResultsExporter: the first trial's files are written while the second trains (its writer
+    thread is waited for here, at the second's start, to look), marked finished."""
     from ray import tune
 
     from analysis.export import ResultsExporter, export_study
@@ -138,14 +139,16 @@ def test_an_experiments_files_are_written_when_its_trial_ends(tmp_path):
     from slm_tune.study import StudyRun, run_study
 
     seen = {}
+    exporter = ResultsExporter(tmp_path, "live")
 
     class SeenAtStart(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
+            exporter.wait()
             seen[trial.config["experiment"]] = sorted(p.name for p in (tmp_path / "experiments").glob("*"))
 
     configs = {n: tiny(name=n, max_iters=20, eval_interval=10) for n in ("first", "second")}
     results = run_study(StudyRun("live", configs, output_dir=tmp_path, max_concurrent=1,
-                                 callbacks=[ResultsExporter(tmp_path, "live"), SeenAtStart()]))
+                                 callbacks=[exporter, SeenAtStart()]))
     assert seen["first"] == []
     assert seen["second"] == ["first_results.json", "first_training_losses.png"]
     record = json.loads((tmp_path / "experiments" / "first_results.json").read_text())

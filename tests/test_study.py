@@ -54,6 +54,45 @@ def test_grid_runs_one_trial_per_experiment_concurrently(tmp_path):
     assert set(trials["status"]) == {"finished"} and len(history) == 6
 
 
+LIGHT_DRIVER = """
+import json, sys
+from pathlib import Path
+from ray import tune
+from slm_tune.config import ExperimentConfig
+from slm_tune.study import StudyRun, run_study
+
+seen = []
+
+class AtStart(tune.Callback):
+    def on_trial_start(self, iteration, trials, trial, **info):
+        seen.append(sorted(m for m in ("torch", "datasets", "tensorboardX") if m in sys.modules))
+
+configs = {n: ExperimentConfig(**d) for n, d in json.loads(sys.argv[2]).items()}
+results = run_study(StudyRun("light", configs, output_dir=Path(sys.argv[1]), max_concurrent=1, callbacks=[AtStart()]))
+print(seen, sorted({r.metrics["pid"] for r in results}), sep="\\n")
+"""
+
+
+def test_trials_share_a_worker_and_the_driver_stays_light(tmp_path):
+    """What keeps a study's overhead down (issue 6): trials run one after another in one reused
+    worker process; the driver starts them without importing torch or datasets (nor Ray's
+    TensorBoard logger, which imports torch); the analysis loggers still write."""
+    from slm_tune.data.cache import prepare_tokens
+
+    configs = {n: tiny(name=n, max_iters=4, eval_interval=2, n_embd=e).to_dict() for n, e in (("a", 32), ("b", 48))}
+    c = tiny()
+    prepare_tokens(c.dataset, c.vocab_size, c.data_fraction)  # tokenized already, as for a second study
+    proc = subprocess.run([sys.executable, "-c", LIGHT_DRIVER, str(tmp_path), json.dumps(configs)],
+                          capture_output=True, text=True, env=ENV, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen, pids = proc.stdout.strip().splitlines()[-2:]
+    assert seen == "[[], []]", seen
+    assert len(json.loads(pids)) == 1, pids
+    run = tmp_path / "ray_results" / "light"
+    assert not list(run.rglob("events.out.tfevents*"))
+    assert all((run / n / "result.json").is_file() and (run / n / "progress.csv").is_file() for n in ("a", "b"))
+
+
 def test_asha_stops_a_hopeless_trial_early(tmp_path):
     configs = {"good": tiny(name="good", max_iters=200, eval_interval=10, learning_rate=3e-3),
                "hopeless": tiny(name="hopeless", max_iters=200, eval_interval=10, learning_rate=1e-7)}

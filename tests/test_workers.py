@@ -6,7 +6,7 @@ import ray
 import os
 
 from slm_tune.study import start_local_ray
-from slm_tune.workers import MALLOC_TUNABLES, inherited, trial_env
+from slm_tune.workers import MALLOC_TUNABLES, scoped_environ, trial_env
 
 
 def test_trial_env_leaves_a_users_setting_alone():
@@ -54,9 +54,9 @@ def test_ray_workers_start_with_the_allocator_setting(monkeypatch):
     assert plain > 15 * pages, plain
 
 
-def test_inherited_restores_the_environment(monkeypatch):
+def test_scoped_environ_restores_the_environment(monkeypatch):
     monkeypatch.setenv("SLM_TUNE_A", "kept")
     monkeypatch.delenv("SLM_TUNE_B", raising=False)
-    with inherited({"SLM_TUNE_A": "changed", "SLM_TUNE_B": "new"}):
+    with scoped_environ({"SLM_TUNE_A": "changed", "SLM_TUNE_B": "new"}):
         assert (os.environ["SLM_TUNE_A"], os.environ["SLM_TUNE_B"]) == ("changed", "new")
     assert os.environ["SLM_TUNE_A"] == "kept" and "SLM_TUNE_B" not in os.environ

@@ -25,7 +25,9 @@ import numpy as np
 import pyarrow.compute as pc
 from filelock import FileLock
 
+from slm_tune.config import ExperimentConfig
 from slm_tune.data.corpora import corpus_fingerprint, load_corpus
+from slm_tune.errors import UserError
 from slm_tune.tokenizer import EOT, default_cache_dir, get_tokenizer, tokenizer_name
 
 CACHE_FORMAT = 1
@@ -165,6 +167,19 @@ def _build(dataset: str, vocab_size: int, data_fraction: float, target: Path, lo
     os.replace(tmp, target)
     log(f"tokenized {total_bytes / 1e6:.1f} MB in {tokenize_seconds:.1f} s "
         f"({total_bytes / 1e6 / max(tokenize_seconds, 1e-9):.1f} MB/s; {seconds:.1f} s with loading the corpus)")
+
+
+def check_data(c: ExperimentConfig, data: TokenData) -> None:
+    """A one-line error when the corpus cannot fill the config's blocks or the vocabularies differ."""
+    for split in ("train", "validation"):
+        n = len(getattr(data, split))
+        if n <= c.block_size + 1:
+            raise UserError(
+                f"the {split} split of {c.dataset!r} has {n} tokens, too few for block_size="
+                f"{c.block_size}; use a larger corpus or a smaller block_size"
+            )
+    if data.meta["vocab_size"] != c.vocab_size:
+        raise ValueError(f"token data is for vocab_size={data.meta['vocab_size']}, config wants {c.vocab_size}")
 
 
 def prepare_tokens(

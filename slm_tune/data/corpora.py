@@ -16,15 +16,16 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from slm_tune.data import storyworld
 from slm_tune.errors import UserError
 
 VALIDATION_FRACTION = 0.05
 SPLIT_SEED = 0
+if TYPE_CHECKING:  # imported where a corpus is read: a cached corpus never needs it (0.5 s)
+    import datasets
+
 _STORYWORLD_KEYS = {"train": storyworld.DEFAULT_TRAIN_STORIES,
                     "validation": storyworld.DEFAULT_VALIDATION_STORIES, "seed": 0}
 
@@ -79,6 +80,8 @@ def corpus_fingerprint(spec: str) -> str:
 
 
 def _read_txt(path: Path) -> datasets.Dataset:
+    import datasets
+
     text = path.read_text(encoding="utf-8", errors="replace")
     parts = text.split("<|endoftext|>") if "<|endoftext|>" in text else re.split(r"\n\s*\n", text)
     docs = [p.strip() for p in parts if p.strip()]
@@ -86,6 +89,8 @@ def _read_txt(path: Path) -> datasets.Dataset:
 
 
 def _load_path(path: Path) -> datasets.DatasetDict | datasets.Dataset:
+    import datasets
+
     suffix = path.suffix.lower()
     if path.is_dir():
         try:
@@ -105,6 +110,8 @@ def _load_path(path: Path) -> datasets.DatasetDict | datasets.Dataset:
 
 
 def _load_hub(name: str, spec: str) -> datasets.DatasetDict:
+    import datasets
+
     try:
         return datasets.load_dataset(name)
     except (ConnectionError, OSError, ValueError) as e:  # offline, unreachable, unknown id
@@ -116,6 +123,8 @@ def _load_hub(name: str, spec: str) -> datasets.DatasetDict:
 
 
 def _as_splits(loaded: datasets.DatasetDict | datasets.Dataset, spec: str) -> datasets.DatasetDict:
+    import datasets
+
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     for split in loaded.values():
@@ -143,6 +152,8 @@ def _as_splits(loaded: datasets.DatasetDict | datasets.Dataset, spec: str) -> da
 
 def load_corpus(spec: str) -> Corpus:
     """The corpus a dataset spec names, as train and validation splits with a text column."""
+    import datasets
+
     if spec == "storyworld" or spec.startswith("storyworld:"):
         a = _storyworld_args(spec)
         train, validation = storyworld.generate_splits(a["train"], a["validation"], a["seed"])
