@@ -23,8 +23,8 @@ from ray import tune
 
 from analysis.load import HISTORY_COLUMNS, find_runs, first_error_line, load_run, load_runs, read_study_file
 from analysis.plots import plot_comparison, plot_training_losses
-from slm_tune.errors import UserError
 from slm_tune.checkpoints import CHECKPOINT_FILE, read_history
+from slm_tune.errors import UserError
 
 METRICS = ["total_params", "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss",
            "best_val_bpb", "tokens_per_s"]
@@ -89,6 +89,12 @@ def _load_checkpoint(d: Path) -> dict[str, Any] | None:
         return None  # incomplete or damaged: never used
 
 
+def _torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    torch.save(obj, path)
+
+
 def ranked_checkpoints(trial_paths: Iterable[str | Path]) -> list[tuple[float, Path]]:
     """The trials' stored checkpoints with a finite validation loss, lowest first. The loss comes
     from each checkpoint's small history.json; only a checkpoint without one is loaded for it."""
@@ -132,9 +138,7 @@ def export_best_model(trials: pd.DataFrame, path: Path, previous: dict[str, Any]
                 "checkpoint": str(directory)}
         payload = {"model": saved["model"], "config": saved["config"], "tokenizer": saved["tokenizer"],
                    "vocab_size": saved["config"]["vocab_size"], **info}
-        import torch
-
-        _atomic(path, lambda tmp: torch.save(payload, tmp))
+        _atomic(path, lambda tmp: _torch_save(payload, tmp))
         return info, _sample(path)
     return None, None
 
