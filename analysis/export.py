@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
-from analysis.load import HISTORY_COLUMNS, find_runs, first_error_line, load_run, load_runs, read_study_file
+from analysis.load import (HISTORY_COLUMNS, find_runs, first_error_line, load_run, load_runs, read_json,
+                           read_study_file)
 from analysis.plots import plot_comparison, plot_training_losses
 from slm_tune.checkpoints import CHECKPOINT_FILE, read_history
 from slm_tune.errors import UserError
@@ -231,7 +232,7 @@ def export_experiment(experiment: str, trials: pd.DataFrame, history: pd.DataFra
     h = history[history["experiment"] == experiment]
     json_path = exp_dir / f"{experiment}_results.json"
     plot_path = exp_dir / f"{experiment}_training_losses.png"
-    previous = _read_json(json_path)
+    previous = read_json(json_path)
     best, sample = export_best_model(t, output_dir / f"best_model_{experiment}.pt", previous)
     record = experiment_record(experiment, t, h, sample, best)
     if _clean(record) == previous and (plot_path.is_file() or not len(h)):
@@ -243,14 +244,6 @@ def export_experiment(experiment: str, trials: pd.DataFrame, history: pd.DataFra
                  + (f", {params.iloc[0] / 1e6:.1f}M parameters" if len(params) else ""))
         _atomic(plot_path, lambda tmp: plot_training_losses(h, title, tmp))
     return record
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        return doc if isinstance(doc, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterable[str] | None = None) -> dict[str, Any]:

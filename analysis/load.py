@@ -21,6 +21,8 @@ from typing import Any, Collection, Mapping
 
 import pandas as pd
 
+from slm_tune.checkpoints import read_history
+
 STUDY_FILE = "study.json"
 HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s"]
 TRIAL_COLUMNS = [
@@ -32,22 +34,24 @@ TRIAL_COLUMNS = [
 _RAY_STATUS = {"ERROR": "errored", "RUNNING": "interrupted", "PENDING": "interrupted", "PAUSED": "interrupted"}
 
 
-def read_study_file(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / STUDY_FILE
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file; {} when it is missing, damaged or not an object."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def read_study_file(run_dir: Path) -> dict[str, Any]:
+    return read_json(Path(run_dir) / STUDY_FILE)
 
 
 def _checkpoint_history(trial_dir: Path) -> list[dict[str, Any]]:
     """The longest loss history among the trial's checkpoints (each keeps the run's history)."""
     best: list[dict[str, Any]] = []
     for d in trial_dir.glob("checkpoint_*"):
-        try:
-            h = json.loads((d / "history.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
+        h = read_history(d)
         if h and (not best or h[-1]["iteration"] > best[-1]["iteration"]):
             best = h
     return best
