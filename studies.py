@@ -5,6 +5,7 @@
     python studies.py details baseline          every setting, parameters, FLOPs
     python studies.py quick                     run a study (vocab, embedding, ..., all)
     python studies.py run lr_high               one experiment as a one-trial study
+    python studies.py search lr                 a hyperparameter search (lr, shape, compute, --space FILE)
     python studies.py compare                   rebuild the comparison files from storage
     python studies.py sample baseline           text from a trained model
     python studies.py interactive               a menu
@@ -21,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from slm_tune.errors import UserError, closest
 
-COMMANDS = ("list", "details", "run", "compare", "sample", "interactive")
+COMMANDS = ("list", "details", "run", "search", "compare", "sample", "interactive")
 
 
 def _out(text: str) -> None:
@@ -50,7 +51,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _duration(text: str) -> float:
+    """'2h', '90m', '1h30m', '45s' or a number of seconds -> seconds."""
+    import re
+
+    t = text.strip().lower()
+    try:
+        return _positive_seconds(float(t))
+    except ValueError:
+        pass
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", t)
+    if not t or not parts:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 2h, 90m, 1h30m or 600 (seconds)")
+    h, m, sec = (float(x) if x else 0.0 for x in parts.groups())
+    return _positive_seconds(3600 * h + 60 * m + sec)
+
+
+def _positive_seconds(value: float) -> float:
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} must be a positive duration")
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser, schedulers: tuple[str, ...] = ("fifo", "asha")) -> None:
     p.add_argument("--max-concurrent", type=_positive_int, help="trials at once (default: CPUs // cpus-per-trial)")
     p.add_argument("--cpus-per-trial", type=_positive_int, default=None,
                    help="CPU threads per trial (default: 1 or 2, whichever finishes the study sooner, "
@@ -59,8 +82,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="storyworld (default), tinystories, hf:owner/name or a local path")
     p.add_argument("--output-dir", default=".", help="where results land (default: current directory)")
     p.add_argument("--repeats", type=_positive_int, default=1, help="runs per experiment, with seeds seed, seed+1, ...")
-    p.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo",
-                   help="asha stops hopeless trials early (default: fifo, every trial runs to the end)")
+    p.add_argument("--scheduler", choices=schedulers, default="fifo",
+                   help="asha stops hopeless trials early" + (", pbt evolves a population's optimisation settings "
+                        "from each other's checkpoints" if "pbt" in schedulers else "")
+                   + " (default: fifo, every trial runs to the end)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted study in --output-dir")
     p.add_argument("--address", help="connect to this Ray cluster instead of starting a local one")
     p.add_argument("--storage-path", help="where Ray keeps the study (default: OUTPUT_DIR/ray_results; s3://, gs://)")
@@ -93,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run one experiment as a one-trial study")
     p.add_argument("name")
     _add_run_options(p)
+    _add_search_command(sub)
     for study in STUDIES.values():
         p = sub.add_parser(study.name, help=f"study: {study.description}".replace("%", "%%"))
         _add_run_options(p)
@@ -100,6 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=".")
     _add_analysis_commands(sub)
     return parser
+
+
+def _add_search_command(sub) -> None:
+    from search_spaces import search_files
+
+    p = sub.add_parser("search", help="a hyperparameter search: a named space (%s) or --space FILE"
+                       % ", ".join(search_files()))
+    p.add_argument("name", nargs="?", help=f"a named search: {', '.join(search_files())}")
+    p.add_argument("--space", help="a TOML or JSON search space: base = \"EXPERIMENT\", then e.g. "
+                                   "learning_rate = { loguniform = [1e-5, 3e-3] } (see README, Search)")
+    p.add_argument("--num-samples", type=_positive_int, default=16, help="trials to sample (default: 16)")
+    p.add_argument("--search-alg", choices=("optuna", "random"),
+                   help="optuna: TPE (the default; random with --scheduler pbt); random: random search")
+    p.add_argument("--metric", default="best_val_bpb",
+                   help="what the search minimises: best_val_bpb (default), val_bpb, or best_val_loss/val_loss "
+                        "when the vocabulary is fixed")
+    p.add_argument("--seed", type=int, help="the sampler's seed, so a search can be repeated (default: chosen "
+                                            "and recorded in study.json)")
+    p.add_argument("--time-budget", type=_duration, help="stop sampling and running after this long, e.g. 2h")
+    _add_run_options(p, schedulers=("fifo", "asha", "pbt"))
 
 
 def _add_analysis_commands(sub) -> None:
@@ -124,6 +170,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     _out("\nstudies:")
     for s in STUDIES.values():
         _out(f"  {s.name:<13} {s.description}")
+    from search_spaces import search_description, search_files
+
+    _out("\nsearches (python studies.py search NAME):")
+    for name in search_files():
+        _out(f"  {name:<13} {search_description(name)}")
     return 0
 
 
@@ -156,21 +207,28 @@ def _study_overrides(args: argparse.Namespace, defaults: dict[str, Any]) -> dict
 
 def run_experiments(args: argparse.Namespace, study_name: str, experiments: Sequence[str],
                     defaults: dict[str, Any]) -> int:
+    from slm_tune.study import study_configs
+
+    configs = study_configs(experiments, _registry(args), _study_overrides(args, defaults))
+    return _run_study(args, study_name, configs, {n: c.max_iters for n, c in configs.items()})
+
+
+def _run_study(args: argparse.Namespace, study_name: str, configs, max_iters: dict[str, int],
+               **search: Any) -> int:
     from analysis.export import ResultsExporter, export_study
     from slm_tune.progress import StudyProgress
-    from slm_tune.study import StudyInterrupted, StudyRun, run_study, study_configs, study_lock
+    from slm_tune.study import StudyInterrupted, StudyRun, run_study, study_lock
 
     output_dir = Path(args.output_dir)
     _check_writable(output_dir)
-    configs = study_configs(experiments, _registry(args), _study_overrides(args, defaults))
     run = StudyRun(
         study=study_name, configs=configs, output_dir=output_dir, storage_path=args.storage_path,
         repeats=args.repeats, cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent, scheduler=args.scheduler, resume=args.resume,
         address=args.address, verbose=args.verbose, cache_dir=args.cache_dir,
         max_failures=args.max_failures, log=_err, command=list(sys.argv),
-        callbacks=[StudyProgress(max_iters={n: c.max_iters for n, c in configs.items()}),
-                   ResultsExporter(output_dir, study_name)],
+        callbacks=[StudyProgress(max_iters=max_iters), ResultsExporter(output_dir, study_name)],
+        **search,
     )
     with study_lock(output_dir):
         try:
@@ -183,6 +241,14 @@ def run_experiments(args: argparse.Namespace, study_name: str, experiments: Sequ
         written = export_study(results, output_dir, study_name, command=sys.argv)
     _err(f"results: {written['csv']}")
     _out(written["table"])
+    for files in written.get("searches", {}).values():
+        for what in ("plot", "importance"):
+            if what in files:
+                _err(f"{what}: {files[what]}")
+        if "best" in files:
+            name = files["best"].stem
+            _err(f"best trial as an experiment: {files['best']}; run it with: python studies.py run {name} "
+                 f"--experiments-file {files['best']}")
     failed = [r for r in results if r.error is not None]
     return 1 if failed and len(failed) == len(results) else 0
 
@@ -219,6 +285,33 @@ def cmd_study(args: argparse.Namespace) -> int:
     return run_experiments(args, study.name, study.experiments, study.overrides)
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """A search: a named space or a file, the study-wide flags applied to its base."""
+    from search_spaces import get_search
+    from slm_tune.config import parse_overrides
+    from slm_tune.search import check_metric, load_space_file
+
+    if bool(args.name) == bool(args.space):
+        raise UserError("give a named search (lr, shape, compute) or --space FILE, not both or neither; "
+                        "e.g. `python studies.py search lr --num-samples 16`")
+    registry = _registry(args)
+    explicit = parse_overrides(args.overrides)
+    derived = _study_overrides(args, {})
+    hard = {k: v for k, v in derived.items() if k in explicit or k in ("max_iters", "dataset")}
+    soft = {k: v for k, v in derived.items() if k not in hard}
+    if args.space:
+        space = load_space_file(args.space, registry, hard, soft)
+    else:
+        space = get_search(args.name, registry, hard, soft)
+    for key in space.pinned:
+        _err(f"{key} is fixed at {hard[key]} by the command line, not searched")
+    metric = check_metric(args.metric, space)
+    search_alg = args.search_alg or ("random" if args.scheduler == "pbt" else "optuna")
+    return _run_study(args, space.name, {space.base.name: space.base}, {}, search=space,
+                      num_samples=args.num_samples, search_alg=search_alg, sampler_seed=args.seed,
+                      metric=metric, time_budget_s=args.time_budget)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from slm_tune.config import ExperimentConfig
 
@@ -250,7 +343,7 @@ def cmd_interactive(args: argparse.Namespace, read: Callable[[str], str] = input
     return Menu(output_dir=Path(args.output_dir), read=read, write=_out, dispatch=main).loop()
 
 
-HANDLERS = {"list": cmd_list, "details": cmd_details, "run": cmd_run, "compare": cmd_compare,
+HANDLERS = {"list": cmd_list, "details": cmd_details, "run": cmd_run, "search": cmd_search, "compare": cmd_compare,
             "sample": cmd_sample, "interactive": cmd_interactive}
 
 

@@ -8,67 +8,26 @@ Per experiment: ``experiments/{experiment}_results.json``, ``experiments/{experi
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 from ray import tune
 
-from analysis.load import (HISTORY_COLUMNS, find_runs, first_error_line, load_run, load_runs, read_json,
+from analysis.load import (DICT_COLUMNS, HISTORY_COLUMNS, find_runs, first_error_line, load_run, load_runs, read_json,
                            read_study_file)
 from analysis.plots import plot_comparison, plot_training_losses
+from analysis.search import export_search, stored_search
 from slm_tune.checkpoints import CHECKPOINT_FILE, read_history
 from slm_tune.errors import UserError
+from slm_tune.files import atomic_write as _atomic, clean_json as _clean, write_json
 
 METRICS = ["total_params", "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss",
            "best_val_bpb", "tokens_per_s"]
 CSV_COLUMNS = ["experiment", "study", "status"] + METRICS + ["runs"]
-
-
-# ----------------------------------------------------------------------------- atomic writes
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-
-
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(_clean(data), indent=2))
-
-
-def _clean(x: Any) -> Any:
-    """JSON without NaN: non-finite numbers become null, numpy scalars plain numbers."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if x is pd.NA or x is pd.NaT:
-        return None
-    return x
-
-
-def _atomic(path: Path, writer) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    writer(tmp)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- best checkpoints
@@ -186,8 +145,11 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
 def _trial_record(row: pd.Series, history: pd.DataFrame) -> dict[str, Any]:
     h = history[(history["run"] == row["run"]) & (history["experiment"] == row["experiment"])
                 & (history["seed"] == row["seed"])]
-    record = {k: row[k] for k in row.index if k != "config"}
+    record = {k: row[k] for k in row.index if k not in DICT_COLUMNS}
     record["config"] = row["config"]
+    for key in ("searched", "config_changes"):  # a search's sampled values; PBT's changes mid-run
+        if isinstance(row.get(key), (dict, list)) and row.get(key):
+            record[key] = row[key]
     record["history"] = h[HISTORY_COLUMNS].to_dict("records")
     return record
 
@@ -211,6 +173,8 @@ def experiment_record(experiment: str, trials: pd.DataFrame, history: pd.DataFra
         "entropy_bpb": summary["entropy_bpb"], "precision": first["precision"],
         "iterations": first["iterations"], "best_checkpoint": best, "sample": sample, "runs": len(runs),
     }
+    if len(runs) == 1:
+        record.update({k: first[k] for k in ("searched", "config_changes") if k in first})
     if len(runs) > 1:
         record.update({f"{m}_std": summary[f"{m}_std"] for m in METRICS})
         record["per_run"] = runs
@@ -255,9 +219,14 @@ def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterabl
     exp_dir = output_dir / "experiments"
     records = [export_experiment(e, trials, history, output_dir) for e in trials["experiment"].unique()]
     summary = summarize(trials)
+    searches = {r: found for r in runs if (found := stored_search(r)) is not None}
+    searched = list(dict.fromkeys(k for space, _ in searches.values() for k in space.searched))
+    summary = with_searched_columns(summary, trials, searched)
+    if searches:  # a search's comparison is a ranking: best first
+        summary = summary.sort_values("best_val_bpb", na_position="last", kind="stable").reset_index(drop=True)
     csv_cols = [c for c in summary.columns if c != "entropy_bpb"]
     _atomic(exp_dir / "experiment_comparison.csv", lambda tmp: summary[csv_cols].to_csv(tmp, index=False))
-    flat = trials.drop(columns=["config"])
+    flat = with_searched_columns(trials, trials, searched).drop(columns=DICT_COLUMNS)
     _atomic(exp_dir / "trials.parquet", lambda tmp: flat.to_parquet(tmp, index=False))
     _atomic(exp_dir / "history.parquet", lambda tmp: history.to_parquet(tmp, index=False))
     studies = [{**{k: v for k, v in read_study_file(r).items() if k not in ("configs",)}, "run_dir": str(r)} for r in runs]
@@ -269,8 +238,24 @@ def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterabl
     title = f"{label}: {len(summary)} experiments" + (f" on {trials['dataset'].iloc[0]}" if trials["dataset"].nunique() == 1 else "")
     _atomic(exp_dir / "experiment_comparison.png",
             lambda tmp: plot_comparison(summary, history, title, tmp))
-    return {"csv": exp_dir / "experiment_comparison.csv", "table": format_table(summary),
+    search_files = {}
+    for run_dir in searches:
+        search_files[run_dir.name] = export_search(run_dir, trials[trials["run"] == run_dir.name], output_dir)
+    return {"searches": search_files,"csv": exp_dir / "experiment_comparison.csv", "table": format_table(summary),
             "summary": summary, "trials": trials, "history": history}
+
+
+def with_searched_columns(table: pd.DataFrame, trials: pd.DataFrame, searched: list[str]) -> pd.DataFrame:
+    """`table` (one row per experiment or trial) with a column per searched setting, from each
+    experiment's sampled values; a setting that is already a column keeps its column."""
+    new = [k for k in searched if k not in table.columns]
+    if not new:
+        return table
+    values = {e: (s if isinstance(s, dict) else {}) for e, s in zip(trials["experiment"], trials["searched"])}
+    out = table.copy()
+    for k in new:
+        out[k] = [values.get(e, {}).get(k) for e in out["experiment"]]
+    return out
 
 
 def format_table(summary: pd.DataFrame) -> str:
@@ -301,6 +286,11 @@ def compare(output_dir: Path, studies: list[str] | None = None) -> dict[str, Any
     return export_runs(runs, output_dir, label)
 
 
+def _experiment_of(trial) -> str:
+    """The experiment a live trial reports as: its grid point's name, or (a search) its own name."""
+    return trial.config.get("experiment") or Path(trial.path).name
+
+
 class ResultsExporter(tune.Callback):
     """Writes an experiment's files as soon as its trial ends, not only at the end of the study.
 
@@ -325,10 +315,10 @@ class ResultsExporter(tune.Callback):
         synced to storage) now, in Tune's thread; reads and writes files on the writer thread.
         Only this experiment is read: the cost of a trial's export does not grow with the study."""
         try:
-            experiment = trial.config["experiment"]
+            experiment = _experiment_of(trial)
             view = {}
             for t in trials:
-                if t.path and t.config.get("experiment") == experiment:
+                if t.path and _experiment_of(t) == experiment:
                     st = status if t is trial else t.status
                     view[Path(t.path).name] = {"ray_status": st, "trial_id": t.trial_id, "log_dir": t.local_path}
             run_dir = Path(trial.path).parent

@@ -27,10 +27,11 @@ STUDY_FILE = "study.json"
 HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s"]
 TRIAL_COLUMNS = [
     "experiment", "study", "run", "seed", "status", "error", "total_params", "non_embedding_params",
-    "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_bpb",
+    "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_bpb", "final_val_bpb",
     "tokens_per_s", "iterations", "max_iters", "dataset", "tokenizer", "precision", "entropy_bpb",
     "trial_id", "trial_path", "ended_at",
 ]
+DICT_COLUMNS = ["config", "searched", "config_changes"]  # per-trial dicts: in JSON, not in parquet
 _RAY_STATUS = {"ERROR": "errored", "RUNNING": "interrupted", "PENDING": "interrupted", "PAUSED": "interrupted"}
 
 
@@ -136,6 +137,7 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
     run_dir = Path(run_dir)
     meta = read_study_file(run_dir)
     configs = meta.get("configs", {})
+    search = _stored_search(meta)
     study = meta.get("study", run_dir.name)
     ray_view = _ray_trials(run_dir) if ray_view is None else ray_view
     log_dirs = {name: Path(v["log_dir"]) for name, v in ray_view.items() if v.get("log_dir")}
@@ -152,9 +154,14 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
             continue
         reports = _reports(tdir, log_dir)
         last = reports[-1] if reports else {}
-        config = dict(configs.get(experiment, {}))
-        if "seed" in params:
-            config["seed"] = params["seed"]
+        if search is not None:  # the point as it ended (PBT may have changed it), Ray's config in each report
+            point = last.get("config") if isinstance(last.get("config"), dict) else params
+            config, searched = _search_config(search, point, experiment)
+        else:
+            config, searched = dict(configs.get(experiment, {})), {}
+            if "seed" in params:
+                config["seed"] = params["seed"]
+        data = _data_info(meta, experiment, config)
         ray_info = ray_view.get(tdir.name, {})
         ray_status = ray_info.get("ray_status")
         status = _status(last, ray_status, config)
@@ -169,20 +176,53 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
             "total_params": last.get("total_params"), "non_embedding_params": last.get("non_embedding_params"),
             "training_time_s": last.get("elapsed_s"), "final_train_loss": _finite(last.get("train_loss")),
             "final_val_loss": _finite(last.get("val_loss")), "best_val_loss": min(vals) if vals else None,
-            "best_val_bpb": min(bpbs) if bpbs else None, "tokens_per_s": last.get("tokens_per_s"),
+            "best_val_bpb": min(bpbs) if bpbs else None, "final_val_bpb": _finite(last.get("val_bpb")),
+            "tokens_per_s": last.get("tokens_per_s"),
             "iterations": last.get("iteration", 0), "max_iters": config.get("max_iters"),
-            "dataset": config.get("dataset"), "tokenizer": meta.get("tokenizers", {}).get(experiment),
-            "precision": last.get("precision"), "entropy_bpb": meta.get("entropy_bpb", {}).get(experiment),
+            "dataset": config.get("dataset"), "tokenizer": data.get("tokenizer"),
+            "precision": last.get("precision"), "entropy_bpb": data.get("entropy_bpb"),
             "trial_id": ray_info.get("trial_id", last.get("trial_id")), "trial_path": str(tdir),
-            "ended_at": last.get("timestamp"), "config": config,
+            "ended_at": last.get("timestamp"), "config": config, "searched": searched,
+            "config_changes": last.get("config_changes") or [],
         })
         for r in reports:
             history.append({"experiment": experiment, "study": study, "run": run_dir.name,
                             "seed": trials[-1]["seed"], "trial_id": trials[-1]["trial_id"],
                             **{k: r.get(k) for k in HISTORY_COLUMNS}})
-    trial_df = pd.DataFrame(trials, columns=TRIAL_COLUMNS + ["config"])
+    trial_df = pd.DataFrame(trials, columns=TRIAL_COLUMNS + DICT_COLUMNS)
     history_df = pd.DataFrame(history, columns=["experiment", "study", "run", "seed", "trial_id"] + HISTORY_COLUMNS)
     return trial_df, history_df
+
+
+def _stored_search(meta: Mapping[str, Any]):
+    if not meta.get("search"):
+        return None
+    from slm_tune.search import SearchSpace
+
+    try:
+        return SearchSpace.from_dict(meta["search"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _search_config(search, point: Mapping[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the trial's whole config, the values of the searched settings) of a search trial."""
+    searched = {k: point[k] for k in search.searched if k in point}
+    try:
+        return search.config_for(point, name).to_dict(), searched
+    except ValueError:  # a point this version cannot rebuild: its sampled values still show
+        return {}, searched
+
+
+def _data_info(meta: Mapping[str, Any], experiment: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The tokenizer and entropy floor of an experiment's data, as the study recorded them."""
+    if experiment in meta.get("tokenizers", {}):
+        return {"tokenizer": meta["tokenizers"][experiment], "entropy_bpb": meta.get("entropy_bpb", {}).get(experiment)}
+    entries = [d for d in meta.get("data", []) if d.get("dataset") == config.get("dataset")]
+    exact = [d for d in entries if d.get("vocab_size") == config.get("vocab_size")
+             and d.get("data_fraction") == config.get("data_fraction")]
+    return {"tokenizer": exact[0].get("tokenizer") if exact else None,
+            "entropy_bpb": entries[0].get("entropy_bpb") if entries else None}
 
 
 def _status(last: dict[str, Any], ray_status: str | None, config: dict[str, Any]) -> str:
@@ -214,7 +254,7 @@ def load_runs(runs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Many runs; where an experiment (and seed) ran more than once, the newest run wins."""
     frames = [load_run(r) for r in runs]
     if not frames:
-        return pd.DataFrame(columns=TRIAL_COLUMNS + ["config"]), pd.DataFrame(columns=HISTORY_COLUMNS)
+        return pd.DataFrame(columns=TRIAL_COLUMNS + DICT_COLUMNS), pd.DataFrame(columns=HISTORY_COLUMNS)
     trials = pd.concat([f[0] for f in frames], ignore_index=True)
     history = pd.concat([f[1] for f in frames], ignore_index=True)
     # Newest wins: runs are in start order, so keep the last row per experiment and seed

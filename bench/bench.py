@@ -52,7 +52,8 @@ def train_row(spec: dict) -> dict:
     import torch
 
     from slm_tune.config import ExperimentConfig
-    from slm_tune.model import GPT, flops_per_token
+    from slm_tune.counts import flops_per_token
+    from slm_tune.model import GPT
     from slm_tune.train import make_optimizer, resolve_precision
 
     torch.set_num_threads(spec["threads"])

@@ -1,17 +1,23 @@
-"""Named studies as data: which experiments a study compares, and its study-wide defaults.
+"""Named studies and searches as data.
 
-A study becomes a Ray Tune param_space whose ``experiment`` key is a grid over these names (and
-whose ``seed`` key is a grid over seeds with ``--repeats``). Adding a study is adding an entry.
+A study is a list of experiments and its study-wide defaults: it becomes a Ray Tune param_space
+whose ``experiment`` key is a grid over these names (and whose ``seed`` key is a grid over seeds
+with ``--repeats``). Adding a study is adding an entry.
+
+A search is a space file in ``search_spaces/searches/`` (lr, shape, compute): a base experiment
+and a distribution per searched setting, in the format a user's own ``--space FILE`` uses
+(slm_tune/search.py). Adding a search is adding a file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 from ray import tune
 
-from slm_tune.config import EXPERIMENT_CONFIGS
+from slm_tune.config import EXPERIMENT_CONFIGS, ExperimentConfig
 from slm_tune.errors import UserError, closest
 
 
@@ -67,3 +73,29 @@ def param_space(experiments: list[str] | tuple[str, ...], repeats: int = 1, base
     if repeats > 1:
         space["seed"] = tune.grid_search(seeds_for(base_seed, repeats))
     return space
+
+
+SEARCH_DIR = Path(__file__).resolve().parent / "searches"
+
+
+def search_files() -> dict[str, Path]:
+    """The named searches: name -> space file."""
+    return {p.stem: p for p in sorted(SEARCH_DIR.glob("*.toml"))}
+
+
+def search_description(name: str) -> str:
+    import tomllib
+
+    return str(tomllib.loads(search_files()[name].read_text(encoding="utf-8")).get("description", ""))
+
+
+def get_search(name: str, registry: Mapping[str, ExperimentConfig] | None = None,
+               overrides: Mapping[str, Any] | None = None, defaults: Mapping[str, Any] | None = None):
+    """The named search's SearchSpace, with study-wide overrides applied to its base."""
+    from slm_tune.search import load_space_file
+
+    files = search_files()
+    if name not in files:
+        raise UserError(f"unknown search {name!r}{closest(name, files)}; searches: {', '.join(files)} "
+                        "(or give your own with --space FILE)")
+    return load_space_file(files[name], EXPERIMENT_CONFIGS if registry is None else registry, overrides, defaults)

@@ -17,7 +17,7 @@ def short_number(n: float) -> str:
 
 def experiments_table(registry: Mapping[str, ExperimentConfig]) -> str:
     """One row per experiment: name, parameters and the settings that tell them apart."""
-    from slm_tune.model import param_counts  # torch: not for plots' short_number
+    from slm_tune.counts import param_counts
 
     head = ["name", "params", "vocab", "embd", "layers", "heads", "lr", "iters", "data", "description"]
     rows = [head]
@@ -35,7 +35,7 @@ def experiments_table(registry: Mapping[str, ExperimentConfig]) -> str:
 
 def experiment_details(c: ExperimentConfig) -> str:
     """Every setting, the parameter counts and the estimated training FLOPs per token."""
-    from slm_tune.model import flops_per_token, param_counts  # torch: not for plots' short_number
+    from slm_tune.counts import flops_per_token, param_counts
 
     total, non_embedding = param_counts(c)
     fpt = flops_per_token(c)

@@ -1,7 +1,7 @@
 """GPT in the nanoGPT tradition: pre-LayerNorm blocks, causal SDPA attention, GELU MLP, tied head.
 
-Parameter and FLOP counts are functions of the config (no model needed), so `studies.py list`
-can show them for every experiment instantly; a test checks them against a built model.
+Parameter and FLOP counts are functions of the config (slm_tune.counts, no torch needed); a test
+checks them against a built model.
 """
 
 from __future__ import annotations
@@ -14,25 +14,6 @@ from torch.nn import functional as F
 
 from slm_tune.config import ExperimentConfig
 from slm_tune.losses import linear_cross_entropy
-
-
-def param_counts(c: ExperimentConfig) -> tuple[int, int]:
-    """(total, non-embedding) parameters; the output head is tied to the token embedding."""
-    C = c.n_embd
-    per_layer = 12 * C * C + 13 * C  # qkv + proj + 4x MLP, their biases, two LayerNorms
-    non_embedding = c.n_layer * per_layer + 2 * C  # + final LayerNorm
-    total = non_embedding + c.vocab_size * C + c.block_size * C
-    return total, non_embedding
-
-
-def flops_per_token(c: ExperimentConfig) -> int:
-    """Training FLOPs per token (forward + backward): 6 per weight plus attention's scores.
-
-    The PaLM/nanoGPT estimate; the tied embedding counts once, as the output layer's matmul.
-    """
-    total, _ = param_counts(c)
-    matmul_params = total - c.block_size * c.n_embd  # position embeddings are a lookup
-    return 6 * matmul_params + 12 * c.n_layer * c.n_embd * c.block_size
 
 
 class CausalSelfAttention(nn.Module):

@@ -54,7 +54,7 @@ class StudyProgress(tune.Callback):
     def _line(self, name: str) -> str:
         status, result = self._latest[name]
         experiment = result.get("experiment", name.split("_seed")[0])
-        return trial_line(name, status, result, self.max_iters.get(experiment))
+        return trial_line(name, status, result, self.max_iters.get(experiment) or result.get("max_iters"))
 
     def _flush(self, force: bool = False) -> None:
         now = time.time()

@@ -1,4 +1,9 @@
-"""A study: a search space run by a Ray Tune Tuner, CPU-only, resumable, optionally with ASHA.
+"""A study: a search space run by a Ray Tune Tuner, CPU-only, resumable, with ASHA or PBT.
+
+Two fronts share everything else. A study is a grid over named experiments. A search samples a
+SearchSpace (slm_tune/search.py) with Ray's own search algorithms (Optuna's TPE behind a
+ConcurrencyLimiter, or random) and schedulers (ASHA, PBT); its trials are named
+`{search}_{index}` and are otherwise experiments like any other.
 
 The driver tokenizes every corpus the grid needs before Ray starts (with progress), so no trial
 tokenizes what another already did; trials then only open the shared token cache.
@@ -7,6 +12,8 @@ tokenizes what another already did; trials then only open the shared token cache
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import json
 import logging
 import math
@@ -20,19 +27,22 @@ from typing import Any, Callable, Mapping
 import ray
 from filelock import FileLock, Timeout
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
 from search_spaces import param_space
 from slm_tune.config import ExperimentConfig
 from slm_tune.data.cache import check_data, prepare_tokens
 from slm_tune.errors import UserError
+from slm_tune.files import write_json
+from slm_tune.search import SearchSpace, clip_to_space
 from slm_tune.trainable import run_trial, trial_label
+from slm_tune.tune_loggers import CSVLogger, JsonLogger
 from slm_tune.workers import scoped_environ, trial_env
 
 Log = Callable[[str], None]
 STUDY_FILE = "study.json"  # analysis.load reads it
-SCHEDULERS = ("fifo", "asha")
+SCHEDULERS = ("fifo", "asha", "pbt")
+SEARCH_ALGS = ("optuna", "random")
 
 
 class StudyInterrupted(Exception):
@@ -65,6 +75,22 @@ class StudyRun:
     callbacks: list[tune.Callback] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
     log: Log = lambda _msg: None
+    # a search (configs then holds only its base, for reference)
+    search: SearchSpace | None = None
+    num_samples: int = 1
+    search_alg: str = "optuna"
+    sampler_seed: int | None = None
+    metric: str = "best_val_bpb"
+    time_budget_s: float | None = None
+
+    @property
+    def n_trials(self) -> int:
+        if self.search is None:
+            return len(self.configs) * self.repeats
+        grid = 1
+        for d in self.search.dists.values():
+            grid *= len(d.args) if d.kind == "grid" else 1
+        return self.num_samples * grid
 
     @property
     def storage(self) -> str:
@@ -107,13 +133,28 @@ def run_dirs(storage: str, study: str) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def unfinished_trials(run_dir: Path) -> list[str]:
+def unfinished_trials(run_dir: Path, count_unsampled: bool = True) -> list[str]:
     """Names of the trials a stored run has not run to their end (errored ones did: --resume
-    retries them, but a study whose trials all ended is not unfinished)."""
+    retries them, but a study whose trials all ended is not unfinished); for a search that has
+    not ended, also the trials it has yet to sample."""
     if not tune.Tuner.can_restore(str(run_dir)):
         return []
     analysis = tune.ExperimentAnalysis(str(run_dir))
-    return [str(t) for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
+    pending = [str(t) for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
+    meta = _read_study_file(run_dir)
+    if count_unsampled and meta.get("search") and not meta.get("ended_at"):
+        missing = int(meta.get("n_trials", 0)) - len(analysis.trials)
+        if missing > 0:
+            pending.append(f"{missing} not yet sampled")
+    return pending
+
+
+def _read_study_file(run_dir: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads((Path(run_dir) / STUDY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _tune_environ(verbose: bool, resume: bool) -> dict[str, str]:
@@ -134,6 +175,7 @@ def _quiet_ray(verbose: bool) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # its Ctrl-C advice names the Python API
+    logging.getLogger("optuna").setLevel(logging.WARNING)  # "A new study created in memory" and the like
 
 
 def _available_cpus(address: str | None) -> int:
@@ -142,25 +184,117 @@ def _available_cpus(address: str | None) -> int:
     return os.cpu_count() or 1
 
 
+def _horizon(run: StudyRun) -> tuple[str, float, float]:
+    """(time attribute, longest run, shortest report interval) in which schedulers count: FLOPs
+    spent when a search gives every trial the same compute (trials differ in iterations), else
+    iterations."""
+    if run.search is None:
+        return ("iteration", max(c.max_iters for c in run.configs.values()),
+                min(c.eval_interval for c in run.configs.values()))
+    space = run.search
+    if space.flops_budget:
+        reports = max(1, round(space.base.max_iters / space.base.eval_interval))
+        return "train_flops", space.flops_budget, space.flops_budget / reports
+    smallest = min(space.dists["eval_interval"].probes()) if "eval_interval" in space.dists else space.base.eval_interval
+    return "iteration", space.largest("max_iters"), smallest
+
+
 def _scheduler(run: StudyRun) -> tuple[Any, str | None, str | None]:
+    metric = run.metric if run.search is not None else "val_loss"
     if run.scheduler == "fifo":
-        return FIFOScheduler(), None, None
+        return FIFOScheduler(), (metric if run.search is not None else None), ("min" if run.search is not None else None)
+    time_attr, max_t, interval = _horizon(run)
     if run.scheduler == "asha":
-        max_t = max(c.max_iters for c in run.configs.values())
-        interval = min(c.eval_interval for c in run.configs.values())
         grace = max(interval, (max_t // 8) // interval * interval)
-        return ASHAScheduler(time_attr="iteration", max_t=max_t, grace_period=grace, reduction_factor=2), "val_loss", "min"
+        return (ASHAScheduler(time_attr=time_attr, max_t=max_t, grace_period=grace, reduction_factor=2),
+                metric, "min")
+    if run.scheduler == "pbt":
+        if run.search is None or not run.search.mutable:
+            raise UserError("--scheduler pbt perturbs a search's optimisation settings (learning_rate, weight_decay, "
+                            "min_lr_ratio, ...) mid-run; use it with a search that samples one of them, e.g. "
+                            "`python studies.py search lr --scheduler pbt`")
+        return (PopulationBasedTraining(
+            time_attr=time_attr, perturbation_interval=interval,
+            hyperparam_mutations=run.search.pbt_mutations(),
+            custom_explore_fn=functools.partial(clip_to_space, run.search)), metric, "min")
     raise UserError(f"unknown scheduler {run.scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+
+
+def _search_alg(run: StudyRun, concurrent: int):
+    """Ray's search algorithm for a search: Optuna's TPE behind a ConcurrencyLimiter, or random."""
+    if run.search_alg == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=run.sampler_seed)
+    if run.search_alg == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=run.sampler_seed), max_concurrent=concurrent)
+    raise UserError(f"unknown search algorithm {run.search_alg!r}; use one of {', '.join(SEARCH_ALGS)}")
+
+
+def check_search(run: StudyRun) -> None:
+    """Combinations Ray would refuse deep inside fit(), as one line before anything runs."""
+    if run.search is None:
+        return
+    if run.search_alg not in SEARCH_ALGS:
+        raise UserError(f"unknown search algorithm {run.search_alg!r}; use one of {', '.join(SEARCH_ALGS)}")
+    if run.scheduler == "pbt" and run.search_alg != "random":
+        raise UserError("PBT evolves its own population and cannot be combined with a search algorithm (Ray's rule); "
+                        "use --search-alg random with --scheduler pbt")
+    if run.search.has_grid and run.search_alg == "optuna":
+        grid = [k for k, d in run.search.dists.items() if d.kind == "grid"]
+        raise UserError(f"{', '.join(grid)}: grid entries need --search-alg random (Optuna samples; write "
+                        "choice = [...] to let it choose among the values)")
+    if run.repeats != 1:
+        raise UserError("--repeats applies to studies of named experiments; a search samples one seed per trial "
+                        "(put seed = { choice = [...] } in the space to search over seeds)")
+
+
+def search_trial_name(search: str, offset: int, trial) -> str:
+    """`lr_0007`: the search and the trial's number, which Ray's search generators count (and
+    keep across a resume) at the head of the experiment tag."""
+    head = str(trial.experiment_tag).split("_", 1)[0]
+    index = int(head) + offset if head.isdigit() else trial.trial_id
+    return f"{search}_{index:04d}" if isinstance(index, int) else f"{search}_{index}"
+
+
+DATA_KEYS = ("dataset", "vocab_size", "data_fraction")
+
+
+def data_configs(run: StudyRun) -> dict[str, ExperimentConfig]:
+    """The configs whose token data the study needs: each experiment's; for a search, one per
+    combination of the corpora, vocabularies and fractions it can sample (a continuous one is
+    tokenized by the trials that sample it, under the cache's lock)."""
+    if run.search is None:
+        return dict(run.configs)
+    space = run.search
+    options = []
+    for key in DATA_KEYS:
+        values = space.dists[key].candidates() if key in space.dists else None
+        options.append([(key, v) for v in values] if values else [])
+    out = {}
+    for combo in itertools.product(*[o or [None] for o in options]):
+        point = dict(kv for kv in combo if kv is not None)
+        # the probe with the largest shape checks the corpus is big enough for every trial
+        for k in ("block_size", "batch_size"):
+            if k in space.dists:
+                point[k] = space.largest(k)
+        c = space.config_for(point)
+        out[f"{c.dataset}|{c.vocab_size}|{c.data_fraction}"] = c
+    return out
 
 
 def prepare_data(run: StudyRun) -> dict[str, dict[str, Any]]:
     """Tokenize what the grid needs, once, before any trial starts; check it fits the configs."""
     info = {}
-    for name, c in run.configs.items():
+    for name, c in data_configs(run).items():
         data = prepare_tokens(c.dataset, c.vocab_size, c.data_fraction, cache_dir=run.cache_dir, log=run.log)
         check_data(c, data)
         info[name] = {"tokenizer": data.meta["tokenizer"], "entropy_bpb": data.entropy_bpb,
-                      "train_tokens": data.meta["splits"]["train"]["tokens"]}
+                      "train_tokens": data.meta["splits"]["train"]["tokens"],
+                      **{k: getattr(c, k) for k in DATA_KEYS}}
     return info
 
 
@@ -170,6 +304,18 @@ def _stored_configs(run_dir: Path) -> dict[str, ExperimentConfig]:
         return {n: ExperimentConfig(**d) for n, d in doc.get("configs", {}).items()}
     except (OSError, ValueError, TypeError):
         return {}
+
+
+def _stored_search(run: StudyRun, run_dir: Path) -> StudyRun:
+    """A resumed search keeps the space, sampler and budget it started with, whatever the flags say."""
+    doc = _read_study_file(run_dir)
+    if not doc.get("search"):
+        return run
+    search = SearchSpace.from_dict(doc["search"])
+    return replace(run, search=search, configs={search.base.name: search.base},
+                   search_alg=doc.get("search_alg", run.search_alg), sampler_seed=doc.get("sampler_seed"),
+                   metric=doc.get("metric", run.metric), num_samples=doc.get("num_samples", run.num_samples),
+                   scheduler=doc.get("scheduler", run.scheduler))
 
 
 def machine_info() -> dict[str, Any]:
@@ -202,11 +348,15 @@ def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str
         "resumed_at": previous.get("resumed_at", []) + ([now] if run.resume else []),
         "ended_at": None, "machine": machine_info(), "repeats": run.repeats,
         "scheduler": run.scheduler, "cpus_per_trial": run.cpus_per_trial,
-        "configs": {n: c.to_dict() for n, c in run.configs.items()},
+        "configs": {n: c.to_dict() for n, c in run.configs.items()} if run.search is None else {},
         "tokenizers": {n: d["tokenizer"] for n, d in data_info.items()},
         "entropy_bpb": {n: d["entropy_bpb"] for n, d in data_info.items()},
+        "data": list(data_info.values()), "n_trials": run.n_trials,
     }
-    _write_json(path, doc)
+    if run.search is not None:
+        doc.update(search=run.search.to_dict(), search_alg=run.search_alg, sampler_seed=run.sampler_seed,
+                   metric=run.metric, num_samples=run.num_samples, time_budget_s=run.time_budget_s)
+    write_json(path, doc)
 
 
 def mark_study_ended(run_dir: Path) -> None:
@@ -216,14 +366,7 @@ def mark_study_ended(run_dir: Path) -> None:
     except (OSError, ValueError):
         return
     doc["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    _write_json(path, doc)
-
-
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, doc)
 
 
 # A baseline iteration takes 2.53 s on 1 thread and 1.43 s on 2 (bench/README.md): doubling a
@@ -255,7 +398,7 @@ def _resolve_resources(run: StudyRun, cpus: int) -> tuple[int, int]:
     """(CPUs per trial, trials at once) for this machine, or a one-line error for impossible flags."""
     per_trial = run.cpus_per_trial
     if per_trial is None:
-        per_trial = default_cpus_per_trial(len(run.configs) * run.repeats, cpus, run.max_concurrent)
+        per_trial = default_cpus_per_trial(run.n_trials, cpus, run.max_concurrent)
     if per_trial < 1 or per_trial > cpus:
         raise UserError(f"--cpus-per-trial {per_trial} is beyond this machine's {cpus} CPUs; use 1 to {cpus}")
     most = max(1, cpus // per_trial)
@@ -284,8 +427,16 @@ def start_local_ray(cpus: int, verbose: bool = False) -> None:
 
 def run_study(run: StudyRun) -> tune.ResultGrid:
     """Run (or resume) a study and return its ResultGrid."""
-    run.log(f"study {run.study}: {', '.join(run.configs)}"
-            + (f" x {run.repeats} seeds" if run.repeats > 1 else ""))
+    check_search(run)
+    if run.search is None:
+        run.log(f"study {run.study}: {', '.join(run.configs)}"
+                + (f" x {run.repeats} seeds" if run.repeats > 1 else ""))
+    elif not run.resume:
+        if run.sampler_seed is None:  # chosen and recorded, so that any search can be repeated
+            run = replace(run, sampler_seed=int.from_bytes(os.urandom(3), "little"))
+        run.log(f"search {run.study}: {run.n_trials} trials of {', '.join(run.search.searched)} from "
+                f"{run.search.base.name}, {run.search_alg} sampler (seed {run.sampler_seed}), {run.scheduler} "
+                f"scheduler, metric {run.metric}")
     started_ray = False
     _quiet_ray(run.verbose)
     if run.address:
@@ -315,6 +466,8 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
         stored = _stored_configs(target)
         if stored:  # a resumed study keeps the settings it started with, whatever the flags say now
             run = replace(run, configs=stored)
+        if run.search is not None:
+            run = _stored_search(run, target)
     else:
         if previous:
             pending = unfinished_trials(previous[-1])
@@ -336,9 +489,12 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
         start_local_ray(cpus, run.verbose)
         started_ray = True
     try:
+        started = time.time()
         with scoped_environ(_tune_environ(run.verbose, run.resume)):
             results = _fit(run, name, storage, concurrent, scheduler, metric, mode)
-        pending = unfinished_trials(run_dir) if run.is_local_storage else []
+        # a search that spent its --time-budget has ended, with fewer trials than it asked for
+        budget_spent = bool(run.time_budget_s) and time.time() - started >= run.time_budget_s
+        pending = unfinished_trials(run_dir, count_unsampled=not budget_spent) if run.is_local_storage else []
         if pending:
             raise StudyInterrupted(results, pending)
         if run.is_local_storage:
@@ -355,34 +511,44 @@ def _fit(run: StudyRun, name: str, storage: str, concurrent: int, scheduler, met
     trial_root = str(Path(storage) / name) if run.is_local_storage else None
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, configs=dict(run.configs), cache_dir=run.cache_dir,
-                             threads=run.cpus_per_trial, trial_root=trial_root),
+                             threads=run.cpus_per_trial, trial_root=trial_root, search=run.search),
         {"cpu": run.cpus_per_trial},
     )
     if run.resume:
         run.log(f"resuming {Path(storage) / name}")
         tuner = tune.Tuner.restore(str(Path(storage) / name), trainable=trainable,
                                    resume_unfinished=True, resume_errored=True)
-    else:
+        return tuner.fit()
+    if run.search is None:
         base_seed = next(iter(run.configs.values())).seed
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(list(run.configs), run.repeats, base_seed),
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=concurrent, scheduler=scheduler, metric=metric, mode=mode,
-                # A worker trains trial after trial: no fresh process and imports per trial.
-                reuse_actors=True,
-                trial_dirname_creator=lambda t: trial_label(t.config),
-                trial_name_creator=lambda t: trial_label(t.config),
-            ),
-            run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=2 if run.verbose else 0,
-                callbacks=[*run.callbacks, CSVLoggerCallback(), JsonLoggerCallback()],
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=run.checkpoints_to_keep, checkpoint_score_attribute="val_loss",
-                    checkpoint_score_order="min"),
-                failure_config=tune.FailureConfig(max_failures=run.max_failures),
-            ),
-        )
+        space = param_space(list(run.configs), run.repeats, base_seed)
+        naming = dict(trial_dirname_creator=lambda t: trial_label(t.config),
+                      trial_name_creator=lambda t: trial_label(t.config))
+        search = dict(max_concurrent_trials=concurrent)
+    else:
+        space = run.search.param_space()
+        # Ray's generators count trials from 1 (a searcher) or 0 (random): number them from 1.
+        namer = functools.partial(search_trial_name, run.study, 1 if run.search_alg == "random" else 0)
+        naming = dict(trial_dirname_creator=namer, trial_name_creator=namer)
+        search = dict(search_alg=_search_alg(run, concurrent), num_samples=run.num_samples,
+                      max_concurrent_trials=concurrent, time_budget_s=run.time_budget_s)
+    keep = max(run.checkpoints_to_keep, 4) if run.scheduler == "pbt" else run.checkpoints_to_keep
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler, metric=metric, mode=mode,
+            # A worker trains trial after trial: no fresh process and imports per trial.
+            reuse_actors=True, **naming, **search,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, verbose=2 if run.verbose else 0,
+            callbacks=[*run.callbacks, CSVLogger(), JsonLogger()],
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=keep, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
+            failure_config=tune.FailureConfig(max_failures=run.max_failures),
+        ),
+    )
     return tuner.fit()
 
 

@@ -28,6 +28,7 @@ from tiktoken_ext.openai_public import r50k_pat_str
 
 from slm_tune.config import GPT2_VOCAB_SIZE, MIN_VOCAB_SIZE
 from slm_tune.errors import UserError
+from slm_tune.files import write_bytes
 
 EOT = "<|endoftext|>"
 WHISPER_SDIST = "openai-whisper==20250625"
@@ -66,9 +67,7 @@ def _ranks_from_whisper_sdist(target: Path) -> None:
         if hashlib.sha256(data).hexdigest() != WHISPER_RANKS_SHA256:
             raise OSError(f"{WHISPER_RANKS_MEMBER} from {archives[0].name} failed its SHA-256 check")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp_target = target.with_suffix(f".tmp{os.getpid()}")
-        tmp_target.write_bytes(data)
-        os.replace(tmp_target, target)
+        write_bytes(target, data)
 
 
 @functools.lru_cache(maxsize=1)

@@ -24,7 +24,8 @@ import torch
 from slm_tune.config import ExperimentConfig
 from slm_tune.checkpoints import CHECKPOINT_FILE, HISTORY_FILE
 from slm_tune.data.cache import TokenData, check_data
-from slm_tune.model import GPT, flops_per_token, param_counts
+from slm_tune.counts import flops_per_token, param_counts
+from slm_tune.model import GPT
 
 log = logging.getLogger(__name__)
 EVAL_SEED = 1234  # the validation batches depend only on the data and the batch shape
@@ -112,6 +113,23 @@ def eval_offsets(c: ExperimentConfig, n_tokens: int) -> np.ndarray:
     return rng.integers(0, n_tokens - c.block_size - 1, size=(c.eval_iters, c.batch_size))
 
 
+def _follow_new_config(c: ExperimentConfig, saved: dict[str, Any], state: dict[str, Any],
+                       optimizer: torch.optim.AdamW) -> None:
+    """Continue another config's weights under `c` (PBT's exploit: a trial takes a better trial's
+    checkpoint with perturbed settings). The schedule already follows `c` (lr_at reads it); the
+    optimizer's own copies of the settings are set from it here, and the change is recorded:
+    the list is the weights' lineage (a donor's own earlier exploits come with its checkpoint)."""
+    changes = {k: [saved[k], v] for k, v in c.to_dict().items()
+               if k not in ("name", "description") and k in saved and saved[k] != v}
+    if not changes and saved.get("name", c.name) == c.name:
+        return
+    for group in optimizer.param_groups:
+        group["betas"] = (c.beta1, c.beta2)
+    optimizer.param_groups[0]["weight_decay"] = c.weight_decay  # the matrices (make_optimizer)
+    state.setdefault("config_changes", []).append(
+        {"iteration": state["iteration"], "trial": c.name, "from": saved.get("name"), "changes": changes})
+
+
 def train(
     c: ExperimentConfig,
     data: TokenData,
@@ -140,6 +158,7 @@ def train(
         batch_gen.set_state(saved["batch_rng"])
         torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
+        _follow_new_config(c, saved.get("config", {}), state, optimizer)
     forward = CompiledOrEager(model, c.compile)
 
     total_params, non_embedding = param_counts(c)
@@ -187,7 +206,10 @@ def train(
             "tokens_per_s": it * tokens_per_iter / state["train_s"] if state["train_s"] else 0.0,
             "status": status, "precision": precision, "total_params": total_params,
             "non_embedding_params": non_embedding, "flops_per_token": flops_per_token(c),
+            "train_flops": it * tokens_per_iter * flops_per_token(c), "max_iters": c.max_iters,
         }
+        if state.get("config_changes"):
+            metrics["config_changes"] = state["config_changes"]
         state["history"].append({k: metrics[k] for k in (
             "iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s")})
         if report is not None:

@@ -16,12 +16,17 @@ from typing import Any, Mapping
 import ray
 from ray import tune
 
-from slm_tune.checkpoints import CHECKPOINT_FILE
+from slm_tune.checkpoints import CHECKPOINT_FILE, read_history, read_owner, write_owner
 from slm_tune.config import ExperimentConfig
+from slm_tune.search import SearchSpace
 
 
-def trial_config(point: Mapping[str, Any], configs: Mapping[str, ExperimentConfig]) -> ExperimentConfig:
-    """The experiment a grid point names, with the grid's seed when the study repeats runs."""
+def trial_config(point: Mapping[str, Any], configs: Mapping[str, ExperimentConfig],
+                 search: SearchSpace | None = None, name: str | None = None) -> ExperimentConfig:
+    """The experiment a grid point names, with the grid's seed when the study repeats runs; in a
+    search, the experiment the sampled point stands for, named after its trial."""
+    if search is not None:
+        return search.config_for(point, name)
     c = configs[point["experiment"]]
     return c.replace(seed=point["seed"]) if "seed" in point else c
 
@@ -38,13 +43,29 @@ def _checkpoint_iteration(directory: Path) -> int:
     return int(state["state"]["iteration"])
 
 
-def newest_checkpoint(trial_dir: Path | None, known: Path | None) -> Path | None:
-    """The newest complete checkpoint: Ray's, or a newer one already in the trial's directory.
+def _continues(candidate: Path, known: Path) -> bool:
+    """True if `candidate`'s loss history extends `known`'s: the same run, further on."""
+    mine, theirs = read_history(candidate), read_history(known)
+    if mine is None or theirs is None:
+        return True  # checkpoints from before history.json: as before, newest wins
+    return mine[:len(theirs)] == theirs
+
+
+def newest_checkpoint(trial_dir: Path | None, known: Path | None, config: ExperimentConfig | None = None
+                      ) -> Path | None:
+    """The checkpoint to start from: Ray's, or a newer one of the same run in the trial's directory.
 
     After the driver is killed, Ray restores from the checkpoint in its last experiment-state
-    snapshot, which can lag several reports behind what is on disk (see ray-tune-notes). A
+    snapshot, which can lag several reports behind what is on disk (see ray-tune-notes); a newer
+    one of the same run (same trial and config, its history extending Ray's) is taken instead.
+    A checkpoint of another trial is PBT handing over its weights: it is used as given. A
     checkpoint that does not load (a copy cut short) is skipped.
     """
+    name = config.name if config is not None else None
+    if known is not None:
+        owner = read_owner(known)
+        if owner and name and owner.get("trial") != name:
+            return known  # an exploit: continue from the donor's weights, whatever is on our disk
     best, best_it = known, -1
     if known is not None:
         try:
@@ -53,6 +74,11 @@ def newest_checkpoint(trial_dir: Path | None, known: Path | None) -> Path | None
             best, best_it = None, -1
     if trial_dir is not None and trial_dir.is_dir():
         for d in trial_dir.glob("checkpoint_*"):
+            owner = read_owner(d)
+            if owner and config is not None and owner.get("config") != config.to_dict():
+                continue  # another run's weights (another config, or from before a PBT exploit)
+            if best is not None and not _continues(d, best):
+                continue
             try:
                 it = _checkpoint_iteration(d)
             except Exception:
@@ -68,6 +94,7 @@ def run_trial(
     cache_dir: str | None,
     threads: int,
     trial_root: str | None = None,
+    search: SearchSpace | None = None,
 ) -> None:
     """The function trainable (bind the keyword arguments with tune.with_parameters)."""
     import torch
@@ -75,7 +102,8 @@ def run_trial(
     from slm_tune.data.cache import prepare_tokens
     from slm_tune.train import train
 
-    c = trial_config(point, configs)
+    name = tune.get_context().get_trial_name() if search is not None else None
+    c = trial_config(point, configs, search, name)
     torch.set_num_threads(threads)
     # Built by the driver before the study starts; a node without it builds it under the lock.
     data = prepare_tokens(c.dataset, c.vocab_size, c.data_fraction, cache_dir=cache_dir)
@@ -83,13 +111,15 @@ def run_trial(
     def report(metrics: dict[str, Any], save_checkpoint) -> None:
         with tempfile.TemporaryDirectory(prefix="slm-ckpt-") as tmp:
             save_checkpoint(Path(tmp))
+            write_owner(Path(tmp), c.name, c.to_dict())
             tune.report({**metrics, "experiment": c.name, "seed": c.seed, "node_id": node_id},
                         checkpoint=tune.Checkpoint.from_directory(tmp))
 
     node_id = ray.get_runtime_context().get_node_id()
     ray_checkpoint = tune.get_checkpoint()
-    trial_dir = Path(trial_root) / trial_label(point) if trial_root else None
+    label = c.name if search is not None else trial_label(point)
+    trial_dir = Path(trial_root) / label if trial_root else None
     with ray_checkpoint.as_directory() if ray_checkpoint else contextlib.nullcontext() as known:
-        start = newest_checkpoint(trial_dir, Path(known) if known else None)
+        start = newest_checkpoint(trial_dir, Path(known) if known else None, c)
         train(c, data, report=report, resume_from=start, threads=threads)
 
