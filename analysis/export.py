@@ -241,7 +241,7 @@ def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterabl
     search_files = {}
     for run_dir in searches:
         search_files[run_dir.name] = export_search(run_dir, trials[trials["run"] == run_dir.name], output_dir)
-    return {"searches": search_files,"csv": exp_dir / "experiment_comparison.csv", "table": format_table(summary),
+    return {"searches": search_files,"csv": exp_dir / "experiment_comparison.csv", "table": format_table(summary, searched),
             "summary": summary, "trials": trials, "history": history}
 
 
@@ -258,10 +258,13 @@ def with_searched_columns(table: pd.DataFrame, trials: pd.DataFrame, searched: l
     return out
 
 
-def format_table(summary: pd.DataFrame) -> str:
+def format_table(summary: pd.DataFrame, searched: Iterable[str] = ()) -> str:
     cols = ["experiment", "status", "runs", "total_params", "training_time_s", "final_val_loss",
             "best_val_loss", "best_val_bpb", "tokens_per_s"]
-    view = summary[cols].copy()
+    searched = [k for k in searched if k in summary.columns and k not in cols]
+    view = summary[cols + searched].copy()
+    for k in searched:
+        view[k] = view[k].map(lambda v: f"{v:.3g}" if isinstance(v, float) and pd.notna(v) else ("-" if v is None else v))
     view["total_params"] = view["total_params"].map(lambda v: f"{v / 1e6:.2f}M" if pd.notna(v) else "-")
     view["training_time_s"] = view["training_time_s"].map(lambda v: f"{v:.0f}s" if pd.notna(v) else "-")
     view["tokens_per_s"] = view["tokens_per_s"].map(lambda v: f"{v:,.0f}" if pd.notna(v) else "-")

@@ -314,7 +314,7 @@ def parse_space(
         raise UserError(f"{where}: base {base_name!r} is not an experiment{closest(str(base_name), registry)}; "
                         "`python studies.py list` shows them (or add yours with --experiments-file)")
     overrides = dict(overrides or {})
-    pinned = tuple(k for k in doc if k in overrides)
+    pinned = tuple(k for k, v in doc.items() if k in overrides and isinstance(v, Mapping))
     dists: dict[str, Dist] = {}
     fixed: dict[str, Any] = {}
     for key, entry in doc.items():
