@@ -94,6 +94,11 @@ def _add_run_options(p: argparse.ArgumentParser, schedulers: tuple[str, ...] = (
     p.add_argument("--experiments-file", help="a TOML or JSON file of custom experiments")
     p.add_argument("--cache-dir", help="token cache (default: ~/.cache/slm_tune or $SLM_TUNE_CACHE)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial (default: 2)")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="trials write TensorBoard files: tensorboard --logdir OUTPUT_DIR/ray_results (default: on)")
+    p.add_argument("--mlflow", nargs="?", const="default", metavar="URI",
+                   help="log the study to MLflow: a tracking URI, or by default sqlite:///OUTPUT_DIR/mlflow.db "
+                        "(needs pip install -e .[mlflow])")
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs")
 
 
@@ -221,14 +226,16 @@ def _run_study(args: argparse.Namespace, study_name: str, configs, max_iters: di
 
     output_dir = Path(args.output_dir)
     _check_writable(output_dir)
+    tracker = _mlflow_tracker(args, output_dir)
     run = StudyRun(
         study=study_name, configs=configs, output_dir=output_dir, storage_path=args.storage_path,
         repeats=args.repeats, cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent, scheduler=args.scheduler, resume=args.resume,
         address=args.address, verbose=args.verbose, cache_dir=args.cache_dir,
         max_failures=args.max_failures, log=_err, command=list(sys.argv),
-        callbacks=[StudyProgress(max_iters=max_iters), ResultsExporter(output_dir, study_name)],
-        **search,
+        callbacks=[StudyProgress(max_iters=max_iters), ResultsExporter(output_dir, study_name, tracker),
+                   *([tracker] if tracker else [])],
+        tensorboard=args.tensorboard, **search,
     )
     with study_lock(output_dir):
         try:
@@ -251,6 +258,17 @@ def _run_study(args: argparse.Namespace, study_name: str, configs, max_iters: di
                  f"--experiments-file {files['best']}")
     failed = [r for r in results if r.error is not None]
     return 1 if failed and len(failed) == len(results) else 0
+
+
+def _mlflow_tracker(args: argparse.Namespace, output_dir: Path):
+    if not getattr(args, "mlflow", None):
+        return None
+    from slm_tune.tracking import MlflowTracker, check_mlflow, default_tracking_uri
+
+    check_mlflow()
+    uri = default_tracking_uri(output_dir) if args.mlflow == "default" else args.mlflow
+    _err(f"MLflow: {uri}")
+    return MlflowTracker(uri, output_dir)
 
 
 def _resume_command() -> str:

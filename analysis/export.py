@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import pandas as pd
 from ray import tune
 
-from analysis.load import (DICT_COLUMNS, HISTORY_COLUMNS, find_runs, first_error_line, load_run, load_runs, read_json,
+from analysis.load import (DICT_COLUMNS, HISTORY_COLUMNS, TRAIN_LOG_COLUMNS, evals, find_runs, first_error_line, load_run, load_runs, read_json,
                            read_study_file)
 from analysis.plots import plot_comparison, plot_training_losses
 from analysis.search import export_search, stored_search
@@ -139,7 +139,9 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
         row["entropy_bpb"] = g["entropy_bpb"].dropna().iloc[0] if g["entropy_bpb"].notna().any() else None
         rows.append(row)
     columns = CSV_COLUMNS + ([f"{m}_std" for m in METRICS] if repeated else []) + ["entropy_bpb"]
-    return pd.DataFrame(rows, columns=columns)
+    out = pd.DataFrame(rows, columns=columns)
+    out["total_params"] = pd.to_numeric(out["total_params"], errors="coerce").round().astype("Int64")  # a count
+    return out
 
 
 def _trial_record(row: pd.Series, history: pd.DataFrame) -> dict[str, Any]:
@@ -150,7 +152,8 @@ def _trial_record(row: pd.Series, history: pd.DataFrame) -> dict[str, Any]:
     for key in ("searched", "config_changes"):  # a search's sampled values; PBT's changes mid-run
         if isinstance(row.get(key), (dict, list)) and row.get(key):
             record[key] = row[key]
-    record["history"] = h[HISTORY_COLUMNS].to_dict("records")
+    record["history"] = evals(h)[HISTORY_COLUMNS].to_dict("records")
+    record["train_log"] = h[h["kind"] == "train"][TRAIN_LOG_COLUMNS].to_dict("records")
     return record
 
 
@@ -163,8 +166,9 @@ def experiment_record(experiment: str, trials: pd.DataFrame, history: pd.DataFra
     record = {
         "experiment": experiment, "study": summary["study"], "config": first["config"],
         **{m: summary[m] for m in METRICS},
-        "non_embedding_params": first["non_embedding_params"],
-        "history": first["history"] if len(runs) == 1 else _mean_history(history),
+        "non_embedding_params": _count(first["non_embedding_params"]),
+        "history": first["history"] if len(runs) == 1 else _mean_history(evals(history)),
+        "train_log": first["train_log"] if len(runs) == 1 else [],
         "dataset": first["dataset"], "tokenizer": first["tokenizer"], "status": summary["status"],
         "seed": first["seed"] if len(runs) == 1 else [r["seed"] for r in runs],
         "trial_id": first["trial_id"] if len(runs) == 1 else [r["trial_id"] for r in runs],
@@ -179,6 +183,14 @@ def experiment_record(experiment: str, trials: pd.DataFrame, history: pd.DataFra
         record.update({f"{m}_std": summary[f"{m}_std"] for m in METRICS})
         record["per_run"] = runs
     return record
+
+
+def _count(value: Any) -> int | None:
+    """A parameter count as an integer (pandas keeps counts as floats beside missing values)."""
+    try:
+        return int(round(float(value))) if pd.notna(value) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _mean_history(history: pd.DataFrame) -> list[dict[str, Any]]:
@@ -301,17 +313,18 @@ class ResultsExporter(tune.Callback):
     a thread of its own, so Tune starts the next trial meanwhile; the experiment's end waits for it.
     """
 
-    def __init__(self, output_dir: Path, study: str):
+    def __init__(self, output_dir: Path, study: str, tracker=None):
         self.output_dir = Path(output_dir).resolve()
         self.study = study
+        self.tracker = tracker  # an MlflowTracker: gets each experiment's files as artifacts
         self._writer: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the study's state
-        return {"output_dir": self.output_dir, "study": self.study}
+        return {"output_dir": self.output_dir, "study": self.study, "tracker": self.tracker}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["output_dir"], state["study"])
+        self.__init__(state["output_dir"], state["study"], state.get("tracker"))
 
     def _submit(self, trial, trials, status: str) -> None:
         """Snapshots Ray's live view of this experiment's trials (statuses, and the logs not yet
@@ -338,6 +351,11 @@ class ResultsExporter(tune.Callback):
             done, history = load_run(run_dir, experiments=[experiment], ray_view=view)
             if len(done):
                 export_experiment(experiment, done, history, self.output_dir)
+                if self.tracker is not None:
+                    exp_dir = self.output_dir / "experiments"
+                    self.tracker.log_files([v["trial_id"] for v in view.values()],
+                                           [exp_dir / f"{experiment}_results.json",
+                                            exp_dir / f"{experiment}_training_losses.png"])
         except Exception:
             pass  # as above
 

@@ -9,7 +9,9 @@ experiment-state snapshot can lag behind, still shows every report that reached 
 
 Two tables come out:
 - trials: one row per trial (the seed's key metrics and more), see TRIAL_COLUMNS;
-- history: one row per trial per eval interval (iteration, train_loss, val_loss, val_bpb, lr, ...).
+- history: one row per trial per report: per eval interval (kind "eval": iteration, train_loss,
+  val_loss, val_bpb, lr, ...) and per log interval between evals (kind "train": train_loss, lr,
+  tokens_per_s). `evals(history)` keeps the first kind.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from slm_tune.checkpoints import read_history
 
 STUDY_FILE = "study.json"
 HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s"]
+# history.parquet: a row per report. kind "eval": an eval (val_loss, val_bpb, checkpoint); kind
+# "train": a training-loss report between evals (train_loss, lr, tokens_per_s; no val figures).
+HISTORY_ALL_COLUMNS = ["kind", *HISTORY_COLUMNS, "tokens_per_s"]
+TRAIN_LOG_COLUMNS = ["iteration", "train_loss", "lr", "tokens_per_s", "elapsed_s"]
 TRIAL_COLUMNS = [
     "experiment", "study", "run", "seed", "status", "error", "total_params", "non_embedding_params",
     "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_bpb", "final_val_bpb",
@@ -139,11 +145,17 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
     configs = meta.get("configs", {})
     search = _stored_search(meta)
     study = meta.get("study", run_dir.name)
+    live = ray_view is not None
     ray_view = _ray_trials(run_dir) if ray_view is None else ray_view
     log_dirs = {name: Path(v["log_dir"]) for name, v in ray_view.items() if v.get("log_dir")}
-    stored = {p.name for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists()}
+    if live and experiments is not None:
+        # A running study's exporter: the view holds just this experiment's trials, so a trial's
+        # export reads its own files, not every trial's (which made a study's exports quadratic).
+        names = set(ray_view)
+    else:
+        names = {p.name for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists()} | set(log_dirs)
     trials, history = [], []
-    for name in sorted(stored | set(log_dirs)):
+    for name in sorted(names):
         tdir, log_dir = run_dir / name, log_dirs.get(name, run_dir / name)
         try:
             params = json.loads((log_dir / "params.json").read_text(encoding="utf-8"))
@@ -165,9 +177,11 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
         ray_info = ray_view.get(tdir.name, {})
         ray_status = ray_info.get("ray_status")
         status = _status(last, ray_status, config)
-        vals = [_finite(r.get("val_loss")) for r in reports]
+        evals = [r for r in reports if r.get("kind", "eval") == "eval"]
+        last_eval = evals[-1] if evals else {}
+        vals = [_finite(r.get("val_loss")) for r in evals]
         vals = [v for v in vals if v is not None]
-        bpbs = [_finite(r.get("val_bpb")) for r in reports]
+        bpbs = [_finite(r.get("val_bpb")) for r in evals]
         bpbs = [v for v in bpbs if v is not None]
         trials.append({
             "experiment": experiment, "study": study, "run": run_dir.name,
@@ -175,9 +189,9 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
             "error": ray_info.get("error") if status == "errored" else None,
             "total_params": last.get("total_params"), "non_embedding_params": last.get("non_embedding_params"),
             "training_time_s": last.get("elapsed_s"), "final_train_loss": _finite(last.get("train_loss")),
-            "final_val_loss": _finite(last.get("val_loss")), "best_val_loss": min(vals) if vals else None,
-            "best_val_bpb": min(bpbs) if bpbs else None, "final_val_bpb": _finite(last.get("val_bpb")),
-            "tokens_per_s": last.get("tokens_per_s"),
+            "final_val_loss": _finite(last_eval.get("val_loss")), "best_val_loss": min(vals) if vals else None,
+            "best_val_bpb": min(bpbs) if bpbs else None, "final_val_bpb": _finite(last_eval.get("val_bpb")),
+            "tokens_per_s": (last_eval or last).get("tokens_per_s"),
             "iterations": last.get("iteration", 0), "max_iters": config.get("max_iters"),
             "dataset": config.get("dataset"), "tokenizer": data.get("tokenizer"),
             "precision": last.get("precision"), "entropy_bpb": data.get("entropy_bpb"),
@@ -186,11 +200,14 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
             "config_changes": last.get("config_changes") or [],
         })
         for r in reports:
+            kind = r.get("kind") or "eval"  # reports from before log_interval were all evals
+            row = {k: r.get(k) for k in HISTORY_ALL_COLUMNS}
+            if kind == "train":  # the last eval's figures ride along for Tune; not this row's
+                row.update(val_loss=None, val_bpb=None)
             history.append({"experiment": experiment, "study": study, "run": run_dir.name,
-                            "seed": trials[-1]["seed"], "trial_id": trials[-1]["trial_id"],
-                            **{k: r.get(k) for k in HISTORY_COLUMNS}})
+                            "seed": trials[-1]["seed"], "trial_id": trials[-1]["trial_id"], **row, "kind": kind})
     trial_df = pd.DataFrame(trials, columns=TRIAL_COLUMNS + DICT_COLUMNS)
-    history_df = pd.DataFrame(history, columns=["experiment", "study", "run", "seed", "trial_id"] + HISTORY_COLUMNS)
+    history_df = pd.DataFrame(history, columns=["experiment", "study", "run", "seed", "trial_id"] + HISTORY_ALL_COLUMNS)
     return trial_df, history_df
 
 
@@ -254,7 +271,7 @@ def load_runs(runs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Many runs; where an experiment (and seed) ran more than once, the newest run wins."""
     frames = [load_run(r) for r in runs]
     if not frames:
-        return pd.DataFrame(columns=TRIAL_COLUMNS + DICT_COLUMNS), pd.DataFrame(columns=HISTORY_COLUMNS)
+        return pd.DataFrame(columns=TRIAL_COLUMNS + DICT_COLUMNS), pd.DataFrame(columns=HISTORY_ALL_COLUMNS)
     trials = pd.concat([f[0] for f in frames], ignore_index=True)
     history = pd.concat([f[1] for f in frames], ignore_index=True)
     # Newest wins: runs are in start order, so keep the last row per experiment and seed
@@ -265,3 +282,8 @@ def load_runs(runs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     keep = set(zip(trials["run"], trials["experiment"], trials["seed"]))
     mask = [(r, e, s) in keep for r, e, s in zip(history["run"], history["experiment"], history["seed"])]
     return trials, history[mask].reset_index(drop=True)
+
+
+def evals(history: pd.DataFrame) -> pd.DataFrame:
+    """The eval rows of a history table (those with validation figures)."""
+    return history[history["kind"] == "eval"] if "kind" in history.columns else history

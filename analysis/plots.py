@@ -19,24 +19,32 @@ COMPARISON_PANELS = (
 )
 
 
+def _evals(history: pd.DataFrame) -> pd.DataFrame:
+    return history[history["kind"] == "eval"] if "kind" in history.columns else history
+
+
 def plot_training_losses(history: pd.DataFrame, title: str, path: Path) -> plt.Figure:
-    """Train and validation loss against iteration; one faint line per seed when repeated."""
+    """Training loss at every log interval, validation loss at every eval; one faint line per
+    seed when repeated."""
     fig, ax = plt.subplots(figsize=(8, 5))
     seeds = sorted(history["seed"].dropna().unique()) if len(history) else []
     many = len(seeds) > 1
     for i, seed in enumerate(seeds or [None]):
         h = history if seed is None else history[history["seed"] == seed]
         h = h.sort_values("iteration")
+        v = _evals(h)
         suffix = f" (seed {int(seed)})" if many else ""
         alpha = 0.35 if many else 1.0
-        ax.plot(h["iteration"], h["train_loss"], color="tab:blue", alpha=alpha, marker="o", ms=3,
+        ax.plot(h["iteration"], h["train_loss"], color="tab:blue", alpha=alpha, lw=1.2,
+                marker="o" if len(h) < 40 else None, ms=2.5,
                 label=f"train{suffix}" if not many or i == 0 else None)
-        ax.plot(h["iteration"], h["val_loss"], color="tab:orange", alpha=alpha, marker="o", ms=3,
+        ax.plot(v["iteration"], v["val_loss"], color="tab:orange", alpha=alpha, marker="o", ms=4,
                 label=f"validation{suffix}" if not many or i == 0 else None)
     if many:
-        mean = history.groupby("iteration")[["train_loss", "val_loss"]].mean()
-        ax.plot(mean.index, mean["train_loss"], color="tab:blue", lw=2.5, label=f"train, mean of {len(seeds)}")
-        ax.plot(mean.index, mean["val_loss"], color="tab:orange", lw=2.5, label=f"validation, mean of {len(seeds)}")
+        train = history.groupby("iteration")["train_loss"].mean()
+        val = _evals(history).groupby("iteration")["val_loss"].mean()
+        ax.plot(train.index, train, color="tab:blue", lw=2.5, label=f"train, mean of {len(seeds)}")
+        ax.plot(val.index, val, color="tab:orange", lw=2.5, marker="o", ms=4, label=f"validation, mean of {len(seeds)}")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(title)
@@ -108,9 +116,10 @@ def plot_comparison(summary: pd.DataFrame, history: pd.DataFrame, title: str, pa
     for n in names:
         h = history[history["experiment"] == n]
         if len(h):
-            mean = h.groupby("iteration")[["val_bpb", "train_loss"]].mean()
-            ax[4].plot(mean.index, mean["val_bpb"], marker="o", ms=3, color=color[n], label=n)
-            ax[5].plot(mean.index, mean["train_loss"], marker="o", ms=3, color=color[n], label=n)
+            val = _evals(h).groupby("iteration")["val_bpb"].mean()
+            ax[4].plot(val.index, val, marker="o", ms=3, color=color[n], label=n)
+            train = h.groupby("iteration")["train_loss"].mean()  # every report: log intervals and evals
+            ax[5].plot(train.index, train, marker="o" if len(train) < 40 else None, ms=3, color=color[n], label=n)
     if floor:
         ax[4].axhline(floor, color="black", ls="--", lw=1, label="corpus entropy")
     ax[4].set(title=COMPARISON_PANELS[4], xlabel="iteration", ylabel="validation bits per byte")

@@ -172,6 +172,44 @@ def study_overhead(study: str, extra: list[str]) -> dict:
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
+def tensorboard_cost(trials: int, reports: int, evals: int) -> float:
+    """Seconds the trial-side TensorBoard writer costs a study: its import (after torch, as in a
+    trial), and per trial opening, `reports` scalar reports (`evals` of them flushed) and closing
+    with the HParams row."""
+    __import__("torch")  # a trial has it already
+
+    from slm_tune.config import EXPERIMENT_CONFIGS
+    from slm_tune.tensorboard import TrialBoard
+
+    config = EXPERIMENT_CONFIGS["optimal_fast"].to_dict()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        for t in range(trials):
+            board = TrialBoard(Path(d) / f"t{t}")
+            for i in range(1, reports + 1):
+                kind = "eval" if i % (reports // evals) == 0 else "train"
+                board.log({"iteration": 10 * i, "kind": kind, "train_loss": 3.0 - i * 0.01, "val_loss": 3.1,
+                           "val_bpb": 1.2, "best_val_bpb": 1.2, "lr": 1e-3, "tokens_per_s": 9000.0})
+            board.close(config, {"best_val_bpb": 1.2, "val_loss": 3.1, "train_loss": 3.0})
+    return time.perf_counter() - start
+
+
+def tracking_costs() -> None:
+    """The quick study with training-loss reports and TensorBoard files (the default), without
+    TensorBoard, and with evals only (log_interval=0: the reports as before); then the
+    TensorBoard writer's own cost for the quick study's reports, timed directly."""
+    for label, extra in (("default (log every 10, TensorBoard)", []),
+                         ("log every 10, no TensorBoard", ["--no-tensorboard"]),
+                         ("evals only, no TensorBoard", ["--no-tensorboard", "--set", "log_interval=0"])):
+        ov = study_overhead("quick", extra)
+        print(f"quick study, {label}: wall {ov['wall_s']:.0f} s, Ray's share of wall time "
+              f"{100 * ov['overhead']:.1f}%", flush=True)
+    # quick: 3 trials of 150 iterations, an eval every 50, a report every 10
+    cost = tensorboard_cost(trials=3, reports=15, evals=3)
+    print(f"TensorBoard writer for the quick study's 3 trials x 15 reports: {cost:.2f} s "
+          f"({100 * cost / ov['wall_s']:.2f}% of its wall time)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--smoke", action="store_true", help="tiny and fast: for CI")
@@ -181,9 +219,14 @@ def main() -> None:
                    help="also the float32 + fused loss, bfloat16 unfused and glibc malloc defaults rows (about 2 minutes more)")
     p.add_argument("--cpu-split", action="store_true",
                    help="only: the quick study as 2 trials x 1 thread and as 1 trial x 2 threads")
+    p.add_argument("--tracking", action="store_true",
+                   help="only: what watching a study costs (training-loss reports, TensorBoard files)")
     args = p.parse_args()
     if args.row:
         print(json.dumps(train_row(json.loads(args.row))))
+        return
+    if args.tracking:
+        tracking_costs()
         return
     if args.cpu_split:
         for label, extra in (("2 trials x 1 thread", ["--max-concurrent", "2", "--cpus-per-trial", "1"]),

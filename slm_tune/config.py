@@ -47,6 +47,7 @@ class ExperimentConfig:
     # evaluation
     eval_interval: int = 100
     eval_iters: int = 16
+    log_interval: int = 10  # iterations between training-loss reports (no checkpoint); 0: evals only
     # data
     dataset: str = "storyworld"
     data_fraction: float = 1.0
@@ -162,6 +163,7 @@ def _validate(c: ExperimentConfig) -> None:
     rule(c.learning_rate > 0, "learning_rate", "must be positive")
     rule(0 <= c.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
     rule(c.warmup_iters >= 0, "warmup_iters", "must be >= 0")
+    rule(c.log_interval >= 0, "log_interval", "must be >= 0 (0 reports at evals only)")
     rule(c.weight_decay >= 0, "weight_decay", "must be >= 0")
     rule(0 <= c.beta1 < 1, "beta1", "must be in [0, 1)")
     rule(0 <= c.beta2 < 1, "beta2", "must be in [0, 1)")

@@ -8,11 +8,19 @@ from slm_tune.config import ExperimentConfig
 
 
 def short_number(n: float) -> str:
-    """16058112 -> '16.1M'."""
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+    """16058112 -> '16.1M'; 1997640546263040 -> '2.0P'."""
+    for unit, size in (("P", 1e15), ("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= size:
             return f"{n / size:.1f}{unit}"
     return f"{n:g}"
+
+
+def flops_text(n: float) -> str:
+    """480335000000000 -> '480.3 TFLOP'."""
+    for unit, size in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}FLOP"
+    return f"{n:,.0f} FLOP"
 
 
 def experiments_table(registry: Mapping[str, ExperimentConfig]) -> str:
@@ -49,6 +57,6 @@ def experiment_details(c: ExperimentConfig) -> str:
         f"  {'non-embedding'.ljust(width)}  {non_embedding:,} ({short_number(non_embedding)})",
         f"  {'FLOPs per token'.ljust(width)}  {fpt:,} ({short_number(fpt)}, forward + backward)",
         f"  {'training tokens'.ljust(width)}  {tokens:,} ({short_number(tokens)})",
-        f"  {'training FLOPs'.ljust(width)}  {short_number(fpt * tokens)}",
+        f"  {'training FLOPs'.ljust(width)}  {flops_text(fpt * tokens)} ({fpt * tokens:.3g})",
     ]
     return "\n".join(lines)

@@ -82,6 +82,7 @@ class StudyRun:
     sampler_seed: int | None = None
     metric: str = "best_val_bpb"
     time_budget_s: float | None = None
+    tensorboard: bool = True  # trials write TensorBoard event files into their directories (local storage)
 
     @property
     def n_trials(self) -> int:
@@ -175,6 +176,8 @@ def _quiet_ray(verbose: bool) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # its Ctrl-C advice names the Python API
+    # PBT warns once that a training-loss report has no eval_iteration: by design (evals decide)
+    logging.getLogger("ray.tune.schedulers.pbt").setLevel(logging.ERROR)
 
 
 def _available_cpus(address: str | None) -> int:
@@ -186,16 +189,17 @@ def _available_cpus(address: str | None) -> int:
 def _horizon(run: StudyRun) -> tuple[str, float, float]:
     """(time attribute, longest run, shortest report interval) in which schedulers count: FLOPs
     spent when a search gives every trial the same compute (trials differ in iterations), else
-    iterations."""
+    iterations. Both are in eval reports only, so schedulers decide on evals, not on the
+    training-loss reports between them."""
     if run.search is None:
-        return ("iteration", max(c.max_iters for c in run.configs.values()),
+        return ("eval_iteration", max(c.max_iters for c in run.configs.values()),
                 min(c.eval_interval for c in run.configs.values()))
     space = run.search
     if space.flops_budget:
         reports = max(1, round(space.base.max_iters / space.base.eval_interval))
         return "train_flops", space.flops_budget, space.flops_budget / reports
     smallest = min(space.dists["eval_interval"].probes()) if "eval_interval" in space.dists else space.base.eval_interval
-    return "iteration", space.largest("max_iters"), smallest
+    return "eval_iteration", space.largest("max_iters"), smallest
 
 
 def _scheduler(run: StudyRun) -> tuple[Any, str | None, str | None]:
@@ -210,7 +214,7 @@ def _scheduler(run: StudyRun) -> tuple[Any, str | None, str | None]:
     if run.scheduler == "pbt":
         return (PopulationBasedTraining(
             time_attr=time_attr, perturbation_interval=interval,
-            hyperparam_mutations=run.search.pbt_mutations(),
+            hyperparam_mutations=run.search.pbt_mutations(), require_attrs=False,
             custom_explore_fn=functools.partial(clip_to_space, run.search)), metric, "min")
     raise UserError(f"unknown scheduler {run.scheduler!r}; use one of {', '.join(SCHEDULERS)}")
 
@@ -480,7 +484,10 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
         if stored:  # a resumed study keeps the settings it started with, whatever the flags say now
             run = replace(run, configs=stored)
         if run.search is not None:
+            asked = run.num_samples
             run = _stored_search(run, target)
+            if asked != run.num_samples:
+                run.log(f"resuming with the search's stored --num-samples {run.num_samples} (not {asked})")
     else:
         if previous:
             pending = unfinished_trials(previous[-1])
@@ -524,7 +531,8 @@ def _fit(run: StudyRun, name: str, storage: str, concurrent: int, scheduler, met
     trial_root = str(Path(storage) / name) if run.is_local_storage else None
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, configs=dict(run.configs), cache_dir=run.cache_dir,
-                             threads=run.cpus_per_trial, trial_root=trial_root, search=run.search),
+                             threads=run.cpus_per_trial, trial_root=trial_root, search=run.search,
+                             tensorboard=run.tensorboard and trial_root is not None),
         {"cpu": run.cpus_per_trial},
     )
     if run.resume:

@@ -1,7 +1,10 @@
 """The training loop. It knows nothing of Ray: it takes a config, tokens and a report callback.
 
 At every eval interval (and at the end) it calls ``report(metrics, save_checkpoint)``; the caller
-may call ``save_checkpoint(directory)`` to write the full training state there. ``train(...,
+may call ``save_checkpoint(directory)`` to write the full training state there. Every
+``log_interval`` iterations between evals it calls ``report(metrics, None)`` with the recent
+training loss, learning rate and speed (``kind`` "train"; evals are ``kind`` "eval" and alone
+carry ``eval_iteration``, which schedulers count in, so they decide on evals only). ``train(...,
 resume_from=directory)`` continues from such a state exactly as if the run had never stopped:
 model, optimizer, iteration, loss history and every random-number state are restored, so the
 losses that follow are the same, bit for bit, on the same machine and thread count.
@@ -190,6 +193,24 @@ def train(
         model.train()
         return float(np.mean(losses))
 
+    last_eval = {k: state["history"][-1].get(k, math.nan) for k in ("val_loss", "val_bpb")} if state["history"] else {}
+    if state["history"]:
+        last_eval.update(best_val_loss=state["best_val_loss"],
+                         best_val_bpb=state["best_val_loss"] * tokens_per_byte / math.log(2))
+
+    def log_report(losses: list[float], seconds: float) -> None:
+        """A training-loss report between evals: no checkpoint, the last eval's values carried
+        (Tune wants the searcher's metric in every report; NaN before the first eval)."""
+        it = state["iteration"]
+        metrics = {
+            "iteration": it, "kind": "train", "train_loss": float(np.mean(losses)), "lr": lr_at(c, it - 1),
+            "tokens_seen": it * tokens_per_iter, "elapsed_s": state["elapsed_s"],
+            "tokens_per_s": len(losses) * tokens_per_iter / seconds if seconds > 0 else 0.0,
+            "status": "running", "max_iters": c.max_iters, "flops_per_token": flops_per_token(c),
+            **{k: last_eval.get(k, math.nan) for k in ("val_loss", "best_val_loss", "val_bpb", "best_val_bpb")},
+        }
+        report(metrics, None)
+
     def emit(train_loss: float, val_loss: float, status: str) -> None:
         it = state["iteration"]
         finite = math.isfinite(val_loss)
@@ -197,7 +218,7 @@ def train(
             state["best_val_loss"] = val_loss
         best = state["best_val_loss"]
         metrics = {
-            "iteration": it, "train_loss": train_loss, "val_loss": val_loss,
+            "iteration": it, "kind": "eval", "eval_iteration": it, "train_loss": train_loss, "val_loss": val_loss,
             "best_val_loss": best if math.isfinite(best) else val_loss,
             "val_bpb": val_loss * tokens_per_byte / math.log(2),
             "best_val_bpb": (best if math.isfinite(best) else val_loss) * tokens_per_byte / math.log(2),
@@ -212,11 +233,14 @@ def train(
             metrics["config_changes"] = state["config_changes"]
         state["history"].append({k: metrics[k] for k in (
             "iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s")})
+        last_eval.update({k: metrics[k] for k in ("val_loss", "best_val_loss", "val_bpb", "best_val_bpb")})
         if report is not None:
             report(metrics, save_checkpoint)
 
     model.train()
     interval_losses: list[float] = []
+    log_losses: list[float] = []
+    log_seconds = 0.0
     while state["iteration"] < c.max_iters:
         t0 = time.perf_counter()
         it = state["iteration"]
@@ -241,7 +265,14 @@ def train(
             emit(loss_value, math.nan, "diverged")
             return TrainResult("diverged", state["history"])
         interval_losses.append(loss_value)
-        if state["iteration"] % c.eval_interval == 0 or state["iteration"] == c.max_iters:
+        log_losses.append(loss_value)
+        log_seconds += dt
+        is_eval = state["iteration"] % c.eval_interval == 0 or state["iteration"] == c.max_iters
+        if c.log_interval and state["iteration"] % c.log_interval == 0 and not is_eval and report is not None:
+            log_report(log_losses, log_seconds)
+        if c.log_interval and state["iteration"] % c.log_interval == 0 or is_eval:
+            log_losses, log_seconds = [], 0.0
+        if is_eval:
             t1 = time.perf_counter()
             val_loss = evaluate()
             dt = time.perf_counter() - t1

@@ -95,6 +95,7 @@ def run_trial(
     threads: int,
     trial_root: str | None = None,
     search: SearchSpace | None = None,
+    tensorboard: bool = False,
 ) -> None:
     """The function trainable (bind the keyword arguments with tune.with_parameters)."""
     import torch
@@ -108,7 +109,16 @@ def run_trial(
     # Built by the driver before the study starts; a node without it builds it under the lock.
     data = prepare_tokens(c.dataset, c.vocab_size, c.data_fraction, cache_dir=cache_dir)
 
+    last: dict[str, Any] = {}
+
     def report(metrics: dict[str, Any], save_checkpoint) -> None:
+        last.clear()
+        last.update(metrics)
+        if board is not None:
+            board.log(metrics)
+        if save_checkpoint is None:  # a training-loss report between evals
+            tune.report({**metrics, "experiment": c.name, "seed": c.seed, "node_id": node_id})
+            return
         with tempfile.TemporaryDirectory(prefix="slm-ckpt-") as tmp:
             save_checkpoint(Path(tmp))
             write_owner(Path(tmp), c.name, c.to_dict())
@@ -119,7 +129,16 @@ def run_trial(
     ray_checkpoint = tune.get_checkpoint()
     label = c.name if search is not None else trial_label(point)
     trial_dir = Path(trial_root) / label if trial_root else None
-    with ray_checkpoint.as_directory() if ray_checkpoint else contextlib.nullcontext() as known:
-        start = newest_checkpoint(trial_dir, Path(known) if known else None, c)
-        train(c, data, report=report, resume_from=start, threads=threads)
+    board = None
+    if tensorboard and trial_dir is not None:
+        from slm_tune.tensorboard import TrialBoard
+
+        board = TrialBoard(trial_dir)
+    try:
+        with ray_checkpoint.as_directory() if ray_checkpoint else contextlib.nullcontext() as known:
+            start = newest_checkpoint(trial_dir, Path(known) if known else None, c)
+            train(c, data, report=report, resume_from=start, threads=threads)
+    finally:  # also when a scheduler stops the trial early: its last report is its result
+        if board is not None:
+            board.close(c.to_dict(), last if last.get("kind") == "eval" or last.get("status") == "diverged" else None)
 

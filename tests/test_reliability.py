@@ -38,6 +38,11 @@ def _lines(path: Path) -> list[dict]:
     return out
 
 
+def _evals(lines: list[dict]) -> list[dict]:
+    """The eval reports (the training-loss reports between them have kind "train")."""
+    return [r for r in lines if r.get("kind", "eval") == "eval"]
+
+
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, str(ROOT / "studies.py"), "run", "optimal_fast", "--repeats", "2",
            "--max-concurrent", "1", "--output-dir", str(out), *LONG, *extra]
@@ -61,8 +66,8 @@ def _wait_mid_second_trial(out: Path, proc: subprocess.Popen, reports: int = 6) 
 
 def _check_resumed(out: Path, killed_at: int, first_pid: int) -> None:
     run = out / "ray_results" / "run_optimal_fast"
-    first = _lines(run / "optimal_fast_seed1337" / "result.json")
-    second = _lines(run / "optimal_fast_seed1338" / "result.json")
+    first = _evals(_lines(run / "optimal_fast_seed1337" / "result.json"))
+    second = _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))
     # The finished trial was not run again: its reports are exactly the first run's.
     assert [r["iteration"] for r in first] == list(range(20, 401, 20))
     assert {r["pid"] for r in first} == {first_pid}
@@ -72,6 +77,7 @@ def _check_resumed(out: Path, killed_at: int, first_pid: int) -> None:
     assert second[-1]["iteration"] == 400 and second[-1]["status"] == "finished"
     trials, history = load_run(run)
     assert set(trials["status"]) == {"finished"}
+    history = history[history["kind"] == "eval"]
     for seed in (1337, 1338):
         its = list(history[history["seed"] == seed]["iteration"])
         assert its == list(range(20, 401, 20))  # the loss history continues, no gaps, no repeats
@@ -94,7 +100,7 @@ def test_interrupted_study_resumes(tmp_path, how):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err[-2000:]
         assert "--resume" in err.splitlines()[-1] and "Traceback" not in err
-    killed_at = _lines(run / "optimal_fast_seed1338" / "result.json")[-1]["iteration"]
+    killed_at = _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))[-1]["iteration"]
     assert killed_at < 400
 
     again = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(tmp_path), *LONG)

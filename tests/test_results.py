@@ -63,6 +63,17 @@ def test_csv_one_row_per_experiment_with_mean_std_and_runs(study_dir):
         assert g["best_val_loss"].nunique() == 2  # two seeds, two different results
     for f in ("trials.parquet", "history.parquet"):
         assert len(pd.read_parquet(study_dir / "experiments" / f)) > 0
+    # parameter counts are whole numbers in the CSV and the results JSON
+    text = (study_dir / "experiments" / "experiment_comparison.csv").read_text()
+    params = [line.split(",")[CSV_COLUMNS.index("total_params")] for line in text.splitlines()[1:]]
+    assert all(p.isdigit() for p in params), params
+    record = json.loads((study_dir / "experiments" / "optimal_fast_results.json").read_text())
+    assert isinstance(record["total_params"], int) and isinstance(record["non_embedding_params"], int)
+
+
+def test_details_prints_training_flops_in_a_readable_unit():
+    out = cli("details", "baseline")
+    assert out.returncode == 0 and "training FLOPs  480.3 TFLOP (4.8e+14)" in out.stdout
 
 
 def test_comparison_figure_has_its_panels(study_dir, tmp_path):

@@ -203,6 +203,7 @@ def test_pbt_exploit_continues_from_another_trials_weights_with_a_new_learning_r
     for n in (f"pbt_{i:04d}" for i in range(1, 5)):
         record = json.loads((tmp_path / "experiments" / f"{n}_results.json").read_text())
         assert record["status"] == "finished" and [h["iteration"] for h in record["history"]] == list(range(10, 61, 10))
+        assert record["train_log"] == []  # log_interval == eval_interval: every report is an eval
         for change in record.get("config_changes", []):
             if change["trial"] == n:
                 exploits.append((n, change, record))
@@ -256,6 +257,7 @@ def test_search_killed_mid_run_resumes_to_num_samples_without_duplicates_or_gaps
     resumed = [r for r in _lines(run / "tiny_0002" / "result.json") if r["pid"] != first_pid]
     assert resumed and resumed[0]["iteration"] >= killed_at  # from its last checkpoint, not from scratch
     history = pd.read_parquet(tmp_path / "experiments" / "history.parquet")
+    history = history[history["kind"] == "eval"]
     for n in names:
         assert list(history[history["experiment"] == n]["iteration"]) == list(range(20, 301, 20)), n
     state = pickle.loads(sorted(run.glob("searcher-state-*.pkl"))[-1].read_bytes())

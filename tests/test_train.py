@@ -13,10 +13,14 @@ def _data(c):
 
 def test_tiny_model_loss_falls():
     c = tiny(max_iters=60, eval_interval=20)
-    reports = []
-    result = train(c, _data(c), report=lambda m, save: reports.append(m))
+    every, saves = [], []
+    result = train(c, _data(c), report=lambda m, save: (every.append(m), saves.append(save)))
     assert result.status == "finished"
-    assert [r["iteration"] for r in reports] == [20, 40, 60]
+    # an eval (with a checkpoint to save) every 20 iterations, a training-loss report (none) between
+    assert [(r["iteration"], r["kind"], s is None) for r, s in zip(every, saves)] == [
+        (10, "train", True), (20, "eval", False), (30, "train", True), (40, "eval", False), (50, "train", True),
+        (60, "eval", False)]
+    reports = [r for r in every if r["kind"] == "eval"]
     assert reports[-1]["val_loss"] < reports[0]["val_loss"] < math.log(c.vocab_size) + 0.5
     assert reports[-1]["status"] == "finished" and reports[0]["status"] == "running"
     for key in ("iteration", "train_loss", "val_loss", "best_val_loss", "val_bpb", "lr",

@@ -1,0 +1,171 @@
+"""Watching a study: training-loss reports between evals, progress and ETAs, TensorBoard, MLflow."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from slm_tune.progress import StudyProgress, duration, trial_line
+from slm_tune.study import StudyRun, run_study
+from test_reliability import LONG, _lines, _start, _wait_mid_second_trial
+from test_study import ENV, cli
+from conftest import ROOT, TINY_SETS, tiny
+
+RUN = ["run", "optimal_fast", "--max-iters", "60", "--set", "eval_interval=20", *TINY_SETS]
+
+
+def _reports(trial_dir: Path) -> list[dict]:
+    return _lines(trial_dir / "result.json")
+
+
+# ----------------------------------------------------------------------------- reports and progress
+
+def test_training_loss_reports_between_evals_and_evals_alone_decide(tmp_path):
+    from analysis.load import load_run
+
+    configs = {"t": tiny(name="t", max_iters=50, eval_interval=20, log_interval=5)}
+    run_study(StudyRun("logs", configs, output_dir=tmp_path, tensorboard=False))
+    reports = _reports(tmp_path / "ray_results" / "logs" / "t")
+    assert [(r["iteration"], r["kind"]) for r in reports] == [
+        (5, "train"), (10, "train"), (15, "train"), (20, "eval"), (25, "train"), (30, "train"), (35, "train"),
+        (40, "eval"), (45, "train"), (50, "eval")]
+    assert all("eval_iteration" in r for r in reports if r["kind"] == "eval")  # what schedulers count in
+    assert not any("eval_iteration" in r for r in reports if r["kind"] == "train")
+    trials, history = load_run(tmp_path / "ray_results" / "logs")
+    assert list(history["kind"]) == [r["kind"] for r in reports]
+    assert history[history["kind"] == "train"]["val_loss"].isna().all()  # the carried eval values are not theirs
+    assert trials["final_val_loss"].iloc[0] == reports[-1]["val_loss"]
+
+
+def test_progress_lines_show_totals_and_etas():
+    result = {"iteration": 100, "tokens_seen": 100 * 4096, "tokens_per_s": 4096.0, "train_loss": 2.5,
+              "val_loss": 2.6, "val_bpb": 1.1, "flops_per_token": 1e6, "max_iters": 400, "experiment": "a"}
+    line = trial_line("a", "RUNNING", result, 400)
+    assert "100/400" in line and "ETA 5m00s" in line  # 300 iterations at 1 s each
+    assert "running 1m05s, no report yet" in trial_line("b", "STARTED", {}, 400, running_s=65)
+    p = StudyProgress(emit=lambda _: None)
+    p._plan = {"n_trials": 3, "flops": {"a": 400 * 4096 * 1e6, "b": 400 * 4096 * 1e6, "c": 200 * 4096 * 1e6},
+               "repeats": 1}
+    p._latest = {"a": ("RUNNING", result)}
+    # a's 300 iterations left, then b and c (600 iterations) at a's FLOP rate: 900 s
+    assert p.study_eta() == pytest.approx(900)
+    assert duration(3725) == "1h02m" and duration(None) == "?"
+    assert "0/3 trial(s) done, 1 running; study ETA 15m00s" in p.header(time.time())
+
+
+# ----------------------------------------------------------------------------- TensorBoard
+
+def test_tensorboard_files_hold_every_trials_curves_and_hparams(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = cli(*RUN, "--output-dir", str(tmp_path), "--repeats", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "ray_results" / "run_optimal_fast"
+    for trial in ("optimal_fast_seed1337", "optimal_fast_seed1338"):
+        ea = EventAccumulator(str(run / trial))
+        ea.Reload()
+        tags = set(ea.Tags()["scalars"])
+        assert {"loss/train", "loss/val", "val_bpb", "lr", "tokens_per_s"} <= tags
+        reports = _reports(run / trial)
+        assert [s.step for s in ea.Scalars("loss/train")] == [r["iteration"] for r in reports]
+        assert [s.value for s in ea.Scalars("loss/val")] == pytest.approx(
+            [r["val_loss"] for r in reports if r["kind"] == "eval"])
+        hp = EventAccumulator(str(run / trial / "hparams"))
+        hp.Reload()
+        assert "hparams" in hp.PluginTagToContent("hparams") or hp.PluginTagToContent("hparams")
+        final = {t: hp.Scalars(t)[-1].value for t in hp.Tags()["scalars"]}
+        assert final["final/best_val_bpb"] == pytest.approx(min(r["val_bpb"] for r in reports if r["kind"] == "eval"))
+    quiet = cli(*RUN, "--output-dir", str(tmp_path / "quiet"), "--no-tensorboard")
+    assert quiet.returncode == 0 and not list((tmp_path / "quiet").rglob("events.out.tfevents*"))
+
+
+# ----------------------------------------------------------------------------- MLflow
+
+def _mlflow_matches_results(uri: str, run_dir: Path, experiments_dir: Path) -> None:
+    """Every trial has one MLflow run: its settings as params, every report as metrics."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(run_dir.name)
+    runs = client.search_runs([experiment.experiment_id])
+    trials = sorted(p.name for p in run_dir.iterdir() if (p / "result.json").is_file())
+    assert sorted(r.info.run_name for r in runs) == trials
+    for r in runs:
+        reports = _reports(run_dir / r.info.run_name)
+        record = json.loads((experiments_dir / f"{reports[-1]['experiment']}_results.json").read_text())
+        assert r.info.status == "FINISHED"
+        assert r.data.params["learning_rate"] == str(record["config"]["learning_rate"])
+        assert r.data.params["seed"] == str(reports[-1]["seed"])
+        train = client.get_metric_history(r.info.run_id, "train_loss")
+        assert [m.step for m in train] == sorted({x["iteration"] for x in reports})  # no repeated steps
+        by_step = {x["iteration"]: x for x in reports}
+        assert all(m.value == pytest.approx(by_step[m.step]["train_loss"]) for m in train)
+        val = client.get_metric_history(r.info.run_id, "val_bpb")
+        assert [m.step for m in val] == sorted({x["iteration"] for x in reports if x["kind"] == "eval"})
+        artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {f"{reports[-1]['experiment']}_results.json",
+                f"{reports[-1]['experiment']}_training_losses.png"} <= artifacts
+
+
+def test_mlflow_sqlite_store_and_a_resumed_study_continues_the_same_runs(tmp_path):
+    proc = _start(tmp_path, "--mlflow")
+    _wait_mid_second_trial(tmp_path, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    resumed = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(tmp_path),
+                  *LONG, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (tmp_path / "mlflow.db").is_file() and not (ROOT / "mlruns").exists()
+    _mlflow_matches_results(f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}",
+                            tmp_path / "ray_results" / "run_optimal_fast", tmp_path / "experiments")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_tracking_server(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{(tmp_path / 'server.db').as_posix()}",
+         "--artifacts-destination", (tmp_path / "server-artifacts").as_uri(), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True, env=ENV)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "the MLflow server did not start"
+            time.sleep(0.5)
+        out = cli(*RUN, "--output-dir", str(tmp_path / "out"), "--repeats", "2", "--mlflow", uri)
+        assert out.returncode == 0, out.stderr[-3000:]
+        _mlflow_matches_results(uri, tmp_path / "out" / "ray_results" / "run_optimal_fast", tmp_path / "out" / "experiments")
+        assert not (tmp_path / "out" / "mlflow.db").exists()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_mlflow_missing_is_a_one_line_error(tmp_path):
+    code = ("import sys; sys.modules['mlflow'] = None; sys.argv = ['studies.py'] + sys.argv[1:]; "
+            "import studies; sys.exit(studies.main())")
+    out = subprocess.run([sys.executable, "-c", code, *RUN, "--output-dir", str(tmp_path), "--mlflow"],
+                         capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: --mlflow needs MLflow, an optional extra: pip install -e .[mlflow] (or pip install mlflow)"]
+    assert not (tmp_path / "ray_results").exists()
