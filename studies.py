@@ -7,6 +7,7 @@
     python studies.py run lr_high               one experiment as a one-trial study
     python studies.py search lr                 a hyperparameter search (lr, shape, compute, --space FILE)
     python studies.py compare                   rebuild the comparison files from storage
+    python studies.py fit --budget 1e15         fit a scaling law to the stored runs, predict
     python studies.py sample baseline           text from a trained model
     python studies.py interactive               a menu
 """
@@ -22,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from slm_tune.errors import UserError, closest
 
-COMMANDS = ("list", "details", "run", "search", "compare", "sample", "interactive")
+COMMANDS = ("list", "details", "run", "search", "compare", "fit", "sample", "interactive")
 
 
 def _out(text: str) -> None:
@@ -157,6 +158,11 @@ def _add_analysis_commands(sub) -> None:
     p = sub.add_parser("compare", help="rebuild the comparison files from the stored studies")
     p.add_argument("--output-dir", default=".")
     p.add_argument("--study", action="append", help="only these studies (repeatable)")
+    p = sub.add_parser("fit", help="fit a scaling law L(N, D) = E + A/N^alpha + B/D^beta to the stored runs")
+    p.add_argument("--output-dir", default=".")
+    p.add_argument("--study", action="append", help="only these studies (repeatable), e.g. --study scaling")
+    p.add_argument("--budget", type=float, help="a compute budget in FLOPs (C = 6ND): the best N and D, and the loss")
+    p.add_argument("--bootstrap", type=_positive_int, default=200, help="refits for the intervals (default 200)")
     p = sub.add_parser("sample", help="generate text with a trained model")
     p.add_argument("name")
     p.add_argument("--output-dir", default=".")
@@ -211,10 +217,10 @@ def _study_overrides(args: argparse.Namespace, defaults: dict[str, Any]) -> dict
 
 
 def run_experiments(args: argparse.Namespace, study_name: str, experiments: Sequence[str],
-                    defaults: dict[str, Any]) -> int:
+                    defaults: dict[str, Any], registry=None) -> int:
     from slm_tune.study import study_configs
 
-    configs = study_configs(experiments, _registry(args), _study_overrides(args, defaults))
+    configs = study_configs(experiments, registry or _registry(args), _study_overrides(args, defaults))
     return _run_study(args, study_name, configs, {n: c.max_iters for n, c in configs.items()})
 
 
@@ -300,6 +306,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     from search_spaces import get_study
 
     study = get_study(args.command)
+    if study.family is not None:  # its own experiments; --max-iters shrinks them in proportion
+        registry = {**_registry(args), **study.configs(args.max_iters)}
+        args = argparse.Namespace(**{**vars(args), "max_iters": None})
+        return run_experiments(args, study.name, study.experiments, study.overrides, registry)
     return run_experiments(args, study.name, study.experiments, study.overrides)
 
 
@@ -347,6 +357,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit(args: argparse.Namespace) -> int:
+    from analysis.scaling import fit_stored
+
+    written = fit_stored(Path(args.output_dir), studies=args.study, budget=args.budget, bootstrap=args.bootstrap)
+    _err(f"scaling fit: {written['json']}; plot: {written['plot']}")
+    _out(written["text"])
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from analysis.samples import sample_from_file
 
@@ -361,7 +380,7 @@ def cmd_interactive(args: argparse.Namespace, read: Callable[[str], str] = input
     return Menu(output_dir=Path(args.output_dir), read=read, write=_out, dispatch=main).loop()
 
 
-HANDLERS = {"list": cmd_list, "details": cmd_details, "run": cmd_run, "search": cmd_search, "compare": cmd_compare,
+HANDLERS = {"list": cmd_list, "details": cmd_details, "run": cmd_run, "search": cmd_search, "compare": cmd_compare, "fit": cmd_fit,
             "sample": cmd_sample, "interactive": cmd_interactive}
 
 

@@ -67,13 +67,18 @@ def _pareto(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=int)
 
 
+CROWDED = 12  # more experiments than this (a search): no value on each bar, names only for the best
+SHOWN = 5
+
+
 def _bars(ax, names, values, errors, title, ylabel, fmt="{:.3f}", floor=None):
     fmt = fmt if callable(fmt) else fmt.format
+    crowded = len(names) > CROWDED
     colors = plt.cm.tab10(np.arange(len(names)) % 10)
     ax.bar(names, values, yerr=errors if errors is not None and np.nansum(errors) > 0 else None,
            color=colors, capsize=4)
     for i, v in enumerate(values):
-        if np.isfinite(v):
+        if np.isfinite(v) and not crowded:
             ax.annotate(fmt(v), (i, v), ha="center", va="bottom", fontsize=8,
                         xytext=(0, 2), textcoords="offset points")
     finite = [v for v in values if np.isfinite(v)]
@@ -85,9 +90,9 @@ def _bars(ax, names, values, errors, title, ylabel, fmt="{:.3f}", floor=None):
         ax.legend(fontsize=8, loc="upper left")
     ax.set_title(title)
     ax.set_ylabel(ylabel)
-    ax.tick_params(axis="x", rotation=35, labelsize=8)
+    ax.tick_params(axis="x", rotation=90 if crowded else 35, labelsize=5 if crowded else 8)
     for label in ax.get_xticklabels():
-        label.set_ha("right")
+        label.set_ha("center" if crowded else "right")
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -113,19 +118,23 @@ def plot_comparison(summary: pd.DataFrame, history: pd.DataFrame, title: str, pa
     _bars(ax[3], names, summary["training_time_s"].to_numpy(float) / scale, None,
           COMPARISON_PANELS[3], unit, fmt="{:.1f}")
     ax[3].set_ylim(0, (summary["training_time_s"].max() / scale) * 1.15 if len(summary) else 1)
+    crowded = len(names) > CROWDED
+    named = set(names[:SHOWN]) if crowded else set(names)  # names are best first
     for n in names:
         h = history[history["experiment"] == n]
         if len(h):
+            style = dict(color=color[n], label=n if n in named else None,
+                         alpha=1.0 if n in named else 0.35, lw=1.6 if n in named else 0.8)
             val = _evals(h).groupby("iteration")["val_bpb"].mean()
-            ax[4].plot(val.index, val, marker="o", ms=3, color=color[n], label=n)
+            ax[4].plot(val.index, val, marker="o" if not crowded else None, ms=3, **style)
             train = h.groupby("iteration")["train_loss"].mean()  # every report: log intervals and evals
-            ax[5].plot(train.index, train, marker="o" if len(train) < 40 else None, ms=3, color=color[n], label=n)
+            ax[5].plot(train.index, train, marker="o" if len(train) < 40 and not crowded else None, ms=3, **style)
     if floor:
         ax[4].axhline(floor, color="black", ls="--", lw=1, label="corpus entropy")
     ax[4].set(title=COMPARISON_PANELS[4], xlabel="iteration", ylabel="validation bits per byte")
     ax[5].set(title=COMPARISON_PANELS[5], xlabel="iteration", ylabel="training loss (nats per token)")
     for a in ax[4:6]:
-        a.legend(fontsize=8)
+        a.legend(fontsize=8, title=f"best {SHOWN} of {len(names)}" if crowded else None, title_fontsize=8)
         a.grid(alpha=0.3)
     for a, col, label, scale in ((ax[6], "training_time_s", f"training time ({unit})", 1 / scale),
                                  (ax[7], "total_params", "parameters", 1.0)):
@@ -134,8 +143,9 @@ def plot_comparison(summary: pd.DataFrame, history: pd.DataFrame, title: str, pa
         y = summary["best_val_bpb"].to_numpy(float)[ok]
         labels = [n for n, k in zip(names, ok) if k]
         for xi, yi, n in zip(x, y, labels):
-            a.scatter(xi, yi, color=color[n], s=50, zorder=3)
-            a.annotate(n, (xi, yi), fontsize=8, xytext=(4, 4), textcoords="offset points")
+            a.scatter(xi, yi, color=color[n], s=50 if not crowded else 20, zorder=3)
+            if n in named:
+                a.annotate(n, (xi, yi), fontsize=8, xytext=(4, 4), textcoords="offset points")
         if len(x):
             front = _pareto(x, y)
             a.step(x[front], y[front], where="post", color="black", lw=1, ls="--", label="Pareto front")

@@ -72,10 +72,12 @@ def plot(results: list[dict], path: Path) -> None:
     colors = {"random": "tab:gray", "tpe": "tab:blue", "tpe+asha": "tab:red"}
     styles = ["-", "--", ":", "-."]
     for r in results:
-        t = [0.0] + [c[0] for c in r["curve"]] + [r["wall_s"]]
-        v = [r["curve"][0][1]] + [c[1] for c in r["curve"]] + [r["curve"][-1][1]]
+        t = [c[0] for c in r["curve"]] + [r["wall_s"]]  # from the first trial's end: no value before it
+        v = [c[1] for c in r["curve"]] + [r["curve"][-1][1]]
         ax.step(t, v, where="post", color=colors[r["method"]], ls=styles[r["seed"] % len(styles)], lw=1.8,
                 label=f"{r['method']}, seed {r['seed']} ({r['wall_s']:.0f} s)")
+    ax.set_yscale("log")
+    ax.set_xlim(left=0)
     ax.set_xlabel("wall time (s)")
     ax.set_ylabel("best val bits per byte so far")
     ax.set_title("lr search on storyworld, same trial budget: best so far against wall time")
@@ -93,7 +95,11 @@ def main() -> int:
     p.add_argument("--iters", type=int, default=200, help="iterations per trial (default 200)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--output", help="keep the searches here (default: a temporary directory)")
+    p.add_argument("--replot", metavar="JSON", help=argparse.SUPPRESS)  # redraw a stored run's figure
     args = p.parse_args()
+    if args.replot:
+        plot(json.loads(Path(args.replot).read_text()), Path(args.replot).with_suffix(".png"))
+        return 0
     methods, extra = list(METHODS), list(SMALL)
     if args.smoke:
         args.samples, args.iters, args.seeds, methods = 2, 8, [0], ["random", "tpe+asha"]

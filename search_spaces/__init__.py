@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ray import tune
 
 from slm_tune.config import EXPERIMENT_CONFIGS, ExperimentConfig
+from search_spaces.scaling import scaling_family
 from slm_tune.errors import UserError, closest
 
 
@@ -27,6 +28,15 @@ class Study:
     description: str
     experiments: tuple[str, ...]
     overrides: dict[str, Any] = field(default_factory=dict)  # applied to every experiment
+    # a study of its own experiments (not the registry's): longest max_iters -> {name: settings}
+    family: Callable[[int | None], dict[str, dict[str, Any]]] | None = None
+
+    def configs(self, longest: int | None = None) -> dict[str, ExperimentConfig]:
+        """A family study's experiments, shrunk in proportion for --max-iters (see scaling.py)."""
+        if self.family is None:
+            return {}
+        base = EXPERIMENT_CONFIGS["baseline"]
+        return {name: base.replace(name=name, **settings) for name, settings in self.family(longest).items()}
 
 
 STUDIES: dict[str, Study] = {
@@ -50,6 +60,9 @@ STUDIES: dict[str, Study] = {
         Study("optimal", "The tuned configurations against baseline",
               ("baseline", "optimal_small", "optimal_fast")),
         Study("all", "Every named experiment once", tuple(EXPERIMENT_CONFIGS)),
+        Study("scaling", "Scaling laws: 5 sizes (50k to 3.2M non-embedding parameters) x 3 token budgets, one "
+              "vocabulary; `fit` fits L(N, D) (about an hour on 2 cores; --max-iters 40 rehearses it in minutes)",
+              tuple(scaling_family()), family=scaling_family),
     ]
 }
 

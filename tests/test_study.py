@@ -29,6 +29,9 @@ def _reports(trial_dir: Path):
 
 def test_every_study_names_known_experiments_with_baseline_as_reference():
     for study in STUDIES.values():
+        if study.family is not None:  # its own experiments
+            assert set(study.experiments) == set(study.configs())
+            continue
         assert set(study.experiments) <= set(EXPERIMENT_CONFIGS), study.name
         if study.name not in ("quick", "all"):
             assert study.experiments[0] == "baseline"
@@ -147,7 +150,7 @@ def test_two_node_cluster_runs_one_trial_per_node(tmp_path):
 
 def test_help_of_every_command():
     from search_spaces import STUDIES
-    for command in ["", "list", "details", "run", "compare", "sample", "interactive", *STUDIES]:
+    for command in ["", "list", "details", "run", "search", "compare", "fit", "sample", "interactive", *STUDIES]:
         out = cli(*([command] if command else []), "--help")
         assert out.returncode == 0 and "usage:" in out.stdout, (command, out.stderr[-500:])
 
