@@ -71,5 +71,5 @@ def plot_scaling(fit: ScalingFit, path: Path, budget: dict | None = None) -> Non
     fig.suptitle(f"Scaling fit: {len(t)} runs on {fit.runs.dataset} ({fit.runs.tokenizer}); "
                  f"alpha = {fit.params['alpha']:.3f}, beta = {fit.params['beta']:.3f}", fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=105)
+    fig.savefig(path, dpi=105, format="png")
     plt.close(fig)

@@ -262,3 +262,15 @@ def test_search_killed_mid_run_resumes_to_num_samples_without_duplicates_or_gaps
         assert list(history[history["experiment"] == n]["iteration"]) == list(range(20, 301, 20)), n
     state = pickle.loads(sorted(run.glob("searcher-state-*.pkl"))[-1].read_bytes())
     assert [t.state.name for t in state["_ot_study"].trials] == ["COMPLETE"] * 4
+
+
+def test_time_budget_ends_a_search_early_as_finished(tmp_path):
+    out = cli("search", "--space", str(_space(tmp_path)), "--num-samples", "40", "--max-concurrent", "1",
+              "--time-budget", "12s", "--output-dir", str(tmp_path), "--max-iters", "200",
+              "--set", "eval_interval=20", *TINY)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "interrupted" not in out.stderr
+    trials = sorted(p.name for p in (tmp_path / "ray_results" / "tiny").iterdir() if p.is_dir())
+    assert 1 <= len(trials) < 40
+    meta = json.loads((tmp_path / "ray_results" / "tiny" / "study.json").read_text())
+    assert meta["ended_at"] and meta["time_budget_s"] == 12

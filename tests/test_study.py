@@ -177,3 +177,13 @@ def test_default_cpu_split_follows_the_measured_model():
     assert split(14, 2, 1) == 2  # one at a time: it gets both CPUs
     assert split(3, 2, 2) == 1  # `quick --max-concurrent 2` keeps its two trials at once
     assert split(2, 8, None) == 4 and split(14, 8, 2) == 4 and split(16, 8, None) == 1
+
+
+def test_console_command_is_the_cli():
+    """`pip install -e .` (bootstrap's setup) gives `slm-tune`, the same as `python studies.py`."""
+    script = Path(sys.executable).parent / ("slm-tune.exe" if os.name == "nt" else "slm-tune")
+    assert script.is_file(), "reinstall: pip install -e ."
+    out = subprocess.run([str(script), "list"], capture_output=True, text=True, timeout=120, env=ENV)
+    assert out.returncode == 0 and "baseline" in out.stdout and "searches" in out.stdout
+    bad = subprocess.run([str(script), "nope"], capture_output=True, text=True, timeout=120, env=ENV)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown command or study 'nope'")
