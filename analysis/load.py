@@ -24,6 +24,7 @@ from typing import Any, Collection, Mapping
 import pandas as pd
 
 from slm_tune.checkpoints import read_history
+from slm_tune.files import read_json
 
 STUDY_FILE = "study.json"
 HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s"]
@@ -39,15 +40,6 @@ TRIAL_COLUMNS = [
 ]
 DICT_COLUMNS = ["config", "searched", "config_changes"]  # per-trial dicts: in JSON, not in parquet
 _RAY_STATUS = {"ERROR": "errored", "RUNNING": "interrupted", "PENDING": "interrupted", "PAUSED": "interrupted"}
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a file; {} when it is missing, damaged or not an object."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def read_study_file(run_dir: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The project's one way to write a file: to a temporary name beside it, then an atomic rename,
 so a reader (or a crash) never sees half a file. Temporary names carry the process and thread,
-so concurrent writers (a study's export thread, a second process) never share one."""
+so concurrent writers (a study's export thread, a second process) never share one. And its one
+way to read a JSON object that may be missing or damaged (study.json, results JSON)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,15 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(clean_json(data), indent=2))
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object from a file; {} when it is missing, damaged or not an object."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def clean_json(x: Any) -> Any:

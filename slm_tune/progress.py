@@ -10,7 +10,6 @@ really runs, whatever the flags said.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ray import tune
+
+from slm_tune.files import read_json
 
 
 def to_stderr(line: str) -> None:
@@ -102,8 +103,8 @@ class StudyProgress(tune.Callback):
             return
         self._plan = {}
         try:
-            doc = json.loads((Path(trial.path).parent / "study.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, TypeError, AttributeError):
+            doc = read_json(Path(trial.path).parent / "study.json")
+        except TypeError:  # a trial with no path yet
             return
         from slm_tune.config import ExperimentConfig
         from slm_tune.counts import training_flops

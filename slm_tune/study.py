@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import json
 import logging
 import math
 import os
@@ -33,7 +32,7 @@ from search_spaces import param_space
 from slm_tune.config import ExperimentConfig
 from slm_tune.data.cache import check_data, prepare_tokens
 from slm_tune.errors import UserError
-from slm_tune.files import write_json
+from slm_tune.files import read_json, write_json
 from slm_tune.search import SearchSpace, clip_to_space
 from slm_tune.trainable import run_trial, trial_label
 from slm_tune.tune_loggers import CSVLogger, JsonLogger
@@ -151,11 +150,7 @@ def unfinished_trials(run_dir: Path, count_unsampled: bool = True) -> list[str]:
 
 
 def _read_study_file(run_dir: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads((Path(run_dir) / STUDY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
+    return read_json(Path(run_dir) / STUDY_FILE)
 
 
 def _tune_environ(verbose: bool, resume: bool) -> dict[str, str]:
@@ -316,9 +311,8 @@ def prepare_data(run: StudyRun) -> dict[str, dict[str, Any]]:
 
 def _stored_configs(run_dir: Path) -> dict[str, ExperimentConfig]:
     try:
-        doc = json.loads((run_dir / STUDY_FILE).read_text(encoding="utf-8"))
-        return {n: ExperimentConfig(**d) for n, d in doc.get("configs", {}).items()}
-    except (OSError, ValueError, TypeError):
+        return {n: ExperimentConfig(**d) for n, d in _read_study_file(run_dir).get("configs", {}).items()}
+    except (ValueError, TypeError):
         return {}
 
 
@@ -353,10 +347,7 @@ def machine_info() -> dict[str, Any]:
 def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str, Any]]) -> None:
     """study.json in the run directory: what analysis needs without our registry or a cluster."""
     path = run_dir / STUDY_FILE
-    try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        previous = {}
+    previous = read_json(path)
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     doc = {
         "study": run.study, "run": run_dir.name, "command": run.command,
@@ -378,9 +369,8 @@ def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str
 
 def mark_study_ended(run_dir: Path) -> None:
     path = run_dir / STUDY_FILE
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    doc = read_json(path)
+    if not doc:
         return
     doc["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_json(path, doc)

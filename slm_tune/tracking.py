@@ -13,7 +13,6 @@ so a resumed study would duplicate every unfinished trial's run.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any, Iterable
 from ray import tune
 
 from slm_tune.errors import UserError
+from slm_tune.files import read_json
 
 TRAIN_METRICS = ("train_loss", "lr", "tokens_per_s")
 EVAL_METRICS = ("val_loss", "val_bpb", "best_val_loss", "best_val_bpb", "train_loss", "lr", "tokens_per_s")
@@ -89,10 +89,7 @@ class MlflowTracker(tune.Callback):
     def _plan(self, run_dir: Path) -> dict[str, Any]:
         key = str(run_dir)
         if key not in self._plans:
-            try:
-                self._plans[key] = json.loads((run_dir / "study.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                self._plans[key] = {}
+            self._plans[key] = read_json(run_dir / "study.json")
         return self._plans[key]
 
     def _params(self, trial, run_dir: Path) -> dict[str, Any]:
