@@ -172,7 +172,7 @@ class StudyProgress(tune.Callback):
 
     def _flush(self, force: bool = False) -> None:
         now = time.time()
-        if not force and now - self._last_emit < self.every_s:
+        if not self._latest or (not force and now - self._last_emit < self.every_s):
             return
         self._last_emit = now
         self.emit(self.header(now))

@@ -198,14 +198,14 @@ def train(
         last_eval.update(best_val_loss=state["best_val_loss"],
                          best_val_bpb=state["best_val_loss"] * tokens_per_byte / math.log(2))
 
-    def log_report(losses: list[float], seconds: float) -> None:
+    def log_report(losses: list[float], seconds: float, timed: int) -> None:
         """A training-loss report between evals: no checkpoint, the last eval's values carried
         (Tune wants the searcher's metric in every report; NaN before the first eval)."""
         it = state["iteration"]
         metrics = {
             "iteration": it, "kind": "train", "train_loss": float(np.mean(losses)), "lr": lr_at(c, it - 1),
             "tokens_seen": it * tokens_per_iter, "elapsed_s": state["elapsed_s"],
-            "tokens_per_s": len(losses) * tokens_per_iter / seconds if seconds > 0 else 0.0,
+            "tokens_per_s": timed * tokens_per_iter / seconds if seconds > 0 and timed else 0.0,
             "status": "running", "max_iters": c.max_iters, "flops_per_token": flops_per_token(c),
             **{k: last_eval.get(k, math.nan) for k in ("val_loss", "best_val_loss", "val_bpb", "best_val_bpb")},
         }
@@ -240,7 +240,8 @@ def train(
     model.train()
     interval_losses: list[float] = []
     log_losses: list[float] = []
-    log_seconds = 0.0
+    log_seconds, log_timed = 0.0, 0
+    first_step = True  # a run's first step compiles: left out of the recent speed
     while state["iteration"] < c.max_iters:
         t0 = time.perf_counter()
         it = state["iteration"]
@@ -266,12 +267,15 @@ def train(
             return TrainResult("diverged", state["history"])
         interval_losses.append(loss_value)
         log_losses.append(loss_value)
-        log_seconds += dt
+        if not first_step:
+            log_seconds += dt
+            log_timed += 1
+        first_step = False
         is_eval = state["iteration"] % c.eval_interval == 0 or state["iteration"] == c.max_iters
         if c.log_interval and state["iteration"] % c.log_interval == 0 and not is_eval and report is not None:
-            log_report(log_losses, log_seconds)
+            log_report(log_losses, log_seconds, log_timed)
         if c.log_interval and state["iteration"] % c.log_interval == 0 or is_eval:
-            log_losses, log_seconds = [], 0.0
+            log_losses, log_seconds, log_timed = [], 0.0, 0
         if is_eval:
             t1 = time.perf_counter()
             val_loss = evaluate()
