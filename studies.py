@@ -252,8 +252,7 @@ def _run_study(args: argparse.Namespace, study_name: str, configs, max_iters: di
                  f"{_resume_command()}")
             return 130
         written = export_study(results, output_dir, study_name, command=sys.argv)
-    _err(f"results: {written['csv']}")
-    _out(written["table"])
+    _report_written(written)
     for files in written.get("searches", {}).values():
         for what in ("plot", "importance"):
             if what in files:
@@ -263,6 +262,8 @@ def _run_study(args: argparse.Namespace, study_name: str, configs, max_iters: di
             _err(f"best trial as an experiment: {files['best']}; run it with: python studies.py run {name} "
                  f"--experiments-file {files['best']}")
     failed = [r for r in results if r.error is not None]
+    if failed:
+        _err(f"{len(failed)} of {len(results)} trial(s) errored: the reasons are above, and in each trial's error.txt")
     return 1 if failed and len(failed) == len(results) else 0
 
 
@@ -280,6 +281,13 @@ def _mlflow_tracker(args: argparse.Namespace, output_dir: Path):
 def _resume_command() -> str:
     args = [a for a in sys.argv[1:] if a != "--resume"]
     return " ".join(["python", "studies.py", *args, "--resume"])
+
+
+def _report_written(written: dict) -> None:
+    for reason in written["refused"]:
+        _err(f"warning: {reason}")
+    _err(f"results: {written['csv']}")
+    _out(written["table"])
 
 
 def _export_partial(results, output_dir: Path, study_name: str) -> None:
@@ -352,8 +360,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from analysis.export import compare
 
     written = compare(Path(args.output_dir), studies=args.study)
-    _err(f"results: {written['csv']}")
-    _out(written["table"])
+    _report_written(written)
     return 0
 
 

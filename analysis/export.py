@@ -21,7 +21,7 @@ from analysis.load import (DICT_COLUMNS, HISTORY_COLUMNS, TRAIN_LOG_COLUMNS, eva
                            read_study_file)
 from analysis.plots import plot_comparison, plot_training_losses
 from analysis.search import export_search, stored_search
-from slm_tune.checkpoints import CHECKPOINT_FILE, read_history
+from slm_tune.checkpoints import CHECKPOINT_FILE, UnsafeFileError, load_state, read_history
 from slm_tune.errors import UserError
 from slm_tune.files import atomic_write as _atomic, clean_json as _clean, write_json
 
@@ -40,13 +40,17 @@ def _last_val_loss(history: Any) -> float | None:
         return None
 
 
-def _load_checkpoint(d: Path) -> dict[str, Any] | None:
-    import torch  # here, not at the top: a study's driver needs it only once a trial has ended
-
+def _load_checkpoint(d: Path, refused: list[str] | None = None) -> dict[str, Any] | None:
+    """The checkpoint's state, or None for one that is incomplete or damaged (never used) or that
+    holds more than data (refused unread; its one-line reason is added to `refused`)."""
     try:
-        return torch.load(d / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        return load_state(d / CHECKPOINT_FILE)
+    except UnsafeFileError as e:
+        if refused is not None:
+            refused.append(str(e))
+        return None
     except Exception:
-        return None  # incomplete or damaged: never used
+        return None
 
 
 def _torch_save(obj: Any, path: Path) -> None:
@@ -80,17 +84,18 @@ def best_checkpoint(trial_path: str | Path) -> tuple[Path, dict[str, Any]] | Non
     return None
 
 
-def export_best_model(trials: pd.DataFrame, path: Path, previous: dict[str, Any] | None = None
-                      ) -> tuple[dict[str, Any] | None, str | None]:
+def export_best_model(trials: pd.DataFrame, path: Path, previous: dict[str, Any] | None = None,
+                      refused: list[str] | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """Write best_model_{experiment}.pt from the best checkpoint over the experiment's trials;
     return its description and a text sample. `previous` (the experiment's results JSON) says
-    which checkpoint the file already holds: if that is still the best, nothing is rewritten."""
+    which checkpoint the file already holds: if that is still the best, nothing is rewritten.
+    A checkpoint refused as unsafe is passed over (the next best is used) and named in `refused`."""
     done = (previous or {}).get("best_checkpoint") or {}
     for _, directory in ranked_checkpoints(trials["trial_path"]):
         if (done.get("checkpoint") == str(directory) and path.is_file()
                 and path.stat().st_mtime >= (directory / CHECKPOINT_FILE).stat().st_mtime):
             return done, previous.get("sample")
-        saved = _load_checkpoint(directory)
+        saved = _load_checkpoint(directory, refused)
         if saved is None:
             continue
         last = saved["state"]["history"][-1]
@@ -201,15 +206,17 @@ def _mean_history(history: pd.DataFrame) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- the layout
 
-def export_experiment(experiment: str, trials: pd.DataFrame, history: pd.DataFrame, output_dir: Path) -> dict[str, Any]:
-    """The per-experiment files: results JSON, loss plot, best model (with a sample)."""
+def export_experiment(experiment: str, trials: pd.DataFrame, history: pd.DataFrame, output_dir: Path,
+                      refused: list[str] | None = None) -> dict[str, Any]:
+    """The per-experiment files: results JSON, loss plot, best model (with a sample). Checkpoints
+    refused as unsafe are named in `refused`."""
     exp_dir = output_dir / "experiments"
     t = trials[trials["experiment"] == experiment]
     h = history[history["experiment"] == experiment]
     json_path = exp_dir / f"{experiment}_results.json"
     plot_path = exp_dir / f"{experiment}_training_losses.png"
     previous = read_json(json_path)
-    best, sample = export_best_model(t, output_dir / f"best_model_{experiment}.pt", previous)
+    best, sample = export_best_model(t, output_dir / f"best_model_{experiment}.pt", previous, refused)
     record = experiment_record(experiment, t, h, sample, best)
     if _clean(record) == previous and (plot_path.is_file() or not len(h)):
         return record  # written already (when its trial ended): the same files again would cost a plot
@@ -229,7 +236,8 @@ def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterabl
     if trials.empty:
         raise UserError(f"no stored study results under {output_dir}; run a study first, e.g. `python studies.py quick`")
     exp_dir = output_dir / "experiments"
-    records = [export_experiment(e, trials, history, output_dir) for e in trials["experiment"].unique()]
+    refused: list[str] = []
+    records = [export_experiment(e, trials, history, output_dir, refused) for e in trials["experiment"].unique()]
     summary = summarize(trials)
     searches = {r: found for r in runs if (found := stored_search(r)) is not None}
     searched = list(dict.fromkeys(k for space, _ in searches.values() for k in space.searched))
@@ -253,7 +261,7 @@ def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterabl
     search_files = {}
     for run_dir in searches:
         search_files[run_dir.name] = export_search(run_dir, trials[trials["run"] == run_dir.name], output_dir)
-    return {"searches": search_files,"csv": exp_dir / "experiment_comparison.csv", "table": format_table(summary, searched),
+    return {"searches": search_files, "refused": refused, "csv": exp_dir / "experiment_comparison.csv", "table": format_table(summary, searched),
             "summary": summary, "trials": trials, "history": history}
 
 

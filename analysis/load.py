@@ -24,6 +24,7 @@ from typing import Any, Collection, Mapping
 import pandas as pd
 
 from slm_tune.checkpoints import read_history
+from slm_tune.errors import first_error_line
 from slm_tune.files import read_json
 
 STUDY_FILE = "study.json"
@@ -99,19 +100,6 @@ def _ray_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
         out[Path(t.path).name if t.path else str(t)] = {"ray_status": t.status, "trial_id": t.trial_id,
                                                        "error": error}
     return out
-
-
-def first_error_line(trial_dir: Path) -> str:
-    """The exception's own message: the last line of the traceback Ray stored in error.txt."""
-    try:
-        text = (trial_dir / "error.txt").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "errored (no error text was stored)"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        if not line.startswith(("File ", "^", "~", "Traceback", "During handling", "The above")):
-            return line[:300]
-    return "errored (no error text was stored)"
 
 
 def _finite(x: Any) -> float | None:

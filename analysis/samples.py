@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from slm_tune.checkpoints import load_state
 from slm_tune.config import ExperimentConfig
 from slm_tune.errors import UserError
 from slm_tune.model import GPT
@@ -22,7 +23,7 @@ def load_model(path: Path) -> tuple[GPT, ExperimentConfig, dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"{path} does not exist; run the experiment first, or point --output-dir at its results")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = load_state(path)
         config = ExperimentConfig(**saved["config"])
         model = GPT(config)
         model.load_state_dict(saved["model"])

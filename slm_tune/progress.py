@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from ray import tune
 
+from slm_tune.errors import first_error_line
 from slm_tune.files import read_json
 
 
@@ -205,6 +206,9 @@ class StudyProgress(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._update(trial, "ERRORED")
         self.emit(self._line(str(trial)))
+        # the reason in one line (Ray's own log of the traceback is held back unless --verbose)
+        where = getattr(trial, "local_path", None)
+        self.emit(f"  {trial}: {first_error_line(Path(where)) if where else 'errored'}")
 
     def on_experiment_end(self, trials, **info):
         self._flush(force=True)

@@ -36,6 +36,7 @@ from slm_tune.files import read_json, write_json
 from slm_tune.search import SearchSpace, clip_to_space
 from slm_tune.trainable import run_trial, trial_label
 from slm_tune.tune_loggers import CSVLogger, JsonLogger
+from slm_tune.local_ray import start_local_ray
 from slm_tune.workers import scoped_environ, trial_env
 
 Log = Callable[[str], None]
@@ -164,6 +165,15 @@ def _tune_environ(verbose: bool, resume: bool) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in os.environ}
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, starts: str):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
 def _quiet_ray(verbose: bool) -> None:
     """Our progress lines instead of Ray's banner, tables and INFO logs (--verbose shows them)."""
     if verbose:
@@ -171,6 +181,13 @@ def _quiet_ray(verbose: bool) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # its Ctrl-C advice names the Python API
+    # A failed trial: the progress lines give its reason in one line, the CLI its count; Ray's
+    # traceback stays in the trial's error.txt.
+    for name, starts in (("ray.tune.execution.tune_controller", "Trial task failed"),
+                         ("ray.tune.tune", "Trials did not complete")):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) and f.starts == starts for f in logger.filters):
+            logger.addFilter(_DropMessages(starts))
     # PBT warns once that a training-loss report has no eval_iteration: by design (evals decide)
     logging.getLogger("ray.tune.schedulers.pbt").setLevel(logging.ERROR)
 
@@ -422,14 +439,6 @@ def _resolve_resources(run: StudyRun, cpus: int) -> tuple[int, int]:
 def _runtime_env() -> dict[str, Any] | None:
     env = trial_env()
     return {"env_vars": env} if env else None
-
-
-def start_local_ray(cpus: int, verbose: bool = False) -> None:
-    """A Ray of this machine's `cpus`, its workers started in the trial environment (workers.py)."""
-    env = {**trial_env(), **({} if "RAY_DEDUP_LOGS" in os.environ else {"RAY_DEDUP_LOGS": "1"})}
-    with scoped_environ(env):
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=verbose,
-                 logging_level=logging.INFO if verbose else logging.WARNING)
 
 
 def run_study(run: StudyRun) -> tune.ResultGrid:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from slm_tune.config import ExperimentConfig
-from slm_tune.checkpoints import CHECKPOINT_FILE, HISTORY_FILE
+from slm_tune.checkpoints import CHECKPOINT_FILE, HISTORY_FILE, load_state
 from slm_tune.data.cache import TokenData, check_data
 from slm_tune.counts import flops_per_token, param_counts
 from slm_tune.model import GPT
@@ -155,7 +155,7 @@ def train(
     state: dict[str, Any] = {"iteration": 0, "best_val_loss": math.inf, "history": [],
                              "elapsed_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
     if resume_from is not None:
-        saved = torch.load(Path(resume_from) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        saved = load_state(Path(resume_from) / CHECKPOINT_FILE)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         batch_gen.set_state(saved["batch_rng"])

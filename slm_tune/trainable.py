@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import ray
 from ray import tune
 
-from slm_tune.checkpoints import CHECKPOINT_FILE, read_history, read_owner, write_owner
+from slm_tune.checkpoints import checkpoint_iteration, read_history, read_owner, write_owner
 from slm_tune.config import ExperimentConfig
 from slm_tune.search import SearchSpace
 
@@ -34,13 +34,6 @@ def trial_config(point: Mapping[str, Any], configs: Mapping[str, ExperimentConfi
 def trial_label(point: Mapping[str, Any]) -> str:
     """Readable trial names and directories: the experiment, plus the seed when repeated."""
     return f"{point['experiment']}_seed{point['seed']}" if "seed" in point else str(point["experiment"])
-
-
-def _checkpoint_iteration(directory: Path) -> int:
-    import torch
-
-    state = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-    return int(state["state"]["iteration"])
 
 
 def _continues(candidate: Path, known: Path) -> bool:
@@ -69,7 +62,7 @@ def newest_checkpoint(trial_dir: Path | None, known: Path | None, config: Experi
     best, best_it = known, -1
     if known is not None:
         try:
-            best_it = _checkpoint_iteration(known)
+            best_it = checkpoint_iteration(known)
         except Exception:
             best, best_it = None, -1
     if trial_dir is not None and trial_dir.is_dir():
@@ -80,7 +73,7 @@ def newest_checkpoint(trial_dir: Path | None, known: Path | None, config: Experi
             if best is not None and not _continues(d, best):
                 continue
             try:
-                it = _checkpoint_iteration(d)
+                it = checkpoint_iteration(d)
             except Exception:
                 continue
             if it > best_it:

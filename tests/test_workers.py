@@ -5,7 +5,7 @@ import ray
 
 import os
 
-from slm_tune.study import start_local_ray
+from slm_tune.local_ray import start_local_ray
 from slm_tune.workers import MALLOC_TUNABLES, scoped_environ, trial_env
 
 

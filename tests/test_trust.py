@@ -1,0 +1,113 @@
+"""Files slm-tune reads are data, never code; a local study's Ray listens on loopback only."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from slm_tune.checkpoints import UnsafeFileError, load_state
+from test_reliability import LONG, _evals, _lines, _start, _wait_mid_second_trial
+from test_study import cli
+
+
+class _RunsACommand:
+    """What a hostile model file holds: unpickling it calls os.system."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def _evil_file(path: Path, marker: Path) -> None:
+    """A file shaped like slm-tune's (model, config, state, ...) whose model runs a command."""
+    torch.save({"model": _RunsACommand(f"touch {marker}"), "config": {"vocab_size": 2000},
+                "state": {"iteration": 1, "history": []}, "tokenizer": {}}, path)
+
+
+def test_a_crafted_file_is_refused_before_it_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    _evil_file(tmp_path / "evil.pt", marker)
+    with pytest.raises(UnsafeFileError, match=r"was refused: .*posix\.system|was refused: .*system"):
+        load_state(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_sample_compare_and_resume_refuse_crafted_files(tmp_path):
+    marker = tmp_path / "pwned"
+    proc = _start(tmp_path)
+    _wait_mid_second_trial(tmp_path, proc, reports=3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    run = tmp_path / "ray_results" / "run_optimal_fast"
+    planted = sorted(run.glob("*/checkpoint_*/state.pt"))
+    assert planted
+    for state in planted:  # every checkpoint of the study, the history.json beside it left as it was
+        _evil_file(state, marker)
+
+    # sample: a shared best_model file
+    _evil_file(tmp_path / "best_model_evil.pt", marker)
+    out = cli("sample", "evil", "--output-dir", str(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "was refused" in last and "could run code" in last
+    assert not marker.exists()
+
+    # compare: every checkpoint is refused and named; the other files are still written
+    out = cli("compare", "--output-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning: ") and "was refused" in line]
+    assert warnings and "Traceback" not in out.stderr
+    record = json.loads((tmp_path / "experiments" / "optimal_fast_results.json").read_text())
+    assert record["best_checkpoint"] is None and record["runs"] == 2
+    assert not marker.exists()
+
+    # --resume: the unfinished trial would restart from a checkpoint; it is refused, not run
+    out = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(tmp_path),
+              *LONG, "--resume")
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert not marker.exists()
+    second = _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))
+    assert second[-1]["iteration"] < 400  # it did not carry on from the crafted state
+    from analysis.load import load_run
+    trials, _ = load_run(run)
+    error = trials.loc[trials["seed"] == 1338, "error"].iloc[0]
+    assert error and "was refused" in error, error
+
+
+
+def test_a_local_study_listens_on_loopback_only_with_token_auth(tmp_path):
+    import psutil
+    from ray import tune
+
+    from slm_tune.study import StudyRun, run_study
+    from conftest import tiny
+
+    seen: dict = {}
+
+    class ListSockets(tune.Callback):
+        """While a trial runs: every listening socket of this process's descendants (Ray's GCS,
+        raylet, agents and workers, all started by this driver)."""
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if seen:
+                return
+            me = psutil.Process()
+            procs = {p.pid: p for p in me.children(recursive=True)}
+            seen["sockets"] = [(procs[c.pid].name(), c.laddr.ip, c.laddr.port)
+                               for c in psutil.net_connections(kind="inet")
+                               if c.status == psutil.CONN_LISTEN and c.pid in procs]
+            seen["auth"] = {p.name(): p.environ().get("RAY_AUTH_MODE") for p in procs.values()
+                            if p.name() in ("gcs_server", "raylet")}
+
+    run_study(StudyRun("closed", {"t": tiny(name="t", max_iters=40, eval_interval=10)}, output_dir=tmp_path,
+                       callbacks=[ListSockets()]))
+    names = {name for name, _, _ in seen["sockets"]}
+    assert {"gcs_server", "raylet"} <= names, seen["sockets"]  # Ray's own servers were found...
+    loopback = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+    assert all(ip in loopback for _, ip, _ in seen["sockets"]), seen["sockets"]  # ...on loopback only
+    assert seen["auth"] == {"gcs_server": "token", "raylet": "token"}, seen["auth"]
