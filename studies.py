@@ -154,15 +154,21 @@ def _add_search_command(sub) -> None:
     _add_run_options(p, schedulers=("fifo", "asha", "pbt"))
 
 
+STORAGE_READ_HELP = ("read the studies from this storage path (default: OUTPUT_DIR/ray_results); s3://... and "
+                     "gs://... are copied into OUTPUT_DIR/ray_results first, so nothing needs mounting")
+
+
 def _add_analysis_commands(sub) -> None:
     p = sub.add_parser("compare", help="rebuild the comparison files from the stored studies")
     p.add_argument("--output-dir", default=".")
     p.add_argument("--study", action="append", help="only these studies (repeatable)")
+    p.add_argument("--storage-path", help=STORAGE_READ_HELP)
     p = sub.add_parser("fit", help="fit a scaling law L(N, D) = E + A/N^alpha + B/D^beta to the stored runs")
     p.add_argument("--output-dir", default=".")
     p.add_argument("--study", action="append", help="only these studies (repeatable), e.g. --study scaling")
     p.add_argument("--budget", type=float, help="a compute budget in FLOPs (C = 6ND): the best N and D, and the loss")
     p.add_argument("--bootstrap", type=_positive_int, default=200, help="refits for the intervals (default 200)")
+    p.add_argument("--storage-path", help=STORAGE_READ_HELP)
     p = sub.add_parser("sample", help="generate text with a trained model")
     p.add_argument("name")
     p.add_argument("--output-dir", default=".")
@@ -359,7 +365,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from analysis.export import compare
 
-    written = compare(Path(args.output_dir), studies=args.study)
+    written = compare(Path(args.output_dir), studies=args.study, storage_path=args.storage_path)
     _report_written(written)
     return 0
 
@@ -367,7 +373,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     from analysis.scaling import fit_stored
 
-    written = fit_stored(Path(args.output_dir), studies=args.study, budget=args.budget, bootstrap=args.bootstrap)
+    written = fit_stored(Path(args.output_dir), studies=args.study, budget=args.budget, bootstrap=args.bootstrap,
+                         storage_path=args.storage_path)
     _err(f"scaling fit: {written['json']}; plot: {written['plot']}")
     _out(written["text"])
     return 0

@@ -23,6 +23,7 @@ from analysis.plots import plot_comparison, plot_training_losses
 from analysis.search import export_search, stored_search
 from slm_tune.checkpoints import CHECKPOINT_FILE, UnsafeFileError, load_state, read_history
 from slm_tune.errors import UserError
+from slm_tune.storage import local_run
 from slm_tune.files import atomic_write as _atomic, clean_json as _clean, write_json
 
 METRICS = ["total_params", "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss",
@@ -294,17 +295,19 @@ def format_table(summary: pd.DataFrame, searched: Iterable[str] = ()) -> str:
 
 
 def export_study(results: tune.ResultGrid, output_dir: Path, study: str, command: Iterable[str] | None = None) -> dict[str, Any]:
-    """The layout for one finished (or stopped) study run, from its ResultGrid."""
-    return export_runs([Path(results.experiment_path)], output_dir, study, command)
+    """The layout for one finished (or stopped) study run, from its ResultGrid (a run in object
+    storage is read from the local mirror the study made of it)."""
+    return export_runs([local_run(results.experiment_path, output_dir, results.filesystem)], output_dir, study, command)
 
 
-def compare(output_dir: Path, studies: list[str] | None = None) -> dict[str, Any]:
-    """Rebuild the batch files from every study stored under OUTPUT_DIR (no Ray cluster needed)."""
-    runs = find_runs(output_dir, studies)
+def compare(output_dir: Path, studies: list[str] | None = None, storage_path: str | None = None) -> dict[str, Any]:
+    """Rebuild the batch files from every study stored under OUTPUT_DIR, or in a storage path
+    (object storage is mirrored first); no Ray cluster needed."""
+    runs = find_runs(output_dir, studies, storage_path)
     if not runs:
         which = f" for {', '.join(studies)}" if studies else ""
-        raise UserError(f"no stored studies{which} under {output_dir}; run one first (e.g. `python studies.py quick`) "
-                        "or point --output-dir at the folder you ran it in")
+        raise UserError(f"no stored studies{which} under {storage_path or output_dir}; run one first (e.g. "
+                        "`python studies.py quick`) or point --output-dir (or --storage-path) at where you ran it")
     label = ",".join(studies) if studies else "compare"
     return export_runs(runs, output_dir, label)
 

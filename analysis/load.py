@@ -26,6 +26,7 @@ import pandas as pd
 from slm_tune.checkpoints import read_history
 from slm_tune.errors import first_error_line
 from slm_tune.files import read_json
+from slm_tune.storage import Storage, is_remote, mirror_runs
 
 STUDY_FILE = "study.json"
 HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s"]
@@ -235,8 +236,14 @@ def _status(last: dict[str, Any], ray_status: str | None, config: dict[str, Any]
     return _RAY_STATUS.get(ray_status or "", "interrupted")
 
 
-def find_runs(output_dir: str | Path, studies: list[str] | None = None) -> list[Path]:
-    """Every stored study run under OUTPUT_DIR/ray_results (or a storage path), oldest first."""
+def find_runs(output_dir: str | Path, studies: list[str] | None = None, storage_path: str | None = None
+              ) -> list[Path]:
+    """Every stored study run under OUTPUT_DIR/ray_results (or a storage path), oldest first.
+    Runs in object storage (s3://...) are mirrored into OUTPUT_DIR/ray_results first."""
+    if storage_path and is_remote(storage_path):
+        mirror_runs(Storage(storage_path), output_dir, studies)
+    elif storage_path:
+        output_dir = storage_path
     root = Path(output_dir)
     root = root / "ray_results" if (root / "ray_results").is_dir() else root
     if not root.is_dir():

@@ -266,7 +266,7 @@ def format_fit(fit: ScalingFit, budget: dict[str, Any] | None = None) -> str:
 
 
 def fit_stored(output_dir, studies: list[str] | None = None, budget: float | None = None,
-               bootstrap: int = 200) -> dict[str, Any]:
+               bootstrap: int = 200, storage_path: str | None = None) -> dict[str, Any]:
     """Fit every stored run under OUTPUT_DIR (or those of `studies`), write
     experiments/scaling_fit.json and .png, and return them with the printed section."""
     from pathlib import Path
@@ -276,7 +276,7 @@ def fit_stored(output_dir, studies: list[str] | None = None, budget: float | Non
     from slm_tune.files import atomic_write, write_json
 
     output_dir = Path(output_dir)
-    runs_dirs = find_runs(output_dir, studies)
+    runs_dirs = find_runs(output_dir, studies, storage_path)
     if not runs_dirs:
         which = f" of {', '.join(studies)}" if studies else ""
         raise UserError(f"no stored runs{which} under {output_dir}; run the scaling study first "

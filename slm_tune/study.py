@@ -36,7 +36,9 @@ from slm_tune.files import read_json, write_json
 from slm_tune.search import SearchSpace, clip_to_space
 from slm_tune.trainable import run_trial, trial_label
 from slm_tune.tune_loggers import CSVLogger, JsonLogger
+from slm_tune.checkpoints import CHECKPOINT_FILE
 from slm_tune.local_ray import start_local_ray
+from slm_tune.storage import Storage, mirror_root
 from slm_tune.workers import scoped_environ, trial_env
 
 Log = Callable[[str], None]
@@ -103,6 +105,12 @@ class StudyRun:
     def is_local_storage(self) -> bool:
         return "://" not in self.storage
 
+    @property
+    def local_root(self) -> Path:
+        """Where the driver reads runs: the storage itself, or for object storage its local mirror
+        (OUTPUT_DIR/ray_results, the layout of a local study, so analysis reads either alike)."""
+        return Path(self.storage) if self.is_local_storage else mirror_root(self.output_dir)
+
 
 @contextlib.contextmanager
 def study_lock(output_dir: Path):
@@ -124,14 +132,21 @@ def study_lock(output_dir: Path):
         lock.release()
 
 
-def run_dirs(storage: str, study: str) -> list[Path]:
-    """The runs of `study` under a local storage path, oldest first: STUDY, STUDY-2, STUDY-3..."""
-    root = Path(storage)
-    if not root.is_dir():
-        return []
+def run_names(names: list[str], study: str) -> list[str]:
+    """The runs of `study` among folder names, oldest first: STUDY, STUDY-2, STUDY-3..."""
     pattern = re.compile(rf"^{re.escape(study)}(?:-(\d+))?$")
-    found = [(int(m.group(1) or 1), p) for p in root.iterdir() if p.is_dir() and (m := pattern.match(p.name))]
-    return [p for _, p in sorted(found)]
+    found = [(int(m.group(1) or 1), n) for n in names if (m := pattern.match(n))]
+    return [n for _, n in sorted(found)]
+
+
+def run_dirs(storage: str, study: str) -> list[Path]:
+    """The runs of `study` under a local storage path, oldest first."""
+    root = Path(storage)
+    return [root / n for n in run_names(Storage(root).list_dirs(), study)] if root.is_dir() else []
+
+
+def _is_state_file(rel: str) -> bool:
+    return rel.endswith(CHECKPOINT_FILE)
 
 
 def unfinished_trials(run_dir: Path, count_unsampled: bool = True) -> list[str]:
@@ -361,8 +376,10 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version(), "torch": version("torch"), "ray": ray.__version__}
 
 
-def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str, Any]]) -> None:
-    """study.json in the run directory: what analysis needs without our registry or a cluster."""
+def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str, Any]],
+                     storage: Storage | None = None) -> None:
+    """study.json in the run directory: what analysis needs without our registry or a cluster
+    (and, for object storage, in the run there too, so any machine can read the run)."""
     path = run_dir / STUDY_FILE
     previous = read_json(path)
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -381,16 +398,21 @@ def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str
         doc.update(search=run.search.to_dict(), search_alg=run.search_alg, sampler_seed=run.sampler_seed,
                    sampler=tpe_settings(run.num_samples) if run.search_alg == "optuna" else {},
                    metric=run.metric, num_samples=run.num_samples, time_budget_s=run.time_budget_s)
-    write_json(path, doc)
+    _publish(write_json(path, doc), storage)
 
 
-def mark_study_ended(run_dir: Path) -> None:
+def _publish(path: Path, storage: Storage | None) -> None:
+    if storage is not None and storage.remote:
+        storage.write_bytes(path.read_bytes(), path.parent.name, path.name)
+
+
+def mark_study_ended(run_dir: Path, storage: Storage | None = None) -> None:
     path = run_dir / STUDY_FILE
     doc = read_json(path)
     if not doc:
         return
     doc["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    write_json(path, doc)
+    _publish(write_json(path, doc), storage)
 
 
 # A baseline iteration takes 2.53 s on 1 thread and 1.43 s on 2 (bench/README.md): doubling a
@@ -469,13 +491,18 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
     run = replace(run, cpus_per_trial=per_trial)  # a resolved copy: the caller's run is left as given
     scheduler, metric, mode = _scheduler(run)
 
-    storage = run.storage
-    previous = run_dirs(storage, run.study) if run.is_local_storage else []
+    storage = Storage(run.storage)
+    storage.check()  # object storage: reachable, its bucket there, writable; before anything runs
+    local_root = run.local_root
+    names = run_names(storage.list_dirs(), run.study)
+    if storage.remote and names:  # the newest run's small files, to read its state and settings
+        storage.mirror(names[-1], local_root / names[-1], skip=_is_state_file)
+    previous = [local_root / n for n in names]
     if run.resume:
-        target = previous[-1] if previous else Path(storage) / run.study
-        if not tune.Tuner.can_restore(str(target)):
+        target = previous[-1] if previous else local_root / run.study
+        if not tune.Tuner.can_restore(storage.uri(target.name)):
             raise UserError(
-                f"--resume: there is no stored study {run.study!r} under {storage}; "
+                f"--resume: there is no stored study {run.study!r} under {storage.where}; "
                 f"start it with `python studies.py {run.study}` (without --resume)"
             )
         name = target.name
@@ -495,14 +522,13 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
                     f"study {run.study!r} in {previous[-1]} has unfinished trials ({', '.join(pending)}); "
                     f"add --resume to continue it, or use another --output-dir to start afresh"
                 )
-        name = run.study if not previous else f"{run.study}-{len(previous) + 1}"
-        if not previous and not run.is_local_storage:
-            name = f"{run.study}-{time.strftime('%Y%m%d-%H%M%S')}"
+        taken = set(names) | ({p.name for p in local_root.iterdir()} if storage.remote and local_root.is_dir() else set())
+        name = next(n for i in itertools.count(len(names) + 1)
+                    if (n := run.study if i == 1 else f"{run.study}-{i}") not in taken)
 
     data_info = prepare_data(run)
-    run_dir = Path(storage) / name
-    if run.is_local_storage:
-        write_study_file(run, run_dir, data_info)
+    run_dir = local_root / name
+    write_study_file(run, run_dir, data_info, storage)
 
     if not run.address and not ray.is_initialized():
         start_local_ray(cpus, run.verbose)
@@ -511,32 +537,34 @@ def run_study(run: StudyRun) -> tune.ResultGrid:
         started = time.time()
         with scoped_environ(_tune_environ(run.verbose, run.resume)):
             results = _fit(run, name, storage, concurrent, scheduler, metric, mode)
+        if storage.remote:  # the run as Ray left it in the bucket, for the files and plots
+            run.log(f"copying {storage.uri(name)} to {run_dir}")
+            storage.mirror(name, run_dir)
         # a search that spent its --time-budget has ended, with fewer trials than it asked for
         budget_spent = bool(run.time_budget_s) and time.time() - started >= run.time_budget_s
-        pending = unfinished_trials(run_dir, count_unsampled=not budget_spent) if run.is_local_storage else []
+        pending = unfinished_trials(run_dir, count_unsampled=not budget_spent)
         if pending:
             raise StudyInterrupted(results, pending)
-        if run.is_local_storage:
-            mark_study_ended(run_dir)
+        mark_study_ended(run_dir, storage)
         return results
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def _fit(run: StudyRun, name: str, storage: str, concurrent: int, scheduler, metric: str | None,
+def _fit(run: StudyRun, name: str, storage: Storage, concurrent: int, scheduler, metric: str | None,
          mode: str | None) -> tune.ResultGrid:
     """The Tuner for a new study, or the stored one resumed, run to its end."""
-    trial_root = str(Path(storage) / name) if run.is_local_storage else None
+    trial_root = storage.uri(name)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, configs=dict(run.configs), cache_dir=run.cache_dir,
                              threads=run.cpus_per_trial, trial_root=trial_root, search=run.search,
-                             tensorboard=run.tensorboard and trial_root is not None),
+                             tensorboard=run.tensorboard and not storage.remote),
         {"cpu": run.cpus_per_trial},
     )
     if run.resume:
-        run.log(f"resuming {Path(storage) / name}")
-        tuner = tune.Tuner.restore(str(Path(storage) / name), trainable=trainable,
+        run.log(f"resuming {storage.uri(name)}")
+        tuner = tune.Tuner.restore(storage.uri(name), trainable=trainable,
                                    resume_unfinished=True, resume_errored=True)
         return tuner.fit()
     if run.search is None:
@@ -562,7 +590,7 @@ def _fit(run: StudyRun, name: str, storage: str, concurrent: int, scheduler, met
             reuse_actors=True, **naming, **search,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=2 if run.verbose else 0,
+            name=name, storage_path=storage.uri(), verbose=2 if run.verbose else 0,
             callbacks=[*run.callbacks, CSVLogger(), JsonLogger()],
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=keep, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),

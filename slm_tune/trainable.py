@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import ray
 from ray import tune
 
-from slm_tune.checkpoints import checkpoint_iteration, read_history, read_owner, write_owner
+from slm_tune.checkpoints import (CHECKPOINT_FILE, UnsafeFileError, checkpoint_iteration, load_state, read_history,
+                                  read_owner, write_owner)
 from slm_tune.config import ExperimentConfig
 from slm_tune.search import SearchSpace
+from slm_tune.storage import Storage, is_remote
 
 
 def trial_config(point: Mapping[str, Any], configs: Mapping[str, ExperimentConfig],
@@ -44,41 +46,57 @@ def _continues(candidate: Path, known: Path) -> bool:
     return mine[:len(theirs)] == theirs
 
 
-def newest_checkpoint(trial_dir: Path | None, known: Path | None, config: ExperimentConfig | None = None
-                      ) -> Path | None:
+def newest_checkpoint(trial_dir: Path | None, known: Path | None, config: ExperimentConfig | None = None,
+                      fetch: Callable[[Path], Any] | None = None) -> Path | None:
     """The checkpoint to start from: Ray's, or a newer one of the same run in the trial's directory.
 
     After the driver is killed, Ray restores from the checkpoint in its last experiment-state
-    snapshot, which can lag several reports behind what is on disk (see ray-tune-notes); a newer
-    one of the same run (same trial and config, its history extending Ray's) is taken instead.
-    A checkpoint of another trial is PBT handing over its weights: it is used as given. A
-    checkpoint that does not load (a copy cut short) is skipped.
+    snapshot, which can lag several reports behind what is stored (see ray-tune-notes); a newer
+    one of the same run (same trial and config, its history extending Ray's) is taken instead,
+    if its state loads: a copy cut short is passed over. `fetch(d)` first brings a candidate's
+    state where it is kept elsewhere (object storage). A checkpoint of another trial is PBT
+    handing over its weights: it is used as given.
     """
     name = config.name if config is not None else None
     if known is not None:
         owner = read_owner(known)
         if owner and name and owner.get("trial") != name:
             return known  # an exploit: continue from the donor's weights, whatever is on our disk
-    best, best_it = known, -1
+    known_it = -1
     if known is not None:
         try:
-            best_it = checkpoint_iteration(known)
+            known_it = checkpoint_iteration(known)
+        except UnsafeFileError:
+            raise
         except Exception:
-            best, best_it = None, -1
+            known = None
+    newer = []
     if trial_dir is not None and trial_dir.is_dir():
         for d in trial_dir.glob("checkpoint_*"):
             owner = read_owner(d)
             if owner and config is not None and owner.get("config") != config.to_dict():
                 continue  # another run's weights (another config, or from before a PBT exploit)
-            if best is not None and not _continues(d, best):
+            if known is not None and not _continues(d, known):
                 continue
             try:
                 it = checkpoint_iteration(d)
+            except UnsafeFileError:
+                raise
             except Exception:
                 continue
-            if it > best_it:
-                best, best_it = d, it
-    return best
+            if it > known_it:
+                newer.append((it, d))
+    for _, d in sorted(newer, reverse=True):
+        try:
+            if fetch is not None:
+                fetch(d)
+            load_state(d / CHECKPOINT_FILE)
+        except UnsafeFileError:
+            raise  # refused, not passed over: nothing in it runs, and the user hears of it
+        except Exception:
+            continue
+        return d
+    return known
 
 
 def run_trial(
@@ -121,15 +139,23 @@ def run_trial(
     node_id = ray.get_runtime_context().get_node_id()
     ray_checkpoint = tune.get_checkpoint()
     label = c.name if search is not None else trial_label(point)
-    trial_dir = Path(trial_root) / label if trial_root else None
+    remote = trial_root is not None and is_remote(trial_root)
+    trial_dir = Path(trial_root) / label if trial_root and not remote else None
     board = None
     if tensorboard and trial_dir is not None:
         from slm_tune.tensorboard import TrialBoard
 
         board = TrialBoard(trial_dir)
     try:
-        with ray_checkpoint.as_directory() if ray_checkpoint else contextlib.nullcontext() as known:
-            start = newest_checkpoint(trial_dir, Path(known) if known else None, c)
+        with contextlib.ExitStack() as stack:
+            known = stack.enter_context(ray_checkpoint.as_directory()) if ray_checkpoint else None
+            if remote:  # the trial's checkpoints in the bucket, their small files only
+                storage = Storage(trial_root)
+                shadow = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="slm-ckpts-")))
+                trial_dir = storage.mirror(label, shadow, skip=lambda rel: not rel.startswith("checkpoint_")
+                                           or rel.endswith(CHECKPOINT_FILE))
+            fetch = (lambda d: storage.mirror(f"{label}/{d.name}", d)) if remote else None  # its state, fetched
+            start = newest_checkpoint(trial_dir, Path(known) if known else None, c, fetch)
             train(c, data, report=report, resume_from=start, threads=threads)
     finally:  # also when a scheduler stops the trial early: its last report is its result
         if board is not None:

@@ -1,0 +1,142 @@
+"""Studies kept in object storage: a real S3-compatible server (moto) on 127.0.0.1, reached the
+way the AWS SDKs and pyarrow reach S3, through the standard AWS variables."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.load import load_run
+from conftest import ROOT, TINY_SETS
+from test_study import ENV
+
+pafs = pytest.importorskip("pyarrow.fs")
+pytest.importorskip("moto")
+
+LONG = ["--max-iters", "400", "--set", "eval_interval=20", *TINY_SETS]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            env={**os.environ, **(extra_env or {})})
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("the S3 server did not start")
+
+
+@pytest.fixture(scope="module")
+def s3():
+    proc, endpoint = _start_server()
+    env = {**ENV, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    pafs.S3FileSystem(endpoint_override=endpoint, access_key="testing", secret_key="testing", region="us-east-1",
+                      allow_bucket_creation=True).create_dir("studies")
+    yield env
+    proc.kill()
+    proc.wait()
+
+
+def _cli(env, *args, timeout=600):
+    return subprocess.run([sys.executable, str(ROOT / "studies.py"), *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _bucket(env) -> "pafs.S3FileSystem":
+    return pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], access_key="testing", secret_key="testing",
+                             region="us-east-1")
+
+
+def _checkpoints(env, trial: str) -> list[str]:
+    infos = _bucket(env).get_file_info(pafs.FileSelector(f"studies/killed/run_optimal_fast/{trial}",
+                                                         allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.base_name.startswith("checkpoint_"))
+
+
+def test_study_in_a_bucket_survives_sigkill_and_is_compared_from_the_bucket(s3, tmp_path):
+    storage = "s3://studies/killed"
+    cmd = ["run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--storage-path", storage, *LONG]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "studies.py"), *cmd, "--output-dir", str(tmp_path / "a")],
+                            env=s3, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while len(_checkpoints(s3, "optimal_fast_seed1338")) < 3:  # mid-way through the second trial
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline, "the study did not reach its second trial in time"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray die at once
+    proc.wait(timeout=60)
+    in_bucket = _checkpoints(s3, "optimal_fast_seed1338")
+    newest = json.loads(_bucket(s3).open_input_stream(
+        f"studies/killed/run_optimal_fast/optimal_fast_seed1338/{in_bucket[-1]}/history.json").read())
+    killed_at = newest[-1]["iteration"]
+    assert killed_at < 400
+
+    resumed = _cli(s3, *cmd, "--output-dir", str(tmp_path / "a"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Traceback" not in resumed.stderr
+
+    # On another machine (a fresh output directory, nothing mounted): compare from the bucket.
+    other = tmp_path / "b"
+    out = _cli(s3, "compare", "--output-dir", str(other), "--storage-path", storage)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = other / "ray_results" / "run_optimal_fast"
+    trials, history = load_run(run)
+    assert set(trials["status"]) == {"finished"} and len(trials) == 2
+    history = history[history["kind"] == "eval"]
+    for seed in (1337, 1338):  # every eval once: none lost, none repeated
+        assert list(history[history["seed"] == seed]["iteration"]) == list(range(20, 401, 20))
+    reports = [json.loads(line) for line in (run / "optimal_fast_seed1338" / "result.json").read_text().splitlines()]
+    evals = [r for r in reports if r.get("kind") == "eval"]
+    pids = list(dict.fromkeys(r["pid"] for r in evals))
+    assert len(pids) == 2  # before and after the kill
+    after = [r for r in evals if r["pid"] == pids[-1]]
+    # it went on from the newest checkpoint in the bucket (or the one before, had the newest been cut short)
+    assert killed_at <= after[0]["iteration"] <= killed_at + 20, (killed_at, after[0]["iteration"])
+    first = [json.loads(line) for line in (run / "optimal_fast_seed1337" / "result.json").read_text().splitlines()]
+    assert len({r["pid"] for r in first}) == 1  # the finished trial was not run again
+    record = json.loads((other / "experiments" / "optimal_fast_results.json").read_text())
+    assert record["runs"] == 2 and record["status"] == "finished" and record["best_checkpoint"]
+    assert (other / "best_model_optimal_fast.pt").is_file()
+    assert (other / "experiments" / "optimal_fast_training_losses.png").is_file()
+    assert (other / "experiments" / "experiment_comparison.csv").is_file()
+
+
+def test_bad_storage_is_one_line_before_any_trial(s3, tmp_path):
+    denied_server, denied = _start_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})  # checks every key: ours are unknown
+    try:
+        cases = [
+            ({}, "s3://no-such-bucket/x", "does not exist"),
+            ({"AWS_ENDPOINT_URL": "http://127.0.0.1:1"}, "s3://studies/x", "cannot reach the object store"),
+            ({"AWS_ENDPOINT_URL": denied}, "s3://studies/x", "was denied"),
+        ]
+        for extra, storage, expected in cases:
+            out = _cli({**s3, **extra}, "run", "vocab_small", "--storage-path", storage,
+                       "--output-dir", str(tmp_path), *TINY_SETS)
+            err = out.stderr.strip()
+            assert out.returncode == 2 and "Traceback" not in err, err[-2000:]
+            last = err.splitlines()[-1]
+            assert last.startswith("error: ") and expected in last, last
+            assert not (tmp_path / "ray_results").exists()  # nothing ran, nothing was written
+    finally:
+        denied_server.kill()
+        denied_server.wait()
