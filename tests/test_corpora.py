@@ -1,10 +1,14 @@
+import gzip
 import json
+import math
 
 import datasets
+import numpy as np
 import pandas as pd
 import pytest
 
-from slm_tune.data.corpora import corpus_fingerprint, load_corpus
+from slm_tune.data.cache import prepare_tokens
+from slm_tune.data.corpora import corpus_fingerprint, load_corpus, split_column
 from slm_tune.errors import UserError
 
 DOCS = [f"Document number {i}. It has a few words, and ends here." for i in range(40)]
@@ -72,7 +76,7 @@ def test_fingerprint_follows_content(tmp_path):
 @pytest.mark.parametrize("content,match", [
     (None, "is not storyworld, tinystories, hf:owner/name or an existing path"),
     ("", "has 0 document"),
-    ("just one document", "needs at least 2"),
+    ("x", "too little text"),
 ])
 def test_bad_local_corpora(tmp_path, content, match):
     p = tmp_path / "x.txt"
@@ -82,10 +86,104 @@ def test_bad_local_corpora(tmp_path, content, match):
         load_corpus(str(p))
 
 
-def test_no_text_column(tmp_path):
-    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"body": d}) for d in DOCS))
-    with pytest.raises(UserError, match="has no 'text' column"):
-        load_corpus(str(tmp_path / "c.jsonl"))
+PLAY = "\n".join(f"LINE {i}: Now is the winter of our discontent, made glorious summer {i}." for i in range(400))
+
+
+def test_one_long_text_is_split_by_position_at_a_line(tmp_path):
+    p = tmp_path / "play.txt"
+    p.write_text(PLAY, encoding="utf-8")
+    c = load_corpus(str(p))
+    assert c.info["split"]["by"] == "position" and c.info["split"]["documents"] == 1
+    train, val = c.splits["train"]["text"], c.splits["validation"]["text"]
+    assert "".join(train) + "".join(val) == PLAY  # every byte in exactly one split
+    assert val[0].startswith("LINE ") and train[-1].endswith("\n")  # cut at a line boundary
+    share = len("".join(val)) / len(PLAY)
+    assert 0.04 < share < 0.06
+    assert load_corpus(str(p)).splits["validation"]["text"] == val  # deterministic
+
+
+def test_a_few_documents_are_split_by_position_too(tmp_path):
+    docs = [PLAY[:3000], PLAY[3000:9000], PLAY[9000:]]
+    (tmp_path / "three.txt").write_text("\n\n".join(d.strip() for d in docs))
+    c = load_corpus(str(tmp_path / "three.txt"))
+    assert c.info["split"]["by"] == "position" and c.info["split"]["documents"] == 3
+    assert len(c.splits["train"]) == 3 and len(c.splits["validation"]) == 1  # the last one cut in two
+
+
+def test_windows_line_endings_byte_order_mark_and_gzip_read_like_plain_text(tmp_path):
+    plain = "\n\n".join(DOCS)
+    (tmp_path / "plain.txt").write_text(plain, encoding="utf-8")
+    (tmp_path / "windows.txt").write_bytes(b"\xef\xbb\xbf" + plain.replace("\n", "\r\n").encode("utf-8"))
+    (tmp_path / "packed.txt.gz").write_bytes(gzip.compress(plain.encode("utf-8")))
+    rows = "\n".join(json.dumps({"text": d}) for d in DOCS)
+    (tmp_path / "c.jsonl").write_text(rows)
+    (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(rows.encode("utf-8")))
+    expected = load_corpus(str(tmp_path / "plain.txt")).splits
+    for name in ("windows.txt", "packed.txt.gz", "c.jsonl", "c.jsonl.gz"):
+        got = load_corpus(str(tmp_path / name)).splits
+        for split in ("train", "validation"):
+            assert got[split]["text"] == expected[split]["text"], name
+
+
+def test_bytes_that_are_not_utf8_are_counted_or_refused(tmp_path):
+    latin1 = "\n\n".join(DOCS).replace("Document", "Dokument \xe9t\xe9").encode("latin-1")
+    (tmp_path / "latin1.txt").write_bytes(latin1)
+    c = load_corpus(str(tmp_path / "latin1.txt"))
+    assert c.info["replaced_bytes"] == 2 * len(DOCS)
+    lines = []
+    prepare_tokens(str(tmp_path / "latin1.txt"), 1000, cache_dir=tmp_path / "cache", log=lines.append)
+    assert any(line.startswith("warning: ") and f"{2 * len(DOCS):,} byte sequence(s) that are not UTF-8" in line
+               for line in lines), lines
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(UserError, match="is mostly not text"):
+        load_corpus(str(tmp_path / "binary.txt"))
+    (tmp_path / "broken.txt.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(UserError, match="not a readable gzip file"):
+        load_corpus(str(tmp_path / "broken.txt.gz"))
+
+
+def test_text_column_by_name_or_the_only_one(tmp_path):
+    rows = [{"story": d, "id": i, "score": 0.5} for i, d in enumerate(DOCS)]
+    (tmp_path / "one.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    c = load_corpus(str(tmp_path / "one.jsonl"))  # the only string column
+    assert c.info["column"] == "story"
+    _check(c)
+    rows = [{"title": f"T{i}", "story": d, "id": i} for i, d in enumerate(DOCS)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "two.parquet")
+    with pytest.raises(UserError, match=r"several of text \(title, story\).*:column=title"):
+        load_corpus(str(tmp_path / "two.parquet"))
+    c = load_corpus(f"{tmp_path / 'two.parquet'}:column=story")
+    assert c.splits["train"].column_names == ["text"] and c.info["column"] == "story"
+    _check(c)
+    assert corpus_fingerprint(f"{tmp_path / 'two.parquet'}:column=story") != corpus_fingerprint(
+        f"{tmp_path / 'two.parquet'}:column=title")
+    with pytest.raises(UserError, match=r"has no column 'body'; its columns are: title \(string\), story"):
+        load_corpus(f"{tmp_path / 'two.parquet'}:column=body")
+    with pytest.raises(UserError, match="column 'id' does not hold text"):
+        load_corpus(f"{tmp_path / 'two.parquet'}:column=id")
+    (tmp_path / "numbers.jsonl").write_text("\n".join(json.dumps({"a": i, "b": [i]}) for i in range(30)))
+    with pytest.raises(UserError, match=r"has no column of text; its columns are: a \(int64\), b"):
+        load_corpus(str(tmp_path / "numbers.jsonl"))
+    assert split_column("hf:someone/corpus:column=story") == ("hf:someone/corpus", "story")
+    assert split_column("hf:someone/corpus") == ("hf:someone/corpus", None)
+    assert split_column(r"C:\\data\\c.jsonl:column=body") == (r"C:\\data\\c.jsonl", "body")
+
+
+def test_a_corpus_just_above_one_validation_block_trains(tmp_path, tiny_config):
+    from slm_tune.data.cache import check_data
+    from slm_tune.train import train
+
+    p = tmp_path / "small.txt"
+    p.write_text(PLAY, encoding="utf-8")
+    data = prepare_tokens(str(p), 1000, cache_dir=tmp_path / "cache")
+    assert data.meta["split"]["by"] == "position"
+    n_val = len(data.validation)
+    too_big = tiny_config(dataset=str(p), block_size=n_val - 1)
+    with pytest.raises(UserError, match=f"validation split .* has {n_val} tokens, too few for block_size={n_val - 1}"):
+        check_data(too_big, data)
+    fits = tiny_config(dataset=str(p), block_size=n_val - 2, max_iters=4, eval_interval=2)
+    result = train(fits, data)
+    assert result.status == "finished" and all(math.isfinite(h["val_loss"]) for h in result.history)
 
 
 @pytest.mark.parametrize("spec", ["tinystories", "hf:someone/some_corpus"])
@@ -94,3 +192,15 @@ def test_hub_unreachable_is_one_line(spec, monkeypatch):
     with pytest.raises(UserError) as e:
         load_corpus(spec)
     assert "storyworld" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_data_fraction_of_one_long_text_takes_its_first_part(tmp_path):
+    p = tmp_path / "play.txt"
+    p.write_text(PLAY, encoding="utf-8")
+    full = prepare_tokens(str(p), 1000, cache_dir=tmp_path / "cache")
+    half = prepare_tokens(str(p), 1000, data_fraction=0.5, cache_dir=tmp_path / "cache")
+    assert 0.45 < len(half.train) / len(full.train) < 0.55
+    assert np.array_equal(half.validation, full.validation)  # the same validation text either way
+    lines = []
+    prepare_tokens(str(p), 2000, cache_dir=tmp_path / "cache", log=lines.append)
+    assert "validation is the last 5% of the text, cut at a line: 1 document(s)" in lines[0]

@@ -26,11 +26,11 @@ import pyarrow.compute as pc
 from filelock import FileLock
 
 from slm_tune.config import ExperimentConfig
-from slm_tune.data.corpora import corpus_fingerprint, load_corpus
+from slm_tune.data.corpora import corpus_fingerprint, describe_split, load_corpus, split_by_position, texts
 from slm_tune.errors import UserError
 from slm_tune.tokenizer import EOT, default_cache_dir, get_tokenizer, tokenizer_name
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: byte-order marks dropped, short corpora split by position
 SPLITS = ("train", "validation")
 FRACTION_SEED = 0
 Log = Callable[[str], None]
@@ -113,9 +113,13 @@ def _dtype(vocab_size: int) -> type:
     return np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
 
 
-def _subset(train, fraction: float):
+def _subset(train, fraction: float, by_position: bool = False):
+    """The training documents a data_fraction keeps: a seeded random subset of the documents, or,
+    for a corpus split by position (too few documents), the first `fraction` of its text."""
     if fraction >= 1.0:
         return train
+    if by_position:
+        return texts(split_by_position(train["text"], fraction)[0])
     k = max(1, round(len(train) * fraction))
     keep = np.sort(np.random.default_rng(FRACTION_SEED).permutation(len(train))[:k])
     return train.select(keep)
@@ -124,10 +128,18 @@ def _subset(train, fraction: float):
 def _build(dataset: str, vocab_size: int, data_fraction: float, target: Path, log: Log,
            num_proc: int | None) -> None:
     started = time.perf_counter()
-    log(f"tokenizing {dataset} with {tokenizer_name(vocab_size)} (data_fraction={data_fraction:g}) into {target}")
     corpus = load_corpus(dataset)
+    how = describe_split(corpus.info)
+    log(f"tokenizing {dataset} with {tokenizer_name(vocab_size)} (data_fraction={data_fraction:g}"
+        + (f"; {how}" if how else "") + (f"; documents from column {corpus.info['column']!r}" if "column" in corpus.info
+                                          else "") + f") into {target}")
+    if corpus.info.get("replaced_bytes"):
+        log(f"warning: {dataset}: {corpus.info['replaced_bytes']:,} byte sequence(s) that are not UTF-8 were replaced "
+            "with U+FFFD; convert the file to UTF-8 to keep them")
     get_tokenizer(vocab_size)  # find the ranks once here, before any worker needs them
-    splits = {"train": _subset(corpus.splits["train"], data_fraction), "validation": corpus.splits["validation"]}
+    by_position = corpus.info.get("split", {}).get("by") == "position"
+    splits = {"train": _subset(corpus.splits["train"], data_fraction, by_position),
+              "validation": corpus.splits["validation"]}
     dtype = _dtype(vocab_size)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -136,6 +148,7 @@ def _build(dataset: str, vocab_size: int, data_fraction: float, target: Path, lo
         "format": CACHE_FORMAT, "dataset": dataset, "fingerprint": corpus_fingerprint(dataset),
         "tokenizer": tokenizer_name(vocab_size), "vocab_size": vocab_size,
         "data_fraction": data_fraction, "dtype": np.dtype(dtype).name, "source": corpus.info,
+        "split": corpus.info.get("split", {}),
         "splits": {},
     }
     total_bytes = 0
