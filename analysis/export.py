@@ -182,6 +182,8 @@ def experiment_record(experiment: str, trials: pd.DataFrame, history: pd.DataFra
         "error": first["error"] if len(runs) == 1 else [r["error"] for r in runs],
         "entropy_bpb": summary["entropy_bpb"], "precision": first["precision"],
         "iterations": first["iterations"], "best_checkpoint": best, "sample": sample, "runs": len(runs),
+        "compiled": first["compiled"] if len(runs) == 1 else [r["compiled"] for r in runs],
+        "compile_note": first["compile_note"] if len(runs) == 1 else [r["compile_note"] for r in runs],
     }
     if len(runs) == 1:
         record.update({k: first[k] for k in ("searched", "config_changes") if k in first})

@@ -38,7 +38,7 @@ TRIAL_COLUMNS = [
     "experiment", "study", "run", "seed", "status", "error", "total_params", "non_embedding_params",
     "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_bpb", "final_val_bpb",
     "tokens_per_s", "iterations", "max_iters", "dataset", "tokenizer", "precision", "entropy_bpb",
-    "trial_id", "trial_path", "ended_at",
+    "trial_id", "trial_path", "ended_at", "compiled", "compile_note",
 ]
 DICT_COLUMNS = ["config", "searched", "config_changes"]  # per-trial dicts: in JSON, not in parquet
 _RAY_STATUS = {"ERROR": "errored", "RUNNING": "interrupted", "PENDING": "interrupted", "PAUSED": "interrupted"}
@@ -179,6 +179,7 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
             "trial_id": ray_info.get("trial_id", last.get("trial_id")), "trial_path": str(tdir),
             "ended_at": last.get("timestamp"), "config": config, "searched": searched,
             "config_changes": last.get("config_changes") or [],
+            "compiled": last_eval.get("compiled"), "compile_note": last_eval.get("compile_note"),
         })
         for r in reports:
             kind = r.get("kind") or "eval"  # reports from before log_interval were all evals

@@ -54,10 +54,13 @@ class ExperimentConfig:
     # run
     seed: int = 1337
     precision: str = "auto"  # auto: bfloat16 autocast where the CPU has native bf16, else float32
-    compile: bool = True  # torch.compile the model (eager where that fails); bench/README.md
+    # torch.compile the model: auto where the run is long enough for it to pay (slm_tune/compiling.py),
+    # true always, false never; eager wherever compiling fails
+    compile: str = "auto"
     fused_loss: bool = True  # chunked output layer + cross-entropy (slm_tune/losses.py)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "compile", _compile_mode(self.compile))
         _validate(self)
 
     @property
@@ -135,6 +138,17 @@ def coerce(key: str, value: Any) -> Any:
         ) from None
 
 
+COMPILE_MODES = ("auto", "true", "false")
+
+
+def _compile_mode(value: Any) -> Any:
+    """compile as one of auto/true/false; booleans (files from before "auto") and yes/no/on/off mean true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value).strip().lower()
+    return {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(text, text)
+
+
 def _validate(c: ExperimentConfig) -> None:
     def rule(ok: bool, key: str, text: str) -> None:
         if not ok:
@@ -172,6 +186,7 @@ def _validate(c: ExperimentConfig) -> None:
     rule(0 < c.data_fraction <= 1, "data_fraction", "must be in (0, 1]")
     rule(c.seed >= 0, "seed", "must be >= 0")
     rule(c.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
+    rule(c.compile in COMPILE_MODES, "compile", f"must be one of {', '.join(COMPILE_MODES)}")
 
 
 # ---------------------------------------------------------------------------------------------

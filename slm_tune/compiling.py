@@ -1,0 +1,133 @@
+"""compile = "auto": torch.compile a run only where it pays.
+
+Compiling the whole model makes a training step about 7% faster here (bench/README.md: 2,800 ->
+2,987 tokens/s for baseline), and costs 10 to 20 s the first time a shape is compiled on a
+machine, 2.5 s once inductor's on-disk cache holds it. A quick study's trial trains for about 80
+s, so compiling it costs more than it saves; a baseline trial trains for half an hour, so it pays.
+
+So an "auto" run starts eager, times a few steps (after the first), and compiles only if 7% of
+the training time it has left exceeds the compile cost it expects: the cost measured for this
+model shape on this machine before (a file in the token cache's folder), else the machine's own
+first-compile cost of other shapes, else 15 s. Every compiled run records what compiling cost it,
+so the estimate follows the machine. The run's reports say which it chose and why.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from slm_tune.files import read_json, write_text
+
+GAIN = 0.07  # a compiled step's time saving (bench/README.md)
+COLD_COST_S = 15.0  # compiling a shape the first time on a machine: 10 to 20 s measured here
+WARM_COST_S = 2.5  # with inductor's on-disk cache holding it
+PROBE_STEPS = 3  # eager steps timed, after the first, before an auto run decides
+COSTS_FILE = "compile_costs.json"
+
+
+def shape_key(c, precision: str) -> str:
+    """What a compiled graph depends on: the model's shapes, precision and torch's version."""
+    import torch
+
+    return (f"torch{torch.__version__}-v{c.vocab_size}-e{c.n_embd}-l{c.n_layer}-h{c.n_head}-b{c.batch_size}"
+            f"x{c.block_size}-{precision}-{'fused' if c.fused_loss else 'plain'}-{'dropout' if c.dropout else 'nodrop'}")
+
+
+class CompileCosts:
+    """The compile costs measured on this machine, per model shape (a small JSON file)."""
+
+    def __init__(self, folder: Path | None):
+        self.path = Path(folder) / COSTS_FILE if folder is not None else None
+
+    def _read(self) -> dict[str, Any]:
+        return read_json(self.path) if self.path is not None else {}
+
+    def expected(self, key: str) -> tuple[float, str]:
+        """(seconds, where that figure comes from)."""
+        known = self._read()
+        if key in known:
+            warm = known[key].get("warm_s") or []
+            if warm:
+                return float(statistics.median(warm)), "measured for this shape with the compile cache warm"
+            return WARM_COST_S, "this shape was compiled here before (cache warm)"
+        firsts = [v["first_s"] for v in known.values() if isinstance(v, dict) and "first_s" in v]
+        if firsts:
+            return float(statistics.median(firsts)), f"this machine's first compile of a shape ({len(firsts)} measured)"
+        return COLD_COST_S, "a first compile of this shape (10 to 20 s measured, bench/README.md)"
+
+    def record(self, key: str, seconds: float) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"):
+            known = self._read()
+            entry = known.get(key)
+            if entry is None:
+                known[key] = {"first_s": round(seconds, 2)}
+            else:
+                entry["warm_s"] = (entry.get("warm_s", []) + [round(seconds, 2)])[-5:]
+            write_text(self.path, json.dumps(known, indent=1))
+
+
+@dataclass
+class CompilePlan:
+    """One run's compile choice: made at the start (true/false) or after PROBE_STEPS eager steps
+    (auto); `cost_s` is what compiling then cost (first compiled training step and eval)."""
+
+    mode: str
+    key: str
+    costs: CompileCosts
+    compiled: bool = False
+    decided: bool = False
+    why: str = ""
+    eager_steps: list[float] = field(default_factory=list)
+    cost_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode != "auto":
+            self.compiled, self.decided = self.mode == "true", True
+            self.why = "compile=true" if self.compiled else "compile=false"
+
+    def observe_eager_step(self, seconds: float, remaining_iters: int) -> bool:
+        """Time an eager step (not the first); returns True when the run should compile now."""
+        if self.decided:
+            return False
+        self.eager_steps.append(seconds)
+        if len(self.eager_steps) < PROBE_STEPS:
+            return False
+        step = statistics.median(self.eager_steps)
+        left = remaining_iters * step
+        cost, basis = self.costs.expected(self.key)
+        self.decided, self.compiled = True, left * GAIN > cost
+        self.why = (f"auto: {'compiled' if self.compiled else 'eager'}: {remaining_iters:,} iterations left at "
+                    f"{step:.3f} s each ({left:,.0f} s); {GAIN:.0%} of that is {left * GAIN:,.1f} s, "
+                    f"{'more' if self.compiled else 'less'} than compiling ({cost:.1f} s expected: {basis})")
+        return self.compiled
+
+    def too_short(self) -> None:
+        """An auto run that ended (or resumed near its end) before it could time its steps."""
+        if not self.decided:
+            self.decided = True
+            self.why = f"auto: eager: fewer than {PROBE_STEPS + 1} iterations to time, too short to pay"
+
+    @property
+    def eager_step_s(self) -> float | None:
+        return statistics.median(self.eager_steps) if self.eager_steps else None
+
+    def add_cost(self, seconds: float) -> None:
+        self.cost_s += max(0.0, seconds)
+
+    def finish(self) -> None:
+        """Record what compiling cost, so the next run's estimate follows this machine."""
+        if self.compiled and self.cost_s > 0:
+            self.costs.record(self.key, self.cost_s)
+
+    def summary(self) -> dict[str, Any]:
+        return {"compiled": self.compiled, "compile_note": self.why
+                + (f"; compiling cost {self.cost_s:.1f} s" if self.compiled and self.cost_s else "")}
