@@ -41,6 +41,8 @@ def quick(setting: str) -> tuple[float, list[str]]:
         notes = []
         for f in sorted((out / "experiments").glob("*_results.json")):
             r = json.loads(f.read_text())
+            if "experiment" not in r:  # batch_results.json
+                continue
             notes.append(f"{r['experiment']}: {r.get('compile_note')}")
         return wall, notes
     finally:
@@ -48,6 +50,21 @@ def quick(setting: str) -> tuple[float, list[str]]:
 
 
 def baseline_steps(compiled: bool, steps: int, threads: int) -> dict:
+    """The row in its own process, started with the environment trial workers get (workers.py:
+    without glibc's allocator setting eager steps lose 13% to page faults, compiled ones less)."""
+    import os
+
+    from slm_tune.workers import trial_env
+
+    proc = subprocess.run([sys.executable, __file__, "--row", "compiled" if compiled else "eager",
+                           "--steps", str(steps), "--threads", str(threads)],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, **trial_env()})
+    if proc.returncode != 0:
+        raise SystemExit(f"baseline row failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _row(compiled: bool, steps: int, threads: int) -> dict:
     """Seconds per training step (median after the first) and the first step's excess, and the
     same for two evals, for baseline on `threads` threads."""
     import torch
@@ -80,7 +97,11 @@ def main() -> None:
     p.add_argument("--skip-quick", action="store_true")
     p.add_argument("--steps", type=int, default=24, help="baseline steps timed each way (default 24)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--row", choices=("eager", "compiled"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.row:
+        print(json.dumps(_row(args.row == "compiled", args.steps, args.threads)))
+        return
 
     if not args.skip_quick:
         print("quick study (3 trials x 150 iterations), wall time by compile setting:")

@@ -5,11 +5,13 @@ Compiling the whole model makes a training step about 7% faster here (bench/READ
 machine, 2.5 s once inductor's on-disk cache holds it. A quick study's trial trains for about 80
 s, so compiling it costs more than it saves; a baseline trial trains for half an hour, so it pays.
 
-So an "auto" run starts eager, times a few steps (after the first), and compiles only if 7% of
-the training time it has left exceeds the compile cost it expects: the cost measured for this
-model shape on this machine before (a file in the token cache's folder), else the machine's own
-first-compile cost of other shapes, else 15 s. Every compiled run records what compiling cost it,
-so the estimate follows the machine. The run's reports say which it chose and why.
+So an "auto" run starts eager, times a few steps (after the first), and compiles only if the
+time compiling would save over the rest of the run exceeds the compile cost it expects. Both
+figures are what was measured for this model shape on this machine before (a file in the token
+cache's folder): the saving per step (else 7%), and the compile cost (else the machine's own
+first-compile cost of other shapes, else 15 s). Every compiled run records what compiling cost it
+and, when it timed eager steps first, what it saved per step, so the estimates follow the
+machine. The run's reports say which it chose and why.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from filelock import FileLock
 
 from slm_tune.files import read_json, write_text
 
-GAIN = 0.07  # a compiled step's time saving (bench/README.md)
+GAIN = 0.07  # a compiled step's time saving for baseline (bench/README.md); learned per shape
 COLD_COST_S = 15.0  # compiling a shape the first time on a machine: 10 to 20 s measured here
-WARM_COST_S = 2.5  # with inductor's on-disk cache holding it
+WARM_COST_S = 4.5  # with inductor's on-disk cache holding it: 3.5 to 5.7 s for the quick study's models
 PROBE_STEPS = 3  # eager steps timed, after the first, before an auto run decides
 COSTS_FILE = "compile_costs.json"
 
@@ -48,10 +50,17 @@ class CompileCosts:
     def _read(self) -> dict[str, Any]:
         return read_json(self.path) if self.path is not None else {}
 
+    def expected_gain(self, key: str) -> tuple[float, str]:
+        """(share of a step's time compiling saves, where that figure comes from)."""
+        gains = (self._read().get(key) or {}).get("gains") or []
+        if gains:
+            return float(statistics.median(gains)), "measured for this shape"
+        return GAIN, "baseline's"
+
     def expected(self, key: str) -> tuple[float, str]:
         """(seconds, where that figure comes from)."""
         known = self._read()
-        if key in known:
+        if "first_s" in known.get(key, {}):
             warm = known[key].get("warm_s") or []
             if warm:
                 return float(statistics.median(warm)), "measured for this shape with the compile cache warm"
@@ -61,17 +70,20 @@ class CompileCosts:
             return float(statistics.median(firsts)), f"this machine's first compile of a shape ({len(firsts)} measured)"
         return COLD_COST_S, "a first compile of this shape (10 to 20 s measured, bench/README.md)"
 
-    def record(self, key: str, seconds: float) -> None:
+    def record(self, key: str, seconds: float | None, gain: float | None = None) -> None:
+        """What compiling this shape cost (seconds) and saved per step (gain), as measured."""
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path) + ".lock"):
             known = self._read()
-            entry = known.get(key)
-            if entry is None:
-                known[key] = {"first_s": round(seconds, 2)}
-            else:
+            entry = known.setdefault(key, {})
+            if seconds is not None and "first_s" not in entry:
+                entry["first_s"] = round(seconds, 2)
+            elif seconds is not None:
                 entry["warm_s"] = (entry.get("warm_s", []) + [round(seconds, 2)])[-5:]
+            if gain is not None:
+                entry["gains"] = (entry.get("gains", []) + [round(gain, 4)])[-5:]
             write_text(self.path, json.dumps(known, indent=1))
 
 
@@ -88,6 +100,7 @@ class CompilePlan:
     why: str = ""
     eager_steps: list[float] = field(default_factory=list)
     cost_s: float = 0.0
+    gain: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode != "auto":
@@ -104,10 +117,12 @@ class CompilePlan:
         step = statistics.median(self.eager_steps)
         left = remaining_iters * step
         cost, basis = self.costs.expected(self.key)
-        self.decided, self.compiled = True, left * GAIN > cost
+        gain, gain_basis = self.costs.expected_gain(self.key)
+        self.decided, self.compiled = True, left * gain > cost
         self.why = (f"auto: {'compiled' if self.compiled else 'eager'}: {remaining_iters:,} iterations left at "
-                    f"{step:.3f} s each ({left:,.0f} s); {GAIN:.0%} of that is {left * GAIN:,.1f} s, "
-                    f"{'more' if self.compiled else 'less'} than compiling ({cost:.1f} s expected: {basis})")
+                    f"{step:.3f} s each ({left:,.0f} s); saving {gain:.0%} of that ({gain_basis}) is "
+                    f"{left * gain:,.1f} s, {'more' if self.compiled else 'less'} than compiling "
+                    f"({cost:.1f} s expected: {basis})")
         return self.compiled
 
     def too_short(self) -> None:
@@ -123,10 +138,17 @@ class CompilePlan:
     def add_cost(self, seconds: float) -> None:
         self.cost_s += max(0.0, seconds)
 
+    def compiled_steps(self, seconds: list[float]) -> None:
+        """The first compiled steps: the first one's excess over the rest is the compile cost;
+        against the eager steps timed before, the rest give the saving per step."""
+        self.add_cost(seconds[0] - statistics.median(seconds[1:]))
+        if self.eager_steps:
+            self.gain = 1 - statistics.median(seconds[1:]) / statistics.median(self.eager_steps)
+
     def finish(self) -> None:
-        """Record what compiling cost, so the next run's estimate follows this machine."""
-        if self.compiled and self.cost_s > 0:
-            self.costs.record(self.key, self.cost_s)
+        """Record what compiling cost and saved, so the next run's estimates follow this machine."""
+        if self.compiled and (self.cost_s > 0 or self.gain is not None):
+            self.costs.record(self.key, self.cost_s if self.cost_s > 0 else None, self.gain)
 
     def summary(self) -> dict[str, Any]:
         return {"compiled": self.compiled, "compile_note": self.why

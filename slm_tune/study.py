@@ -15,7 +15,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import math
 import os
 import re
 import time

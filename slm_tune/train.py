@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,8 +287,8 @@ def train(
         state["elapsed_s"] += dt
         if forward.active and len(compiled_steps) <= PROBE_STEPS:
             compiled_steps.append(dt)
-            if len(compiled_steps) == PROBE_STEPS + 1:  # what the first compiled step took beyond the rest
-                plan.add_cost(compiled_steps[0] - statistics.median(compiled_steps[1:]))
+            if len(compiled_steps) == PROBE_STEPS + 1:
+                plan.compiled_steps(compiled_steps)
         elif not forward.active and not first_step and not plan.decided:
             if plan.observe_eager_step(dt, c.max_iters - state["iteration"]):
                 forward.start()

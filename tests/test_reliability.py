@@ -112,19 +112,6 @@ def test_interrupted_study_resumes(tmp_path, how):
     _check_resumed(tmp_path, killed_at, first_pid)
 
 
-def test_compare_works_on_an_interrupted_study(tmp_path):
-    proc = _start(tmp_path)
-    _wait_mid_second_trial(tmp_path, proc, reports=3)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    out = cli("compare", "--output-dir", str(tmp_path))
-    assert out.returncode == 0, out.stderr[-2000:]
-    trials, _ = load_run(tmp_path / "ray_results" / "run_optimal_fast")
-    assert sorted(trials["status"]) == ["finished", "interrupted"]
-    record = json.loads((tmp_path / "experiments" / "optimal_fast_results.json").read_text())
-    assert record["runs"] == 2 and record["status"] == "finished/interrupted"
-
-
 def test_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
     configs = {"victim": tiny(name="victim", max_iters=600, eval_interval=20)}
 

@@ -138,6 +138,13 @@ def test_compile_auto_weighs_the_time_left_against_the_expected_cost(tmp_path):
     assert costs.expected("b") == (40.0, "this machine's first compile of a shape (1 measured)")
     costs.record("a", 3.0)
     assert costs.expected("a")[0] == 3.0
+    # the saving per step is learned per shape too: a shape compiling barely speeds up stays eager
+    assert costs.expected_gain("c") == (GAIN, "baseline's")
+    costs.record("c", None, gain=0.005)
+    assert costs.expected_gain("c")[0] == 0.005
+    barely = CompilePlan("auto", "c", costs)
+    assert not any(barely.observe_eager_step(1.0, round(seconds_left)) for _ in range(3))
+    assert "saving 0% of that (measured for this shape)" in barely.why
     fixed = CompilePlan("false", "a", costs)
     assert fixed.decided and not fixed.compiled and not fixed.observe_eager_step(1.0, 10**9)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from analysis.load import load_run
 from slm_tune.checkpoints import UnsafeFileError, load_state
 from test_reliability import LONG, _evals, _lines, _start, _wait_mid_second_trial
 from test_study import cli
@@ -37,13 +38,22 @@ def test_a_crafted_file_is_refused_before_it_runs(tmp_path):
     assert not marker.exists()
 
 
-def test_sample_compare_and_resume_refuse_crafted_files(tmp_path):
+def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path):
     marker = tmp_path / "pwned"
     proc = _start(tmp_path)
     _wait_mid_second_trial(tmp_path, proc, reports=3)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     run = tmp_path / "ray_results" / "run_optimal_fast"
+    # compare works on what the killed study left
+    out = cli("compare", "--output-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    trials, _ = load_run(run)
+    assert sorted(trials["status"]) == ["finished", "interrupted"]
+    record = json.loads((tmp_path / "experiments" / "optimal_fast_results.json").read_text())
+    assert record["runs"] == 2 and record["status"] == "finished/interrupted" and record["best_checkpoint"]
+
+    # then every checkpoint in it is replaced by one whose unpickling would run a command
     planted = sorted(run.glob("*/checkpoint_*/state.pt"))
     assert planted
     for state in planted:  # every checkpoint of the study, the history.json beside it left as it was
@@ -73,11 +83,9 @@ def test_sample_compare_and_resume_refuse_crafted_files(tmp_path):
     assert not marker.exists()
     second = _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))
     assert second[-1]["iteration"] < 400  # it did not carry on from the crafted state
-    from analysis.load import load_run
     trials, _ = load_run(run)
     error = trials.loc[trials["seed"] == 1338, "error"].iloc[0]
     assert error and "was refused" in error, error
-
 
 
 def test_a_local_study_listens_on_loopback_only_with_token_auth(tmp_path):
@@ -111,3 +119,19 @@ def test_a_local_study_listens_on_loopback_only_with_token_auth(tmp_path):
     loopback = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
     assert all(ip in loopback for _, ip, _ in seen["sockets"]), seen["sockets"]  # ...on loopback only
     assert seen["auth"] == {"gcs_server": "token", "raylet": "token"}, seen["auth"]
+
+
+def test_files_written_before_still_load(tmp_path):
+    """A best_model file as every earlier slm-tune wrote it (its config from before compile="auto",
+    when compile was a bool) loads with the weights-only loader and samples."""
+    from analysis.samples import sample_from_file
+    from conftest import tiny
+    from slm_tune.model import GPT
+
+    c = tiny()
+    config = {**c.to_dict(), "compile": True}
+    torch.save({"model": GPT(c).state_dict(), "config": config, "tokenizer": "gpt2-1000", "vocab_size": 1000,
+                "iteration": 20, "val_loss": 6.5, "val_bpb": 3.1, "checkpoint": "somewhere/checkpoint_000001"},
+               tmp_path / "best_model_old.pt")
+    assert load_state(tmp_path / "best_model_old.pt")["config"]["compile"] is True
+    assert isinstance(sample_from_file(tmp_path / "best_model_old.pt", max_new_tokens=5), str)

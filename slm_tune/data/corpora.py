@@ -139,8 +139,6 @@ def texts(docs: list[str]) -> datasets.Dataset:
 
 
 def _read_txt(path: Path) -> tuple[datasets.Dataset, dict[str, Any]]:
-    import datasets
-
     text, replaced = decode_text(_read_bytes(path), str(path))
     parts = text.split("<|endoftext|>") if "<|endoftext|>" in text else re.split(r"\n\s*\n", text)
     docs = [p.strip() for p in parts if p.strip()]
