@@ -28,17 +28,17 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
 from search_spaces import param_space
+from slm_tune.checkpoints import CHECKPOINT_FILE
 from slm_tune.config import ExperimentConfig
 from slm_tune.data.cache import check_data, prepare_tokens
 from slm_tune.errors import UserError
 from slm_tune.files import read_json, write_json
-from slm_tune.search import SearchSpace, clip_to_space
-from slm_tune.trainable import run_trial, trial_label
-from slm_tune.tune_loggers import CSVLogger, JsonLogger
-from slm_tune.checkpoints import CHECKPOINT_FILE
 from slm_tune.local_ray import start_local_ray
+from slm_tune.search import SearchSpace, clip_to_space
 from slm_tune.storage import Storage, mirror_root
 from slm_tune.threads import default_cpus_per_trial, speedup, threads_that_pay
+from slm_tune.trainable import run_trial, trial_label
+from slm_tune.tune_loggers import CSVLogger, JsonLogger
 from slm_tune.workers import scoped_environ, trial_env
 
 Log = Callable[[str], None]
