@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +23,8 @@ import pyarrow.fs as pafs
 
 from slm_tune.errors import UserError
 from slm_tune.files import atomic_write
+
+GCS_RETRY_S = 15  # slm-tune's own calls to Google Cloud Storage give up after this (Ray keeps its own)
 
 
 def is_remote(where: str | os.PathLike) -> bool:
@@ -63,19 +66,23 @@ def mirror_runs(storage: "Storage", output_dir: str | os.PathLike, studies: list
 def _storage_error(where: str, e: Exception, doing: str) -> UserError:
     """pyarrow's (AWS SDK's) message -> one line that says what to fix."""
     text = " ".join(str(e).split())
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    gcs = where.startswith(("gs://", "gcs://"))
+    endpoint = None if gcs else os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     at = f" at {endpoint}" if endpoint else ""
     if re.search(r"curlCode: (6|7|28)|Could not resolve|Couldn't connect|Connection refused|Failed to connect"
                  r"|NETWORK_CONNECTION|timed out", text, re.I):
+        check = ("your network and GOOGLE_APPLICATION_CREDENTIALS" if gcs else
+                 "AWS_ENDPOINT_URL (or your network)")
         return UserError(f"cannot reach the object store{at} for {where} while {doing} ({text[:160]}); check "
-                         "AWS_ENDPOINT_URL (or your network), or use a local --storage-path")
+                         f"{check}, or use a local --storage-path")
     if re.search(r"NoSuchBucket|bucket .*(does not exist|not found)|NOT_FOUND", text, re.I):
         return UserError(f"the bucket of {where} does not exist{at}; create it first (e.g. `aws s3 mb "
                          f"{_bucket_uri(where)}`), or check --storage-path")
     if re.search(r"ACCESS_DENIED|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|Forbidden|403"
-                 r"|UNAUTHORIZED|credentials", text, re.I):
-        return UserError(f"access to {where}{at} was denied while {doing} ({text[:160]}); check "
-                         "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or your credentials profile)")
+                 r"|UNAUTHORIZED|credentials|OAuth2|access token", text, re.I):
+        how = ("GOOGLE_APPLICATION_CREDENTIALS (or `gcloud auth application-default login`)" if gcs else
+               "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or your credentials profile)")
+        return UserError(f"access to {where}{at} was denied while {doing} ({text[:160]}); check {how}")
     return UserError(f"storage {where} failed while {doing} ({text[:200]}); check --storage-path and its credentials")
 
 
@@ -93,7 +100,11 @@ class Storage:
         if self.remote:
             self.where = where.rstrip("/")
             try:
-                self.fs, self.root = pafs.FileSystem.from_uri(self.where)
+                if self.where.split("://", 1)[0] in ("gs", "gcs"):  # its default retries last 15 minutes
+                    self.fs = pafs.GcsFileSystem(retry_time_limit=timedelta(seconds=GCS_RETRY_S))
+                    self.root = self.where.split("://", 1)[1]
+                else:
+                    self.fs, self.root = pafs.FileSystem.from_uri(self.where)
             except (OSError, ValueError, TypeError) as e:  # unknown scheme, unreachable region lookup, ...
                 raise _storage_error(self.where, e, "opening it") from None
             self.root = self.root.rstrip("/")
