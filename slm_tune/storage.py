@@ -12,6 +12,7 @@ AWS_DEFAULT_REGION, or a profile), never from slm-tune's own settings.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -46,8 +47,6 @@ def local_run(run_path: str, output_dir: str | os.PathLike, fs: pafs.FileSystem 
 
 def mirror_runs(storage: "Storage", output_dir: str | os.PathLike, studies: list[str] | None = None) -> list[Path]:
     """Mirror every run in the storage (of these studies) that has a study.json; their local folders."""
-    import json
-
     out = []
     for name in storage.list_dirs():
         raw = storage.read_bytes(name, "study.json")

@@ -18,7 +18,8 @@ from test_study import ENV
 pafs = pytest.importorskip("pyarrow.fs")
 pytest.importorskip("moto")
 
-LONG = ["--max-iters", "400", "--set", "eval_interval=20", *TINY_SETS]
+ITERS = 240
+LONG = ["--max-iters", str(ITERS), "--set", "eval_interval=20", *TINY_SETS]
 
 
 def _free_port() -> int:
@@ -88,7 +89,7 @@ def test_study_in_a_bucket_survives_sigkill_and_is_compared_from_the_bucket(s3, 
     newest = json.loads(_bucket(s3).open_input_stream(
         f"studies/killed/run_optimal_fast/optimal_fast_seed1338/{in_bucket[-1]}/history.json").read())
     killed_at = newest[-1]["iteration"]
-    assert killed_at < 400
+    assert killed_at < ITERS
 
     resumed = _cli(s3, *cmd, "--output-dir", str(tmp_path / "a"), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -103,7 +104,7 @@ def test_study_in_a_bucket_survives_sigkill_and_is_compared_from_the_bucket(s3, 
     assert set(trials["status"]) == {"finished"} and len(trials) == 2
     history = history[history["kind"] == "eval"]
     for seed in (1337, 1338):  # every eval once: none lost, none repeated
-        assert list(history[history["seed"] == seed]["iteration"]) == list(range(20, 401, 20))
+        assert list(history[history["seed"] == seed]["iteration"]) == list(range(20, ITERS + 1, 20))
     reports = [json.loads(line) for line in (run / "optimal_fast_seed1338" / "result.json").read_text().splitlines()]
     evals = [r for r in reports if r.get("kind") == "eval"]
     pids = list(dict.fromkeys(r["pid"] for r in evals))
