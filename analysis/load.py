@@ -25,10 +25,9 @@ import pandas as pd
 
 from slm_tune.checkpoints import read_history
 from slm_tune.errors import first_error_line
-from slm_tune.files import read_json
+from slm_tune.files import STUDY_FILE, read_json
 from slm_tune.storage import Storage, is_remote, mirror_runs
 
-STUDY_FILE = "study.json"
 HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s"]
 # history.parquet: a row per report. kind "eval": an eval (val_loss, val_bpb, checkpoint); kind
 # "train": a training-loss report between evals (train_loss, lr, tokens_per_s; no val figures).

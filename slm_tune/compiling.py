@@ -131,10 +131,6 @@ class CompilePlan:
             self.decided = True
             self.why = f"auto: eager: fewer than {PROBE_STEPS + 1} iterations to time, too short to pay"
 
-    @property
-    def eager_step_s(self) -> float | None:
-        return statistics.median(self.eager_steps) if self.eager_steps else None
-
     def add_cost(self, seconds: float) -> None:
         self.cost_s += max(0.0, seconds)
 

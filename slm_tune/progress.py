@@ -19,7 +19,7 @@ from typing import Any, Callable
 from ray import tune
 
 from slm_tune.errors import first_error_line
-from slm_tune.files import read_json
+from slm_tune.files import STUDY_FILE, read_json
 
 
 def to_stderr(line: str) -> None:
@@ -104,7 +104,7 @@ class StudyProgress(tune.Callback):
             return
         self._plan = {}
         try:
-            doc = read_json(Path(trial.path).parent / "study.json")
+            doc = read_json(Path(trial.path).parent / STUDY_FILE)
         except TypeError:  # a trial with no path yet
             return
         from slm_tune.config import ExperimentConfig

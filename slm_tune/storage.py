@@ -23,7 +23,7 @@ from typing import Callable
 import pyarrow.fs as pafs
 
 from slm_tune.errors import UserError
-from slm_tune.files import atomic_write
+from slm_tune.files import STUDY_FILE, atomic_write
 
 GCS_RETRY_S = 15  # slm-tune's own calls to Google Cloud Storage give up after this (Ray keeps its own)
 
@@ -49,7 +49,7 @@ def mirror_runs(storage: "Storage", output_dir: str | os.PathLike, studies: list
     """Mirror every run in the storage (of these studies) that has a study.json; their local folders."""
     out = []
     for name in storage.list_dirs():
-        raw = storage.read_bytes(name, "study.json")
+        raw = storage.read_bytes(name, STUDY_FILE)
         if raw is None:
             continue
         try:

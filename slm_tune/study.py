@@ -32,7 +32,7 @@ from slm_tune.checkpoints import CHECKPOINT_FILE
 from slm_tune.config import ExperimentConfig
 from slm_tune.data.cache import check_data, prepare_tokens
 from slm_tune.errors import UserError
-from slm_tune.files import read_json, write_json
+from slm_tune.files import STUDY_FILE, read_json, write_json
 from slm_tune.local_ray import start_local_ray
 from slm_tune.search import SearchSpace, clip_to_space
 from slm_tune.storage import Storage, mirror_root
@@ -42,7 +42,6 @@ from slm_tune.tune_loggers import CSVLogger, JsonLogger
 from slm_tune.workers import scoped_environ, trial_env
 
 Log = Callable[[str], None]
-STUDY_FILE = "study.json"  # analysis.load reads it
 SCHEDULERS = ("fifo", "asha", "pbt")
 SEARCH_ALGS = ("optuna", "random")
 
@@ -137,12 +136,6 @@ def run_names(names: list[str], study: str) -> list[str]:
     pattern = re.compile(rf"^{re.escape(study)}(?:-(\d+))?$")
     found = [(int(m.group(1) or 1), n) for n in names if (m := pattern.match(n))]
     return [n for _, n in sorted(found)]
-
-
-def run_dirs(storage: str, study: str) -> list[Path]:
-    """The runs of `study` under a local storage path, oldest first."""
-    root = Path(storage)
-    return [root / n for n in run_names(Storage(root).list_dirs(), study)] if root.is_dir() else []
 
 
 def _is_state_file(rel: str) -> bool:
@@ -589,5 +582,5 @@ def study_configs(
     return {name: ExperimentConfig.from_name(name, registry, **overrides) for name in experiments}
 
 
-__all__ = ["StudyInterrupted", "StudyRun", "run_study", "study_configs", "study_lock", "run_dirs",
+__all__ = ["StudyInterrupted", "StudyRun", "run_study", "study_configs", "study_lock", "run_names",
            "unfinished_trials"]

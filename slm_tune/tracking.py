@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from ray import tune
 
 from slm_tune.errors import UserError
-from slm_tune.files import read_json
+from slm_tune.files import STUDY_FILE, read_json
 
 TRAIN_METRICS = ("train_loss", "lr", "tokens_per_s")
 EVAL_METRICS = ("val_loss", "val_bpb", "best_val_loss", "best_val_bpb", "train_loss", "lr", "tokens_per_s")
@@ -89,7 +89,7 @@ class MlflowTracker(tune.Callback):
     def _plan(self, run_dir: Path) -> dict[str, Any]:
         key = str(run_dir)
         if key not in self._plans:
-            self._plans[key] = read_json(run_dir / "study.json")
+            self._plans[key] = read_json(run_dir / STUDY_FILE)
         return self._plans[key]
 
     def _params(self, trial, run_dir: Path) -> dict[str, Any]:
