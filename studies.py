@@ -168,6 +168,9 @@ def _add_analysis_commands(sub) -> None:
     p.add_argument("--study", action="append", help="only these studies (repeatable), e.g. --study scaling")
     p.add_argument("--budget", type=float, help="a compute budget in FLOPs (C = 6ND): the best N and D, and the loss")
     p.add_argument("--bootstrap", type=_positive_int, default=200, help="refits for the intervals (default 200)")
+    p.add_argument("--metric", choices=("best_val_bpb_context", "best_val_bpb"),
+                   help="L: best_val_bpb_context (the second half of each validation window, where the corpus's "
+                        "entropy is the floor; the default when every run has it) or best_val_bpb (whole windows)")
     p.add_argument("--storage-path", help=STORAGE_READ_HELP)
     p = sub.add_parser("sample", help="generate text with a trained model")
     p.add_argument("name")
@@ -374,7 +377,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from analysis.scaling import fit_stored
 
     written = fit_stored(Path(args.output_dir), studies=args.study, budget=args.budget, bootstrap=args.bootstrap,
-                         storage_path=args.storage_path)
+                         storage_path=args.storage_path, metric=args.metric)
     _err(f"scaling fit: {written['json']}; plot: {written['plot']}")
     _out(written["text"])
     return 0

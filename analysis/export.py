@@ -27,7 +27,7 @@ from slm_tune.storage import local_run
 from slm_tune.files import atomic_write as _atomic, clean_json as _clean, write_json
 
 METRICS = ["total_params", "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss",
-           "best_val_bpb", "tokens_per_s"]
+           "best_val_bpb", "best_val_bpb_context", "tokens_per_s"]
 CSV_COLUMNS = ["experiment", "study", "status"] + METRICS + ["runs"]
 
 
@@ -203,7 +203,8 @@ def _count(value: Any) -> int | None:
 
 def _mean_history(history: pd.DataFrame) -> list[dict[str, Any]]:
     cols = [c for c in HISTORY_COLUMNS if c != "iteration"]
-    mean = history.groupby("iteration")[cols].mean().reset_index()
+    numbers = history[cols].apply(pd.to_numeric, errors="coerce")  # a column older runs lack is all None
+    mean = numbers.groupby(history["iteration"]).mean().reset_index()
     return mean[HISTORY_COLUMNS].to_dict("records")
 
 

@@ -28,7 +28,7 @@ from slm_tune.errors import first_error_line
 from slm_tune.files import STUDY_FILE, read_json
 from slm_tune.storage import Storage, is_remote, mirror_runs
 
-HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s"]
+HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "val_bpb_context", "lr", "elapsed_s"]
 # history.parquet: a row per report. kind "eval": an eval (val_loss, val_bpb, checkpoint); kind
 # "train": a training-loss report between evals (train_loss, lr, tokens_per_s; no val figures).
 HISTORY_ALL_COLUMNS = ["kind", *HISTORY_COLUMNS, "tokens_per_s"]
@@ -36,7 +36,7 @@ TRAIN_LOG_COLUMNS = ["iteration", "train_loss", "lr", "tokens_per_s", "elapsed_s
 TRIAL_COLUMNS = [
     "experiment", "study", "run", "seed", "status", "error", "total_params", "non_embedding_params",
     "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_bpb", "final_val_bpb",
-    "tokens_per_s", "iterations", "max_iters", "dataset", "tokenizer", "precision", "entropy_bpb",
+    "best_val_bpb_context", "tokens_per_s", "iterations", "max_iters", "dataset", "tokenizer", "precision", "entropy_bpb",
     "trial_id", "trial_path", "ended_at", "compiled", "compile_note",
 ]
 DICT_COLUMNS = ["config", "searched", "config_changes"]  # per-trial dicts: in JSON, not in parquet
@@ -163,6 +163,7 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
         vals = [v for v in vals if v is not None]
         bpbs = [_finite(r.get("val_bpb")) for r in evals]
         bpbs = [v for v in bpbs if v is not None]
+        contexts = [v for v in (_finite(r.get("val_bpb_context")) for r in evals) if v is not None]
         trials.append({
             "experiment": experiment, "study": study, "run": run_dir.name,
             "seed": config.get("seed", last.get("seed")), "status": status,
@@ -171,6 +172,7 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
             "training_time_s": last.get("elapsed_s"), "final_train_loss": _finite(last.get("train_loss")),
             "final_val_loss": _finite(last_eval.get("val_loss")), "best_val_loss": min(vals) if vals else None,
             "best_val_bpb": min(bpbs) if bpbs else None, "final_val_bpb": _finite(last_eval.get("val_bpb")),
+            "best_val_bpb_context": min(contexts) if contexts else None,
             "tokens_per_s": (last_eval or last).get("tokens_per_s"),
             "iterations": last.get("iteration", 0), "max_iters": config.get("max_iters"),
             "dataset": config.get("dataset"), "tokenizer": data.get("tokenizer"),
@@ -184,7 +186,7 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
             kind = r.get("kind") or "eval"  # reports from before log_interval were all evals
             row = {k: r.get(k) for k in HISTORY_ALL_COLUMNS}
             if kind == "train":  # the last eval's figures ride along for Tune; not this row's
-                row.update(val_loss=None, val_bpb=None)
+                row.update(val_loss=None, val_bpb=None, val_bpb_context=None)
             history.append({"experiment": experiment, "study": study, "run": run_dir.name,
                             "seed": trials[-1]["seed"], "trial_id": trials[-1]["trial_id"], **row, "kind": kind})
     trial_df = pd.DataFrame(trials, columns=TRIAL_COLUMNS + DICT_COLUMNS)

@@ -11,11 +11,13 @@ Each size trains at its own peak learning rate, the best of a sweep at its short
 measured 2026-11-27; the rate used is the lowest figure in each row):
 
     size  1e-3   2e-3   3e-3   4e-3   8e-3   1e-2   1.6e-2  2e-2   4e-2
-    s1    1.047                0.522         0.387         0.391  0.403
-    s2    0.620                0.370  0.362          0.360
-    s3    0.488                0.344  0.312          0.364
-    s4    0.372                0.278  0.281          0.371
+    s1    1.047         0.522                0.387          0.391  0.403
+    s2    0.620                0.370  0.362         0.360
+    s3    0.488  0.378         0.344  0.312         0.364
+    s4    0.372                0.278  0.281         0.371
     s5    0.323  0.288  0.272  0.279  0.332
+
+The 1e-3 column is the study's earlier single rate (its full run, two trials at a time).
 
 A scaling law describes models trained well for their size: at one rate for all (1e-3, as
 before) the small models were far from their best, the fit took that for a steep data term

@@ -90,7 +90,8 @@ class CompileCosts:
 @dataclass
 class CompilePlan:
     """One run's compile choice: made at the start (true/false) or after PROBE_STEPS eager steps
-    (auto); `cost_s` is what compiling then cost (first compiled training step and eval)."""
+    (auto); `cost_s` is what compiling then cost: the first compiled training step beyond the next
+    ones (evals run eager, so they compile nothing)."""
 
     mode: str
     key: str

@@ -105,11 +105,23 @@ class GPT(nn.Module):
         (B*T, vocab) float32 logits never exist: at baseline's size that is 820 MB and most of
         an iteration's memory traffic.
         """
-        h = self.hidden(idx)
+        return self._loss(self.hidden(idx), targets)
+
+    def _loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if not self.config.fused_loss:  # the plain path, as nanoGPT computes it
             logits = F.linear(h, self.wte.weight)
-            return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.reshape(-1))
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
         return linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.wte.weight, targets.reshape(-1))
+
+    @torch.no_grad()
+    def eval_losses(self, idx: torch.Tensor, targets: torch.Tensor, context: int) -> tuple[float, float]:
+        """Mean loss over every position, and over the positions from `context` on, from one pass.
+
+        A window's first tokens are predicted with little or nothing before them, so the
+        window-averaged loss has a floor above the corpus's entropy; the later positions are the
+        ones a corpus's entropy (and a scaling law's E) describes."""
+        h = self.hidden(idx)
+        return self._loss(h, targets).item(), self._loss(h[:, context:], targets[:, context:]).item()
 
     @torch.no_grad()
     def logits(self, idx: torch.Tensor) -> torch.Tensor:

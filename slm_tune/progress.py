@@ -10,6 +10,7 @@ really runs, whatever the flags said.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -73,6 +74,18 @@ def trial_line(label: str, status: str, result: dict[str, Any], max_iters: int |
     return line
 
 
+def _read_stored_json(trial, name: str) -> dict[str, Any]:
+    """A file of the trial's run read through Ray's storage filesystem: in object storage
+    (s3://, gs://) trial.path is a path in the bucket, not on this machine."""
+    try:
+        storage = trial.storage
+        with storage.storage_filesystem.open_input_stream(f"{storage.experiment_fs_path}/{name}") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+    except (AttributeError, OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 class StudyProgress(tune.Callback):
     def __init__(self, emit: Callable[[str], None] = to_stderr, every_s: float = 15.0,
                  max_iters: dict[str, int] | None = None):
@@ -104,7 +117,7 @@ class StudyProgress(tune.Callback):
             return
         self._plan = {}
         try:
-            doc = read_json(Path(trial.path).parent / STUDY_FILE)
+            doc = read_json(Path(trial.path).parent / STUDY_FILE) or _read_stored_json(trial, STUDY_FILE)
         except TypeError:  # a trial with no path yet
             return
         from slm_tune.config import ExperimentConfig

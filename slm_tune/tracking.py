@@ -25,7 +25,8 @@ from slm_tune.errors import UserError
 from slm_tune.files import STUDY_FILE, read_json
 
 TRAIN_METRICS = ("train_loss", "lr", "tokens_per_s")
-EVAL_METRICS = ("val_loss", "val_bpb", "best_val_loss", "best_val_bpb", "train_loss", "lr", "tokens_per_s")
+EVAL_METRICS = ("val_loss", "val_bpb", "val_bpb_context", "best_val_loss", "best_val_bpb", "train_loss", "lr",
+                "tokens_per_s")
 
 
 def default_tracking_uri(output_dir: Path) -> str:

@@ -194,16 +194,23 @@ def train(
         # is still in the history of the checkpoint the trial resumes from.
         (directory / HISTORY_FILE).write_text(json.dumps(state["history"]), encoding="utf-8")
 
+    context = c.block_size // 2
+
     @torch.no_grad()
-    def evaluate() -> float:
+    def evaluate() -> tuple[float, float]:
+        """Validation loss over whole windows, and over their second halves (each prediction
+        there sees at least half a block before it: val_bpb_context, what the corpus's entropy
+        bounds). Eager: a compiled eval graph would cost a compile of its own for little."""
         model.eval()
-        losses = []
+        whole, late = [], []
         with autocast:
             for offsets in val_offsets:
                 x, y = _batch(data.validation, offsets, c.block_size)
-                losses.append(forward(x, y).item())
+                a, b = model.eval_losses(x, y, context)
+                whole.append(a)
+                late.append(b)
         model.train()
-        return float(np.mean(losses))
+        return float(np.mean(whole)), float(np.mean(late))
 
     last_eval = {k: state["history"][-1].get(k, math.nan) for k in ("val_loss", "val_bpb")} if state["history"] else {}
     if state["history"]:
@@ -223,7 +230,7 @@ def train(
         }
         report(metrics, None)
 
-    def emit(train_loss: float, val_loss: float, status: str) -> None:
+    def emit(train_loss: float, val_loss: float, status: str, val_context: float = math.nan) -> None:
         it = state["iteration"]
         finite = math.isfinite(val_loss)
         if finite and val_loss < state["best_val_loss"]:
@@ -233,6 +240,7 @@ def train(
             "iteration": it, "kind": "eval", "eval_iteration": it, "train_loss": train_loss, "val_loss": val_loss,
             "best_val_loss": best if math.isfinite(best) else val_loss,
             "val_bpb": val_loss * tokens_per_byte / math.log(2),
+            "val_bpb_context": val_context * tokens_per_byte / math.log(2),
             "best_val_bpb": (best if math.isfinite(best) else val_loss) * tokens_per_byte / math.log(2),
             "lr": lr_at(c, max(it - 1, 0)), "tokens_seen": it * tokens_per_iter,
             "elapsed_s": state["elapsed_s"], "eval_s": state["eval_s"],
@@ -245,7 +253,7 @@ def train(
         if state.get("config_changes"):
             metrics["config_changes"] = state["config_changes"]
         state["history"].append({k: metrics[k] for k in (
-            "iteration", "train_loss", "val_loss", "val_bpb", "lr", "elapsed_s")})
+            "iteration", "train_loss", "val_loss", "val_bpb", "val_bpb_context", "lr", "elapsed_s")})
         last_eval.update({k: metrics[k] for k in ("val_loss", "best_val_loss", "val_bpb", "best_val_bpb")})
         if report is not None:
             report(metrics, save_checkpoint)
@@ -256,7 +264,6 @@ def train(
     log_seconds, log_timed = 0.0, 0
     first_step = True  # a run's first step compiles: left out of the recent speed
     compiled_steps: list[float] = []  # the first compiled step (it compiles), then PROBE_STEPS more
-    compiled_evals: list[float] = []
 
     def done(status: str) -> TrainResult:
         plan.too_short()
@@ -308,14 +315,10 @@ def train(
             log_losses, log_seconds, log_timed = [], 0.0, 0
         if is_eval:
             t1 = time.perf_counter()
-            val_loss = evaluate()
+            val_loss, val_context = evaluate()
             dt = time.perf_counter() - t1
             state["eval_s"] += dt
             state["elapsed_s"] += dt
-            if forward.active and len(compiled_evals) < 2:
-                compiled_evals.append(dt)
-                if len(compiled_evals) == 2:  # the first compiled eval compiled the eval graph
-                    plan.add_cost(compiled_evals[0] - compiled_evals[1])
             # The recent training loss: the last quarter of the interval, so that it describes
             # (nearly) the model being evaluated rather than lagging behind it.
             train_loss = float(np.mean(interval_losses[-max(1, len(interval_losses) // 4):]))
@@ -326,5 +329,5 @@ def train(
                 return done("diverged")
             if finished:
                 plan.too_short()
-            emit(train_loss, val_loss, "finished" if finished else "running")
+            emit(train_loss, val_loss, "finished" if finished else "running", val_context)
     return done("finished")

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -65,3 +66,18 @@ def test_generate_extends_the_prompt(tiny_config):
     model = GPT(tiny_config()).eval()
     out = model.generate(torch.tensor([[1, 2, 3]]), 5, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 8) and out[0, :3].tolist() == [1, 2, 3]
+
+
+def test_eval_losses_are_whole_windows_and_their_later_positions(tiny_config):
+    for fused in (True, False):  # vocabulary 5000: the fused loss walks it in chunks
+        c = tiny_config(vocab_size=5000, block_size=16, fused_loss=fused)
+        torch.manual_seed(0)
+        model = GPT(c).eval()
+        x, y = torch.randint(0, 5000, (3, 16)), torch.randint(0, 5000, (3, 16))
+        whole, late = model.eval_losses(x, y, 10)
+        with torch.no_grad():
+            per_token = F.cross_entropy(F.linear(model.hidden(x), model.wte.weight).reshape(-1, 5000),
+                                        y.reshape(-1), reduction="none").view(3, 16)
+            assert whole == pytest.approx(model(x, y).item(), rel=1e-5)
+        assert whole == pytest.approx(per_token.mean().item(), rel=1e-5)
+        assert late == pytest.approx(per_token[:, 10:].mean().item(), rel=1e-5)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis.scaling import ScalingRuns, fit_scaling, format_fit, law, scaling_runs
+from search_spaces.scaling import SIZES
 from slm_tune.errors import UserError
 from test_study import cli
 from conftest import TINY_DATASET
@@ -98,6 +99,20 @@ def test_non_finite_losses_are_left_out_and_counted_and_too_few_runs_refused():
         fit.budget(-1.0)
 
 
+def test_the_fit_uses_the_context_metric_when_every_run_has_it():
+    t = _trials()
+    assert scaling_runs(t).metric == "best_val_bpb"  # runs from before the metric: whole windows
+    t["best_val_bpb_context"] = t["best_val_bpb"] - 0.01
+    runs = scaling_runs(t)
+    assert runs.metric == "best_val_bpb_context" and np.allclose(runs.table["L"], t["best_val_bpb_context"])
+    t.loc[0, "best_val_bpb_context"] = None  # one run without it: whole windows for all
+    assert scaling_runs(t).metric == "best_val_bpb"
+    asked = scaling_runs(t, "best_val_bpb_context")  # asked for: that run is left out, and counted
+    assert len(asked.table) == len(t) - 1 and asked.left_out[0]["why"] == "no finite loss"
+    with pytest.raises(UserError, match="not one of"):
+        scaling_runs(t, "val_loss")
+
+
 def test_scaling_study_rehearsal_and_fit_command(tmp_path):
     out = cli("scaling", "--output-dir", str(tmp_path), "--max-iters", "24", "--dataset", TINY_DATASET,
               "--set", "eval_iters=2", "--set", "precision=float32")
@@ -108,11 +123,14 @@ def test_scaling_study_rehearsal_and_fit_command(tmp_path):
     iters = sorted({t["config"]["max_iters"] for t in trials})
     assert iters[-1] == 24 and len(iters) >= 2  # the longest trains 24, the others keep their ratio to it
     assert len({t["config"]["vocab_size"] for t in trials}) == 1  # only N and D move
+    # each size at its own learning rate (the best of bench/scaling_lr.py's sweep), kept when shrunk
+    assert {(t["config"]["n_embd"], t["config"]["learning_rate"]) for t in trials} == {(s[2], s[4]) for s in SIZES}
     fit = cli("fit", "--output-dir", str(tmp_path), "--study", "scaling", "--budget", "1e12")
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "scaling:" in fit.stdout and "budget C = 1e+12" in fit.stdout
     doc = json.loads((tmp_path / "experiments" / "scaling_fit.json").read_text())
     assert doc["E_fixed_to_entropy"] and len(doc["runs"]) == len(trials) and doc["budget"]["C"] == 1e12
+    assert doc["metric"] == "best_val_bpb_context"  # every new run reports it
     assert (tmp_path / "experiments" / "scaling_fit.png").stat().st_size > 20_000
     bad = cli("fit", "--output-dir", str(tmp_path), "--budget", "-3")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1

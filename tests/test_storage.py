@@ -8,11 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
+from ray.train._internal.storage import StorageContext
 
 from analysis.load import load_run
 from conftest import ROOT, TINY_SETS
+from slm_tune.progress import StudyProgress
 from test_study import ENV
 
 pafs = pytest.importorskip("pyarrow.fs")
@@ -119,6 +122,14 @@ def test_study_in_a_bucket_survives_sigkill_and_is_compared_from_the_bucket(s3, 
     assert (other / "best_model_optimal_fast.pt").is_file()
     assert (other / "experiments" / "optimal_fast_training_losses.png").is_file()
     assert (other / "experiments" / "experiment_comparison.csv").is_file()
+
+    # The live progress line's plan (trial count, FLOPs: the study ETA) is read from the bucket,
+    # through the storage Ray gives each trial: trial.path is a path in the bucket.
+    ctx = StorageContext("studies/killed", "run_optimal_fast", storage_filesystem=_bucket(s3),
+                         trial_dir_name="optimal_fast_seed1337")
+    progress = StudyProgress()
+    progress._load_plan(SimpleNamespace(path=ctx.trial_fs_path, storage=ctx))
+    assert progress._plan["n_trials"] == 2 and progress._plan["flops"]["optimal_fast"] > 0
 
 
 def test_bad_storage_is_one_line_before_any_trial(s3, tmp_path):
