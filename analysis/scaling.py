@@ -50,6 +50,7 @@ class ScalingRuns:
     dataset: str | None = None
     tokenizer: str | None = None
     metric: str = METRICS[0]
+    metric_note: str = ""  # why the fit is not on the context metric, when it was not asked for
 
 
 def choose_metric(trials: pd.DataFrame, metric: str | None = None) -> str:
@@ -74,7 +75,9 @@ def scaling_runs(trials: pd.DataFrame, metric: str | None = None) -> ScalingRuns
             what = "corpora" if col == "dataset" else "vocabularies"
             raise UserError(f"the runs mix {what} ({', '.join(values)}): a scaling law holds for one corpus and "
                             "one vocabulary; fit one study with --study NAME (e.g. --study scaling)")
-    metric = choose_metric(trials, metric)
+    asked, metric = metric, choose_metric(trials, metric)
+    note = ("" if asked or metric == METRICS[0] else
+            f"not every run reports {METRICS[0]} (runs from before it), so every run is fitted on {metric}")
     rows, left_out = [], []
     for _, t in trials.iterrows():
         config = t["config"] if isinstance(t.get("config"), dict) else {}
@@ -90,7 +93,7 @@ def scaling_runs(trials: pd.DataFrame, metric: str | None = None) -> ScalingRuns
     table = pd.DataFrame(rows, columns=["experiment", "N", "D", "L", "C"])
     entropy = pd.to_numeric(trials["entropy_bpb"], errors="coerce").dropna()
     return ScalingRuns(table, float(entropy.iloc[0]) if len(entropy) else None, left_out,
-                       mixed[0][1][0] if mixed[0][1] else None, mixed[1][1][0] if mixed[1][1] else None, metric)
+                       mixed[0][1][0] if mixed[0][1] else None, mixed[1][1][0] if mixed[1][1] else None, metric, note)
 
 
 def law(params: dict[str, float], n, d):
@@ -145,7 +148,7 @@ class ScalingFit:
     def to_dict(self) -> dict[str, Any]:
         return {
             "law": "L(N, D) = E + A / N^alpha + B / D^beta; L in bits per byte, N non-embedding parameters, "
-                   "D training tokens, C = 6 N D", "metric": self.runs.metric,
+                   "D training tokens, C = 6 N D", "metric": self.runs.metric, "metric_note": self.runs.metric_note,
             "params": self.params, "E_fixed_to_entropy": self.fixed_E,
             "intervals_95": {k: list(v) for k, v in self.intervals.items()}, "bootstrap_fits": len(self.boot),
             "held_out": self.held_out, "dataset": self.runs.dataset, "tokenizer": self.runs.tokenizer,
@@ -263,7 +266,7 @@ def format_fit(fit: ScalingFit, budget: dict[str, Any] | None = None) -> str:
     """The printed `scaling` section."""
     r = fit.runs
     what = ("L: best val bits per byte, second half of each window" if r.metric == "best_val_bpb_context"
-            else "L: best val bits per byte over whole windows (runs from before the context metric)")
+            else "L: best val bits per byte over whole windows") + (f" ({r.metric_note})" if r.metric_note else "")
     lines = [f"scaling: {len(r.table)} runs on {r.dataset or '?'} ({r.tokenizer or '?'}), "
              f"L(N, D) = E + A/N^alpha + B/D^beta, C = 6ND; {what}"
              + (f"; {len(r.left_out)} left out (no finite loss)" if r.left_out else "")]

@@ -61,7 +61,7 @@ STUDIES: dict[str, Study] = {
               ("baseline", "optimal_small", "optimal_fast")),
         Study("all", "Every named experiment once", tuple(EXPERIMENT_CONFIGS)),
         Study("scaling", "Scaling laws: 5 sizes (50k to 3.2M non-embedding parameters) x 3 token budgets, one "
-              "vocabulary; `fit` fits L(N, D) (about an hour on 2 cores; --max-iters 40 rehearses it in minutes)",
+              "vocabulary; `fit` fits L(N, D) (36 minutes on 2 cores; --max-iters 40 rehearses it in minutes)",
               tuple(scaling_family()), family=scaling_family),
     ]
 }

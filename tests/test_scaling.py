@@ -101,7 +101,9 @@ def test_non_finite_losses_are_left_out_and_counted_and_too_few_runs_refused():
 
 def test_the_fit_uses_the_context_metric_when_every_run_has_it():
     t = _trials()
-    assert scaling_runs(t).metric == "best_val_bpb"  # runs from before the metric: whole windows
+    old = scaling_runs(t)  # runs from before the metric: whole windows, and the fit says why
+    assert old.metric == "best_val_bpb" and "not every run reports best_val_bpb_context" in old.metric_note
+    assert scaling_runs(t, "best_val_bpb").metric_note == ""  # asked for: nothing to explain
     t["best_val_bpb_context"] = t["best_val_bpb"] - 0.01
     runs = scaling_runs(t)
     assert runs.metric == "best_val_bpb_context" and np.allclose(runs.table["L"], t["best_val_bpb_context"])
