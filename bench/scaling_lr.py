@@ -2,7 +2,7 @@
 """The scaling family's learning rates: each model size at its shortest token budget, over a
 grid of peak learning rates, as one Ray Tune study through the library.
 
-    python bench/scaling_lr.py                                  every size x 4 rates (about 30 minutes on 2 cores)
+    python bench/scaling_lr.py                                  every size x 4 rates (about 25 minutes on 2 cores, from its parts)
     python bench/scaling_lr.py --sizes s1 s3 --lrs 4e-3 8e-3    a part of it
 
 A scaling law describes models trained well for their size and data; one learning rate for a

@@ -37,8 +37,8 @@ def test_val_bpb_is_loss_times_tokens_per_byte_over_ln2():
     r = reports[-1]
     assert r["val_bpb"] == pytest.approx(r["val_loss"] * data.tokens_per_byte() / math.log(2))
     assert r["val_bpb"] > data.entropy_bpb  # no model beats the corpus's true entropy
-    # the windows' second halves, predicted with more before them, score lower (but not below it)
-    assert data.entropy_bpb < r["val_bpb_context"] < r["val_bpb"]
+    # the windows' second halves (tests/test_model.py checks the figure itself): not below it either
+    assert data.entropy_bpb < r["val_bpb_context"] < math.log2(c.vocab_size) * data.tokens_per_byte()
 
 
 def test_same_seed_same_losses_and_seed_matters():
