@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ray import tune
 
 from slm_tune.errors import first_error_line
-from slm_tune.files import STUDY_FILE, read_json
+from slm_tune.files import STUDY_FILE
 
 
 def to_stderr(line: str) -> None:
@@ -75,8 +75,8 @@ def trial_line(label: str, status: str, result: dict[str, Any], max_iters: int |
 
 
 def _read_stored_json(trial, name: str) -> dict[str, Any]:
-    """A file of the trial's run read through Ray's storage filesystem: in object storage
-    (s3://, gs://) trial.path is a path in the bucket, not on this machine."""
+    """A file of the trial's run, read through the filesystem Ray stores the run on: a local
+    folder, or a bucket (s3://, gs://) where trial.path is not a path on this machine."""
     try:
         storage = trial.storage
         with storage.storage_filesystem.open_input_stream(f"{storage.experiment_fs_path}/{name}") as f:
@@ -116,9 +116,8 @@ class StudyProgress(tune.Callback):
         if self._plan is not None:
             return
         self._plan = {}
-        try:
-            doc = read_json(Path(trial.path).parent / STUDY_FILE) or _read_stored_json(trial, STUDY_FILE)
-        except TypeError:  # a trial with no path yet
+        doc = _read_stored_json(trial, STUDY_FILE)
+        if not doc:  # a trial with no storage yet
             return
         from slm_tune.config import ExperimentConfig
         from slm_tune.counts import training_flops

@@ -60,6 +60,25 @@ def test_progress_lines_show_totals_and_etas():
     assert "0/3 trial(s) done, 1 running; study ETA 15m00s" in p.header(time.time())
 
 
+def test_progress_reads_the_study_plan_where_ray_stores_the_run(tmp_path):
+    from types import SimpleNamespace
+
+    from ray.train._internal.storage import StorageContext
+
+    from slm_tune.config import EXPERIMENT_CONFIGS
+    from slm_tune.files import STUDY_FILE, write_json
+
+    write_json(tmp_path / "run_a" / STUDY_FILE, {"n_trials": 4, "repeats": 2,
+                                                  "configs": {"a": EXPERIMENT_CONFIGS["optimal_fast"].to_dict()}})
+    ctx = StorageContext(str(tmp_path), "run_a", trial_dir_name="a_seed1337")
+    p = StudyProgress(emit=lambda _: None)
+    p._load_plan(SimpleNamespace(path=ctx.trial_fs_path, storage=ctx))
+    assert p._plan["n_trials"] == 4 and p._plan["repeats"] == 2 and p._plan["flops"]["a"] > 0
+    q = StudyProgress(emit=lambda _: None)
+    q._load_plan(SimpleNamespace(path=None, storage=None))  # a trial not placed yet: no plan, no error
+    assert q._plan == {}
+
+
 # ----------------------------------------------------------------------------- TensorBoard
 
 def test_tensorboard_files_hold_every_trials_curves_and_hparams(tmp_path):
