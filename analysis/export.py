@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
-from ray import tune
 
-from analysis.load import (DICT_COLUMNS, HISTORY_COLUMNS, TRAIN_LOG_COLUMNS, evals, find_runs, first_error_line, load_run, load_runs, read_json,
-                           read_study_file)
+from analysis.load import DICT_COLUMNS, HISTORY_COLUMNS, TRAIN_LOG_COLUMNS, evals, find_runs, load_run, load_runs
 from analysis.plots import plot_comparison, plot_training_losses
-from analysis.search import export_search, stored_search
-from slm_tune.checkpoints import CHECKPOINT_FILE, UnsafeFileError, load_state, read_history
-from slm_tune.errors import UserError
-from slm_tune.storage import local_run
-from slm_tune.files import atomic_write as _atomic, clean_json as _clean, write_json
+from analysis.search_views import export_search, stored_run_search
+from slm_tune.checkpoint_files import CHECKPOINT_FILE, DAMAGED_FILE_ERRORS, UnsafeFileError, read_history
+from slm_tune.errors import UserError, first_error_line
+from slm_tune.storage import local_run, read_study_file
+from slm_tune.files import atomic_write as _atomic, clean_json as _clean, read_json, write_json
 
 METRICS = ["total_params", "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss",
            "best_val_bpb", "best_val_bpb_context", "tokens_per_s"]
@@ -44,13 +41,15 @@ def _last_val_loss(history: Any) -> float | None:
 def _load_checkpoint(d: Path, refused: list[str] | None = None) -> dict[str, Any] | None:
     """The checkpoint's state, or None for one that is incomplete or damaged (never used) or that
     holds more than data (refused unread; its one-line reason is added to `refused`)."""
+    from slm_tune.model.checkpoints import load_state  # torch: only once a best model is written
+
     try:
         return load_state(d / CHECKPOINT_FILE)
     except UnsafeFileError as e:
         if refused is not None:
             refused.append(str(e))
         return None
-    except Exception:
+    except DAMAGED_FILE_ERRORS:  # a copy cut short by a kill: the next best checkpoint is used
         return None
 
 
@@ -114,15 +113,15 @@ def _sample(path: Path) -> str | None:
     have the CPUs, and a second pool of threads on them would slow a trial more than it saves."""
     import torch
 
-    from analysis.samples import SAMPLE_PROMPT, generate_text, load_model
+    from slm_tune.model.generation import SAMPLE_PROMPT, generate_text, load_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         model, config, _ = load_model(path)
         return generate_text(model, config.vocab_size, SAMPLE_PROMPT, seed=0)
-    except Exception:
-        return None
+    except (UserError, RuntimeError, ValueError) as e:  # the model is written; its sample says why it is missing
+        return f"(no sample: {e})"
     finally:
         torch.set_num_threads(threads)
 
@@ -243,7 +242,7 @@ def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterabl
     refused: list[str] = []
     records = [export_experiment(e, trials, history, output_dir, refused) for e in trials["experiment"].unique()]
     summary = summarize(trials)
-    searches = {r: found for r in runs if (found := stored_search(r)) is not None}
+    searches = {r: found for r in runs if (found := stored_run_search(r)) is not None}
     searched = list(dict.fromkeys(k for space, _ in searches.values() for k in space.searched))
     summary = with_searched_columns(summary, trials, searched)
     if searches:  # a search's comparison is a ranking: best first
@@ -297,7 +296,7 @@ def format_table(summary: pd.DataFrame, searched: Iterable[str] = ()) -> str:
     return view.sort_values("best_val_bpb").to_string(index=False)
 
 
-def export_study(results: tune.ResultGrid, output_dir: Path, study: str, command: Iterable[str] | None = None) -> dict[str, Any]:
+def export_study(results,  output_dir: Path, study: str, command: Iterable[str] | None = None) -> dict[str, Any]:
     """The layout for one finished (or stopped) study run, from its ResultGrid (a run in object
     storage is read from the local mirror the study made of it)."""
     return export_runs([local_run(results.experiment_path, output_dir, results.filesystem)], output_dir, study, command)
@@ -315,78 +314,24 @@ def compare(output_dir: Path, studies: list[str] | None = None, storage_path: st
     return export_runs(runs, output_dir, label)
 
 
-def _experiment_of(trial) -> str:
-    """The experiment a live trial reports as: its grid point's name, or (a search) its own name."""
-    return trial.config.get("experiment") or Path(trial.path).name
+def export_live(run_dir: Path, experiment: str, view: dict[str, dict[str, Any]], output_dir: Path) -> list[Path]:
+    """One experiment's files while its study runs (slm_tune's ResultsExporter calls it when the
+    experiment's trial ends), from Ray's live view of its trials; the files written."""
+    for v in view.values():
+        v["error"] = first_error_line(Path(v["log_dir"])) if v["ray_status"] == "ERROR" else None
+    done, history = load_run(run_dir, experiments=[experiment], ray_view=view)
+    if not len(done):
+        return []
+    export_experiment(experiment, done, history, output_dir)
+    exp_dir = output_dir / "experiments"
+    return [exp_dir / f"{experiment}_results.json", exp_dir / f"{experiment}_training_losses.png"]
 
 
-class ResultsExporter(tune.Callback):
-    """Writes an experiment's files as soon as its trial ends, not only at the end of the study.
+def __getattr__(name: str):
+    """Studies stored before the live export moved to slm_tune/tune/callbacks name it here (Ray
+    pickles a study's callbacks with it): found for them, so that they resume."""
+    if name == "ResultsExporter":
+        from slm_tune.tune.callbacks.live_export import ResultsExporter
 
-    The writing (a best model, a text sample, a plot: about a second, more for big models) runs on
-    a thread of its own, so Tune starts the next trial meanwhile; the experiment's end waits for it.
-    """
-
-    def __init__(self, output_dir: Path, study: str, tracker=None):
-        self.output_dir = Path(output_dir).resolve()
-        self.study = study
-        self.tracker = tracker  # an MlflowTracker: gets each experiment's files as artifacts
-        self._writer: ThreadPoolExecutor | None = None
-        self._pending: list[Future] = []
-
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the study's state
-        return {"output_dir": self.output_dir, "study": self.study, "tracker": self.tracker}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["output_dir"], state["study"], state.get("tracker"))
-
-    def _submit(self, trial, trials, status: str) -> None:
-        """Snapshots Ray's live view of this experiment's trials (statuses, and the logs not yet
-        synced to storage) now, in Tune's thread; reads and writes files on the writer thread.
-        Only this experiment is read: the cost of a trial's export does not grow with the study."""
-        try:
-            experiment = _experiment_of(trial)
-            view = {}
-            for t in trials:
-                if t.path and _experiment_of(t) == experiment:
-                    st = status if t is trial else t.status
-                    view[Path(t.path).name] = {"ray_status": st, "trial_id": t.trial_id, "log_dir": t.local_path}
-            run_dir = Path(trial.path).parent
-        except Exception:
-            return  # the study's final export writes everything again; never stop a study for this
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slm-tune-export")
-        self._pending.append(self._writer.submit(self._write, run_dir, experiment, view))
-
-    def _write(self, run_dir: Path, experiment: str, view: dict[str, dict[str, Any]]) -> None:
-        try:
-            for v in view.values():
-                v["error"] = first_error_line(Path(v["log_dir"])) if v["ray_status"] == "ERROR" else None
-            done, history = load_run(run_dir, experiments=[experiment], ray_view=view)
-            if len(done):
-                export_experiment(experiment, done, history, self.output_dir)
-                if self.tracker is not None:
-                    exp_dir = self.output_dir / "experiments"
-                    self.tracker.log_files([v["trial_id"] for v in view.values()],
-                                           [exp_dir / f"{experiment}_results.json",
-                                            exp_dir / f"{experiment}_training_losses.png"])
-        except Exception:
-            pass  # as above
-
-    def wait(self) -> None:
-        """Until every export submitted so far is written."""
-        for f in self._pending:
-            f.result()
-        self._pending.clear()
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._submit(trial, trials, "TERMINATED")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._submit(trial, trials, "ERROR")
-
-    def on_experiment_end(self, trials, **info):
-        self.wait()
-        if self._writer is not None:
-            self._writer.shutdown()
-            self._writer = None
+        return ResultsExporter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

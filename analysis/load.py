@@ -23,10 +23,12 @@ from typing import Any, Collection, Mapping
 
 import pandas as pd
 
-from slm_tune.checkpoints import read_history
+from slm_tune.checkpoint_files import read_history
 from slm_tune.errors import first_error_line
 from slm_tune.files import STUDY_FILE, read_json
-from slm_tune.storage import Storage, is_remote, mirror_runs
+from slm_tune.legacy import old_module_names
+from slm_tune.storage import Storage, is_remote, mirror_runs, read_study_file
+from slm_tune.study_file import stored_search, stored_trial_config
 
 HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "val_bpb_context", "lr", "elapsed_s"]
 # history.parquet: a row per report. kind "eval": an eval (val_loss, val_bpb, checkpoint); kind
@@ -41,10 +43,6 @@ TRIAL_COLUMNS = [
 ]
 DICT_COLUMNS = ["config", "searched", "config_changes"]  # per-trial dicts: in JSON, not in parquet
 _RAY_STATUS = {"ERROR": "errored", "RUNNING": "interrupted", "PENDING": "interrupted", "PAUSED": "interrupted"}
-
-
-def read_study_file(run_dir: Path) -> dict[str, Any]:
-    return read_json(Path(run_dir) / STUDY_FILE)
 
 
 def _checkpoint_history(trial_dir: Path) -> list[dict[str, Any]]:
@@ -90,8 +88,9 @@ def _ray_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
 
     out: dict[str, dict[str, Any]] = {}
     try:
-        analysis = tune.ExperimentAnalysis(str(run_dir))
-    except Exception:
+        with old_module_names():  # a run stored before modules moved pickles their old names
+            analysis = tune.ExperimentAnalysis(str(run_dir))
+    except (OSError, ValueError, EOFError):  # no experiment state (yet), or a damaged one: the reports still tell
         return out
     for t in analysis.trials:
         error = None
@@ -122,96 +121,98 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
     """
     run_dir = Path(run_dir)
     meta = read_study_file(run_dir)
-    configs = meta.get("configs", {})
-    search = _stored_search(meta)
-    study = meta.get("study", run_dir.name)
+    search = stored_search(meta)
     live = ray_view is not None
     ray_view = _ray_trials(run_dir) if ray_view is None else ray_view
-    log_dirs = {name: Path(v["log_dir"]) for name, v in ray_view.items() if v.get("log_dir")}
-    if live and experiments is not None:
-        # A running study's exporter: the view holds just this experiment's trials, so a trial's
-        # export reads its own files, not every trial's (which made a study's exports quadratic).
-        names = set(ray_view)
-    else:
-        names = {p.name for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists()} | set(log_dirs)
     trials, history = [], []
-    for name in sorted(names):
-        tdir, log_dir = run_dir / name, log_dirs.get(name, run_dir / name)
-        try:
-            params = json.loads((log_dir / "params.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+    for name, log_dir in _trial_dirs(run_dir, ray_view, only_view=live and experiments is not None):
+        params = read_json(log_dir / "params.json")
+        experiment = params.get("experiment", name)
+        if not params or (experiments is not None and experiment not in experiments):
             continue
-        experiment = params.get("experiment", tdir.name)
-        if experiments is not None and experiment not in experiments:
-            continue
-        reports = _reports(tdir, log_dir)
-        last = reports[-1] if reports else {}
-        if search is not None:  # the point as it ended (PBT may have changed it), Ray's config in each report
-            point = last.get("config") if isinstance(last.get("config"), dict) else params
-            config, searched = _search_config(search, point, experiment)
-        else:
-            config, searched = dict(configs.get(experiment, {})), {}
-            if "seed" in params:
-                config["seed"] = params["seed"]
-        data = _data_info(meta, experiment, config)
-        ray_info = ray_view.get(tdir.name, {})
-        ray_status = ray_info.get("ray_status")
-        status = _status(last, ray_status, config)
-        evals = [r for r in reports if r.get("kind", "eval") == "eval"]
-        last_eval = evals[-1] if evals else {}
-        vals = [_finite(r.get("val_loss")) for r in evals]
-        vals = [v for v in vals if v is not None]
-        bpbs = [_finite(r.get("val_bpb")) for r in evals]
-        bpbs = [v for v in bpbs if v is not None]
-        contexts = [v for v in (_finite(r.get("val_bpb_context")) for r in evals) if v is not None]
-        trials.append({
-            "experiment": experiment, "study": study, "run": run_dir.name,
-            "seed": config.get("seed", last.get("seed")), "status": status,
-            "error": ray_info.get("error") if status == "errored" else None,
-            "total_params": last.get("total_params"), "non_embedding_params": last.get("non_embedding_params"),
-            "training_time_s": last.get("elapsed_s"), "final_train_loss": _finite(last.get("train_loss")),
-            "final_val_loss": _finite(last_eval.get("val_loss")), "best_val_loss": min(vals) if vals else None,
-            "best_val_bpb": min(bpbs) if bpbs else None, "final_val_bpb": _finite(last_eval.get("val_bpb")),
-            "best_val_bpb_context": min(contexts) if contexts else None,
-            "tokens_per_s": (last_eval or last).get("tokens_per_s"),
-            "iterations": last.get("iteration", 0), "max_iters": config.get("max_iters"),
-            "dataset": config.get("dataset"), "tokenizer": data.get("tokenizer"),
-            "precision": last.get("precision"), "entropy_bpb": data.get("entropy_bpb"),
-            "trial_id": ray_info.get("trial_id", last.get("trial_id")), "trial_path": str(tdir),
-            "ended_at": last.get("timestamp"), "config": config, "searched": searched,
-            "config_changes": last.get("config_changes") or [],
-            "compiled": last_eval.get("compiled"), "compile_note": last_eval.get("compile_note"),
-        })
-        for r in reports:
-            kind = r.get("kind") or "eval"  # reports from before log_interval were all evals
-            row = {k: r.get(k) for k in HISTORY_ALL_COLUMNS}
-            if kind == "train":  # the last eval's figures ride along for Tune; not this row's
-                row.update(val_loss=None, val_bpb=None, val_bpb_context=None)
-            history.append({"experiment": experiment, "study": study, "run": run_dir.name,
-                            "seed": trials[-1]["seed"], "trial_id": trials[-1]["trial_id"], **row, "kind": kind})
+        reports = _reports(run_dir / name, log_dir)
+        row = _trial_row(meta, search, run_dir, name, params, reports, ray_view.get(name, {}))
+        trials.append(row)
+        history.extend(_history_rows(row, reports))
     trial_df = pd.DataFrame(trials, columns=TRIAL_COLUMNS + DICT_COLUMNS)
     history_df = pd.DataFrame(history, columns=["experiment", "study", "run", "seed", "trial_id"] + HISTORY_ALL_COLUMNS)
     return trial_df, history_df
 
 
-def _stored_search(meta: Mapping[str, Any]):
-    if not meta.get("search"):
-        return None
-    from slm_tune.search import SearchSpace
+def _trial_dirs(run_dir: Path, ray_view: Mapping[str, dict[str, Any]], only_view: bool) -> list[tuple[str, Path]]:
+    """(trial directory name, where its params.json and result.json are) of every trial to read.
+    A running study's exporter (`only_view`) reads just the trials of Ray's view: a trial's export
+    reads its own files, not every trial's (which made a study's exports quadratic)."""
+    log_dirs = {name: Path(v["log_dir"]) for name, v in ray_view.items() if v.get("log_dir")}
+    if only_view:
+        names = set(ray_view)
+    else:
+        names = {p.name for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists()} | set(log_dirs)
+    return [(name, log_dirs.get(name, run_dir / name)) for name in sorted(names)]
 
-    try:
-        return SearchSpace.from_dict(meta["search"])
-    except (KeyError, TypeError, ValueError):
-        return None
+
+def _finite_values(reports: list[dict[str, Any]], key: str) -> list[float]:
+    return [v for v in (_finite(r.get(key)) for r in reports) if v is not None]
 
 
-def _search_config(search, point: Mapping[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the trial's whole config, the values of the searched settings) of a search trial."""
-    searched = {k: point[k] for k in search.searched if k in point}
-    try:
-        return search.config_for(point, name).to_dict(), searched
-    except ValueError:  # a point this version cannot rebuild: its sampled values still show
+def _trial_row(meta: Mapping[str, Any], search, run_dir: Path, name: str, params: dict[str, Any],
+               reports: list[dict[str, Any]], ray_info: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's row of the trials table: its settings, status and key figures."""
+    experiment = params.get("experiment", name)
+    last = reports[-1] if reports else {}
+    config, searched = _trial_settings(meta, search, params, last, experiment)
+    data = _data_info(meta, experiment, config)
+    status = _status(last, ray_info.get("ray_status"), config)
+    evals = [r for r in reports if r.get("kind", "eval") == "eval"]
+    last_eval = evals[-1] if evals else {}
+    best = {k: min(v) if (v := _finite_values(evals, k)) else None
+            for k in ("val_loss", "val_bpb", "val_bpb_context")}
+    return {
+        "experiment": experiment, "study": meta.get("study", run_dir.name), "run": run_dir.name,
+        "seed": config.get("seed", last.get("seed")), "status": status,
+        "error": ray_info.get("error") if status == "errored" else None,
+        "total_params": last.get("total_params"), "non_embedding_params": last.get("non_embedding_params"),
+        "training_time_s": last.get("elapsed_s"), "final_train_loss": _finite(last.get("train_loss")),
+        "final_val_loss": _finite(last_eval.get("val_loss")), "best_val_loss": best["val_loss"],
+        "best_val_bpb": best["val_bpb"], "final_val_bpb": _finite(last_eval.get("val_bpb")),
+        "best_val_bpb_context": best["val_bpb_context"], "tokens_per_s": (last_eval or last).get("tokens_per_s"),
+        "iterations": last.get("iteration", 0), "max_iters": config.get("max_iters"),
+        "dataset": config.get("dataset"), "tokenizer": data.get("tokenizer"),
+        "precision": last.get("precision"), "entropy_bpb": data.get("entropy_bpb"),
+        "trial_id": ray_info.get("trial_id", last.get("trial_id")), "trial_path": str(run_dir / name),
+        "ended_at": last.get("timestamp"), "config": config, "searched": searched,
+        "config_changes": last.get("config_changes") or [],
+        "compiled": last_eval.get("compiled"), "compile_note": last_eval.get("compile_note"),
+    }
+
+
+def _trial_settings(meta: Mapping[str, Any], search, params: dict[str, Any], last: dict[str, Any],
+                    experiment: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the trial's whole config, the values of its searched settings). A search trial's point is
+    the one it ended with (PBT may have changed it: Ray's config rides in each report)."""
+    point = last.get("config") if search is not None and isinstance(last.get("config"), dict) else params
+    searched = {k: point[k] for k in search.searched if k in point} if search is not None else {}
+    config = stored_trial_config(meta, point, experiment)
+    if config is not None:
+        return config.to_dict(), searched
+    if search is not None:  # a point this version cannot rebuild: its sampled values still show
         return {}, searched
+    fallback = dict(meta.get("configs", {}).get(experiment, {}))
+    if "seed" in params:
+        fallback["seed"] = params["seed"]
+    return fallback, {}
+
+
+def _history_rows(trial: Mapping[str, Any], reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A trial's rows of the history table: one per report."""
+    rows = []
+    for r in reports:
+        kind = r.get("kind") or "eval"  # reports from before log_interval were all evals
+        row = {k: r.get(k) for k in HISTORY_ALL_COLUMNS}
+        if kind == "train":  # the last eval's figures ride along for Tune; not this row's
+            row.update(val_loss=None, val_bpb=None, val_bpb_context=None)
+        rows.append({**{k: trial[k] for k in ("experiment", "study", "run", "seed", "trial_id")}, **row, "kind": kind})
+    return rows
 
 
 def _data_info(meta: Mapping[str, Any], experiment: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -270,7 +271,7 @@ def load_runs(runs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials = trials.drop_duplicates(["experiment", "seed"], keep="last").reset_index(drop=True)
     keep = set(zip(trials["run"], trials["experiment"], trials["seed"]))
     mask = [(r, e, s) in keep for r, e, s in zip(history["run"], history["experiment"], history["seed"])]
-    return trials, history[mask].reset_index(drop=True)
+    return trials, history.loc[pd.Series(mask, index=history.index, dtype=bool)].reset_index(drop=True)
 
 
 def evals(history: pd.DataFrame) -> pd.DataFrame:

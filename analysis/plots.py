@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed, and safe in Ray workers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from slm_tune.describe import short_number as _short  # noqa: E402
@@ -100,63 +101,97 @@ def plot_comparison(summary: pd.DataFrame, history: pd.DataFrame, title: str, pa
     """The batch at a glance: eight panels, named in COMPARISON_PANELS (in order)."""
     summary = summary.sort_values("best_val_bpb", na_position="last").reset_index(drop=True)
     names = list(summary["experiment"])
-    color = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
     fig, axes = plt.subplots(2, 4, figsize=(22, 10))
     ax = axes.ravel()
-    std = lambda col: summary[f"{col}_std"].to_numpy(float) if f"{col}_std" in summary else None  # noqa: E731
     floor = summary["entropy_bpb"].dropna().unique() if "entropy_bpb" in summary else []
     floor = float(floor[0]) if len(floor) == 1 else None
+    unit, scale = _bar_panels(ax[:4], summary, names, floor)
+    crowded = len(names) > CROWDED
+    named = set(names[:SHOWN]) if crowded else set(names)  # names are best first
+    color = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    _curve_panels(ax[4:6], history, names, named, color, floor, crowded)
+    for a, col, label, x_scale in ((ax[6], "training_time_s", f"training time ({unit})", 1 / scale),
+                                   (ax[7], "total_params", "parameters", 1.0)):
+        _tradeoff_panel(a, summary, col, x_scale, names, named, color, crowded)
+        a.set(title=COMPARISON_PANELS[6 if col == "training_time_s" else 7], xlabel=label,
+              ylabel="best validation bits per byte")
+    _log_count_axis(ax[7])
+    fig.suptitle(title, fontsize=14)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+    return fig
+
+
+def _top(values: pd.Series, scale: float = 1.0) -> float:
+    """An axis's upper limit for these values: 15% above the largest, 1 when there is none."""
+    top = pd.to_numeric(values, errors="coerce").max() / scale
+    return float(top) * 1.15 if pd.notna(top) and top > 0 else 1.0
+
+
+def _bar_panels(ax, summary: pd.DataFrame, names: list[str], floor: float | None) -> tuple[str, float]:
+    """Losses, bits per byte, parameters and training time as bars; the time unit chosen."""
+    std = lambda col: summary[f"{col}_std"].to_numpy(float) if f"{col}_std" in summary else None  # noqa: E731
     _bars(ax[0], names, summary["best_val_loss"].to_numpy(float), std("best_val_loss"),
           COMPARISON_PANELS[0], "loss (nats per token)")
     _bars(ax[1], names, summary["best_val_bpb"].to_numpy(float), std("best_val_bpb"),
           COMPARISON_PANELS[1], "bits per byte (comparable across vocabularies)", floor=floor)
     _bars(ax[2], names, summary["total_params"].to_numpy(float), None, COMPARISON_PANELS[2],
           "parameters", fmt=_short)
-    ax[2].set_ylim(0, summary["total_params"].max() * 1.15 if len(summary) else 1)
-    minutes = summary["training_time_s"].max() >= 120 if len(summary) else True
+    ax[2].set_ylim(0, _top(summary["total_params"]))
+    minutes = bool(pd.to_numeric(summary["training_time_s"], errors="coerce").max() >= 120)
     unit, scale = ("minutes", 60.0) if minutes else ("seconds", 1.0)
     _bars(ax[3], names, summary["training_time_s"].to_numpy(float) / scale, None,
           COMPARISON_PANELS[3], unit, fmt="{:.1f}")
-    ax[3].set_ylim(0, (summary["training_time_s"].max() / scale) * 1.15 if len(summary) else 1)
-    crowded = len(names) > CROWDED
-    named = set(names[:SHOWN]) if crowded else set(names)  # names are best first
+    ax[3].set_ylim(0, _top(summary["training_time_s"], scale))
+    return unit, scale
+
+
+def _curve_panels(ax, history: pd.DataFrame, names, named, color, floor, crowded: bool) -> None:
+    """Validation bits per byte and training loss against iterations, a line per experiment."""
     for n in names:
         h = history[history["experiment"] == n]
-        if len(h):
-            style = dict(color=color[n], label=n if n in named else None,
-                         alpha=1.0 if n in named else 0.35, lw=1.6 if n in named else 0.8)
-            val = _evals(h).groupby("iteration")["val_bpb"].mean()
-            ax[4].plot(val.index, val, marker="o" if not crowded else None, ms=3, **style)
-            train = h.groupby("iteration")["train_loss"].mean()  # every report: log intervals and evals
-            ax[5].plot(train.index, train, marker="o" if len(train) < 40 and not crowded else None, ms=3, **style)
+        if not len(h):
+            continue
+        style = dict(color=color[n], label=n if n in named else None,
+                     alpha=1.0 if n in named else 0.35, lw=1.6 if n in named else 0.8)
+        val = _evals(h).groupby("iteration")["val_bpb"].mean()
+        ax[0].plot(val.index, val, marker="o" if not crowded else None, ms=3, **style)
+        train = h.groupby("iteration")["train_loss"].mean()  # every report: log intervals and evals
+        ax[1].plot(train.index, train, marker="o" if len(train) < 40 and not crowded else None, ms=3, **style)
     if floor:
-        ax[4].axhline(floor, color="black", ls="--", lw=1, label="corpus entropy")
-    ax[4].set(title=COMPARISON_PANELS[4], xlabel="iteration", ylabel="validation bits per byte")
-    ax[5].set(title=COMPARISON_PANELS[5], xlabel="iteration", ylabel="training loss (nats per token)")
-    for a in ax[4:6]:
-        a.legend(fontsize=8, title=f"best {SHOWN} of {len(names)}" if crowded else None, title_fontsize=8)
+        ax[0].axhline(floor, color="black", ls="--", lw=1, label="corpus entropy")
+    ax[0].set(title=COMPARISON_PANELS[4], xlabel="iteration", ylabel="validation bits per byte")
+    ax[1].set(title=COMPARISON_PANELS[5], xlabel="iteration", ylabel="training loss (nats per token)")
+    for a in ax:
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8, title=f"best {SHOWN} of {len(names)}" if crowded else None, title_fontsize=8)
         a.grid(alpha=0.3)
-    for a, col, label, scale in ((ax[6], "training_time_s", f"training time ({unit})", 1 / scale),
-                                 (ax[7], "total_params", "parameters", 1.0)):
-        ok = summary[["best_val_bpb", col]].notna().all(axis=1).to_numpy()
-        x = summary[col].to_numpy(float)[ok] * scale
-        y = summary["best_val_bpb"].to_numpy(float)[ok]
-        labels = [n for n, k in zip(names, ok) if k]
-        for xi, yi, n in zip(x, y, labels):
-            a.scatter(xi, yi, color=color[n], s=50 if not crowded else 20, zorder=3)
-            if n in named:
-                a.annotate(n, (xi, yi), fontsize=8, xytext=(4, 4), textcoords="offset points")
-        if len(x):
-            front = _pareto(x, y)
-            a.step(x[front], y[front], where="post", color="black", lw=1, ls="--", label="Pareto front")
-            a.scatter(x[front], y[front], s=160, facecolors="none", edgecolors="black", zorder=2)
-            a.legend(fontsize=8)
-        a.set(title=COMPARISON_PANELS[6 if col == "training_time_s" else 7], xlabel=label,
-              ylabel="best validation bits per byte")
-        a.grid(alpha=0.3)
-    ax[7].set_xscale("log")
-    fig.suptitle(title, fontsize=14)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
-    return fig
+
+
+def _tradeoff_panel(a, summary: pd.DataFrame, col: str, scale: float, names, named, color, crowded: bool) -> None:
+    """Best bits per byte against a cost (time or parameters), with the Pareto front."""
+    ok = summary[["best_val_bpb", col]].notna().all(axis=1).to_numpy()
+    x = summary[col].to_numpy(float)[ok] * scale
+    y = summary["best_val_bpb"].to_numpy(float)[ok]
+    labels = [n for n, k in zip(names, ok) if k]
+    for xi, yi, n in zip(x, y, labels):
+        a.scatter(xi, yi, color=color[n], s=50 if not crowded else 20, zorder=3)
+        if n in named:
+            a.annotate(n, (xi, yi), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    if len(x):
+        front = _pareto(x, y)
+        a.step(x[front], y[front], where="post", color="black", lw=1, ls="--", label="Pareto front")
+        a.scatter(x[front], y[front], s=160, facecolors="none", edgecolors="black", zorder=2)
+        a.legend(fontsize=8)
+    a.grid(alpha=0.3)
+
+
+def _log_count_axis(a) -> None:
+    """A log-scale axis of counts labelled 1, 2 and 5 per decade in short form (200k, 1M, 5M):
+    matplotlib's default labels every minor tick when the values span less than a decade, and
+    those labels overlap."""
+    a.set_xscale("log")
+    a.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    a.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _short(v)))
+    a.xaxis.set_minor_formatter(NullFormatter())

@@ -111,6 +111,7 @@ class ScalingFit:
     boot: list[dict[str, float]] = field(default_factory=list)
     held_out: dict[str, Any] | None = None
     cost: float = 0.0
+    undetermined: dict[str, str] = field(default_factory=dict)  # parameter -> what runs would pin it down
 
     def predict(self, n, d):
         return law(self.params, n, d)
@@ -134,8 +135,14 @@ class ScalingFit:
         return {"N": float(n), "D": float(d), "L": float(law(p, n, d))}
 
     def budget(self, compute: float) -> dict[str, Any]:
+        """The compute-optimal N, D and loss at C, with intervals; refused (with why) when the runs
+        do not determine the exponents and coefficients that the optimum depends on."""
         if not (isinstance(compute, (int, float)) and math.isfinite(compute) and compute > 0):
             raise UserError(f"--budget {compute!r} must be a positive number of FLOPs, e.g. 1e15")
+        blocking = [k for k in ("A", "alpha", "B", "beta") if k in self.undetermined]
+        if blocking:
+            return {"C": float(compute), "refused": f"these runs do not determine {', '.join(blocking)}, "
+                                                     "so they cannot place a compute-optimal N and D"}
         best = self.optimal(compute)
         spread = [self.optimal(compute, b) for b in self.boot]
         out = {"C": float(compute), **best}
@@ -151,7 +158,7 @@ class ScalingFit:
                    "D training tokens, C = 6 N D", "metric": self.runs.metric, "metric_note": self.runs.metric_note,
             "params": self.params, "E_fixed_to_entropy": self.fixed_E,
             "intervals_95": {k: list(v) for k, v in self.intervals.items()}, "bootstrap_fits": len(self.boot),
-            "held_out": self.held_out, "dataset": self.runs.dataset, "tokenizer": self.runs.tokenizer,
+            "held_out": self.held_out, "undetermined": self.undetermined, "dataset": self.runs.dataset, "tokenizer": self.runs.tokenizer,
             "runs": self.runs.table.assign(predicted=self.predict(self.runs.table["N"], self.runs.table["D"]))
                                    .to_dict("records"),
             "left_out": self.runs.left_out,
@@ -207,8 +214,8 @@ def _solve(table: pd.DataFrame, entropy: float | None, start: dict[str, float] |
 
 
 def fit_scaling(runs: ScalingRuns, bootstrap: int = 200, seed: int = 0, hold_out: bool = True) -> ScalingFit:
-    """Fit the law to the runs (E fixed to the entropy when known), with bootstrap intervals and
-    the held-out prediction of the largest model."""
+    """Fit the law to the runs (E fixed to the entropy when known), with bootstrap intervals, what
+    the runs leave undetermined, and the held-out prediction of the largest model."""
     table = runs.table
     fixed = runs.entropy is not None
     need = _unknowns(fixed)
@@ -221,22 +228,56 @@ def fit_scaling(runs: ScalingRuns, bootstrap: int = 200, seed: int = 0, hold_out
                         f"{table['N'].nunique()} size(s) and {table['D'].nunique()} budget(s)")
     params, cost = _solve(table, runs.entropy)
     fit = ScalingFit(params, fixed, runs, cost=cost)
-    rng = np.random.default_rng(seed)
-    for _ in range(bootstrap):
-        sample = table.iloc[rng.integers(0, len(table), len(table))]
-        if sample["N"].nunique() < 2 or sample["D"].nunique() < 2:
-            continue
-        try:
-            fit.boot.append(_solve(sample, runs.entropy, start=params)[0])
-        except UserError:
-            continue
+    fit.boot = _bootstrap(table, runs.entropy, params, bootstrap, seed)
     for key in PARAMS:
         values = [b[key] for b in fit.boot]
         if values and not (fixed and key == "E"):
             fit.intervals[key] = (float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975)))
+    fit.undetermined = undetermined(fit, bootstrap)
     if hold_out:
         fit.held_out = held_out_error(runs)
     return fit
+
+
+def _bootstrap(table: pd.DataFrame, entropy: float | None, params: dict[str, float], n: int,
+               seed: int) -> list[dict[str, float]]:
+    """Refits to resamples of the runs (with replacement), each from the fit's solution."""
+    rng = np.random.default_rng(seed)
+    fits = []
+    for _ in range(n):
+        sample = table.iloc[rng.integers(0, len(table), len(table))]
+        if sample["N"].nunique() < 2 or sample["D"].nunique() < 2:
+            continue
+        try:
+            fits.append(_solve(sample, entropy, start=params)[0])
+        except UserError:
+            continue
+    return fits
+
+
+WIDE = 100.0  # a 95% interval spanning more than this factor does not determine a parameter
+PINS = {"A": "more model sizes, spread wider (N over 10x or more) at each token budget",
+        "alpha": "more model sizes, spread wider (N over 10x or more) at each token budget",
+        "B": "more token budgets, spread wider (D over 10x or more) for each size",
+        "beta": "more token budgets, spread wider (D over 10x or more) for each size",
+        "E": "larger models trained longer, nearer the floor (or a corpus whose entropy is known, so E is fixed)"}
+
+
+def undetermined(fit: ScalingFit, bootstrap: int) -> dict[str, str]:
+    """The fitted parameters these runs do not determine, each with what runs would: an exponent
+    at its bound (0 or 2.5), E at 0, or a 95% interval over a factor of WIDE."""
+    out = {}
+    for key, (lo, hi) in fit.intervals.items():
+        value = fit.params[key]
+        at_bound = (key in ("alpha", "beta") and not 0.01 < value < 2.49) or (key == "E" and value < 1e-3)
+        wide = lo <= 0 or hi / lo > WIDE
+        if at_bound or wide:
+            out[key] = f"{value:.3g}, 95% {lo:.3g} to {hi:.3g}: needs {PINS[key]}"
+    if bootstrap and len(fit.boot) < max(10, bootstrap // 4):
+        for key in PARAMS:
+            if key not in out and not (fit.fixed_E and key == "E"):
+                out[key] = f"only {len(fit.boot)} of {bootstrap} bootstrap refits converged: needs more runs"
+    return out
 
 
 def held_out_error(runs: ScalingRuns) -> dict[str, Any] | None:
@@ -277,41 +318,19 @@ def format_fit(fit: ScalingFit, budget: dict[str, Any] | None = None) -> str:
             continue
         lo, hi = fit.intervals.get(key, (math.nan, math.nan))
         lines.append(f"  {key:<6} {value:.4g}  (95% {lo:.4g} to {hi:.4g}, {len(fit.boot)} bootstrap fits)")
+    for key, why in fit.undetermined.items():
+        lines.append(f"  not determined by these runs: {key} ({why})")
     h = fit.held_out
     if h:
         share = h["error_share_of_gap"]
         lines.append(f"  held out: the largest model (N = {h['model_N']:,.0f}) predicted from the others: "
                      f"{h['error_bpb']:+.4f} bpb at its largest budget"
                      + (f", {100 * share:.1f}% of its gap to E" if share is not None else ""))
-    if budget:
+    if budget and "refused" in budget:
+        lines.append(f"  budget C = {budget['C']:.3g} FLOPs: no compute-optimal point: {budget['refused']}")
+    elif budget:
         lines.append(f"  budget C = {budget['C']:.3g} FLOPs: N = {budget['N']:,.0f}, D = {budget['D']:,.0f} tokens, "
                      f"predicted {budget['L']:.4f} bpb"
                      + (f" (95% {budget['L_interval'][0]:.4f} to {budget['L_interval'][1]:.4f})"
                         if "L_interval" in budget else ""))
     return "\n".join(lines)
-
-
-def fit_stored(output_dir, studies: list[str] | None = None, budget: float | None = None,
-               bootstrap: int = 200, storage_path: str | None = None, metric: str | None = None) -> dict[str, Any]:
-    """Fit every stored run under OUTPUT_DIR (or those of `studies`), write
-    experiments/scaling_fit.json and .png, and return them with the printed section."""
-    from pathlib import Path
-
-    from analysis.load import find_runs, load_runs
-    from analysis.scaling_plots import plot_scaling
-    from slm_tune.files import atomic_write, write_json
-
-    output_dir = Path(output_dir)
-    runs_dirs = find_runs(output_dir, studies, storage_path)
-    if not runs_dirs:
-        which = f" of {', '.join(studies)}" if studies else ""
-        raise UserError(f"no stored runs{which} under {output_dir}; run the scaling study first "
-                        "(`python studies.py scaling`) or point --output-dir at the folder you ran it in")
-    trials, _ = load_runs(runs_dirs)
-    fit = fit_scaling(scaling_runs(trials, metric), bootstrap=bootstrap)
-    prediction = fit.budget(budget) if budget is not None else None
-    doc = {**fit.to_dict(), "studies": sorted({p.name for p in runs_dirs}), "budget": prediction}
-    exp_dir = output_dir / "experiments"
-    json_path = write_json(exp_dir / "scaling_fit.json", doc)
-    png_path = atomic_write(exp_dir / "scaling_fit.png", lambda tmp: plot_scaling(fit, tmp, prediction))
-    return {"fit": fit, "json": json_path, "plot": png_path, "text": format_fit(fit, prediction)}

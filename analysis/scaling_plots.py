@@ -50,22 +50,7 @@ def plot_scaling(fit: ScalingFit, path: Path, budget: dict | None = None) -> Non
     ax_n.set_title("Loss against model size, one curve per token budget")
     ax_n.legend(fontsize=8)
 
-    # against compute: the runs, and the compute-optimal frontier of the fitted law
-    sc = ax_c.scatter(t["C"], t["L"], c=np.log10(t["N"]), cmap="plasma", s=40, edgecolors="black", linewidths=0.5,
-                      zorder=3)
-    cbar = fig.colorbar(sc, ax=ax_c, pad=0.01)
-    cbar.set_label("log10 N")
-    c_max = max(t["C"].max(), budget["C"] if budget else 0) * 2
-    c_grid = np.geomspace(t["C"].min() / 2, c_max, 120)
-    frontier = np.array([fit.optimal(c)["L"] for c in c_grid])
-    ax_c.plot(c_grid, frontier, color="C0", lw=2, label="compute-optimal (fitted)")
-    if fit.boot:
-        spread = np.array([[fit.optimal(c, b)["L"] for c in c_grid] for b in fit.boot])
-        ax_c.fill_between(c_grid, np.quantile(spread, 0.025, axis=0), np.quantile(spread, 0.975, axis=0),
-                          color="C0", alpha=0.18, lw=0, label="95% bootstrap band")
-    if budget:
-        ax_c.scatter([budget["C"]], [budget["L"]], marker="*", s=220, color="C3", zorder=4,
-                     label=f"budget {budget['C']:.2g}: N = {short_number(budget['N'])}, D = {short_number(budget['D'])}")
+    _compute_panel(fig, ax_c, fit, budget)
     ax_c.set_xlabel("training compute C = 6 N D (FLOPs)")
     ax_c.set_title("Loss against compute")
     ax_c.legend(fontsize=8)
@@ -74,3 +59,29 @@ def plot_scaling(fit: ScalingFit, path: Path, budget: dict | None = None) -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=105, format="png")
     plt.close(fig)
+
+
+def _compute_panel(fig, ax_c, fit: ScalingFit, budget: dict | None) -> None:
+    """The runs against compute, and the fitted law's compute-optimal frontier where the runs
+    determine it."""
+    t = fit.runs.table
+    sc = ax_c.scatter(t["C"], t["L"], c=np.log10(t["N"]), cmap="plasma", s=40, edgecolors="black", linewidths=0.5,
+                      zorder=3)
+    cbar = fig.colorbar(sc, ax=ax_c, pad=0.01)
+    cbar.set_label("log10 N")
+    c_max = max(t["C"].max(), budget["C"] if budget else 0) * 2
+    c_grid = np.geomspace(t["C"].min() / 2, c_max, 120)
+    blocking = [k for k in ("A", "alpha", "B", "beta") if k in fit.undetermined]
+    if blocking:  # no frontier the runs cannot support
+        ax_c.text(0.5, 0.5, f"no compute-optimal frontier:\nthese runs do not determine {', '.join(blocking)}",
+                  transform=ax_c.transAxes, ha="center", va="center", fontsize=10, color="C3")
+    else:
+        frontier = np.array([fit.optimal(c)["L"] for c in c_grid])
+        ax_c.plot(c_grid, frontier, color="C0", lw=2, label="compute-optimal (fitted)")
+    if fit.boot and not blocking:
+        spread = np.array([[fit.optimal(c, b)["L"] for c in c_grid] for b in fit.boot])
+        ax_c.fill_between(c_grid, np.quantile(spread, 0.025, axis=0), np.quantile(spread, 0.975, axis=0),
+                          color="C0", alpha=0.18, lw=0, label="95% bootstrap band")
+    if budget and "refused" not in budget:
+        ax_c.scatter([budget["C"]], [budget["L"]], marker="*", s=220, color="C3", zorder=4,
+                     label=f"budget {budget['C']:.2g}: N = {short_number(budget['N'])}, D = {short_number(budget['D'])}")

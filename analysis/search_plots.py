@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from slm_tune.search import SearchSpace  # noqa: E402
+from slm_tune.space import SearchSpace  # noqa: E402
 
 STOPPED = ("stopped early", "interrupted", "errored", "diverged")
 
@@ -46,17 +46,28 @@ def _bounds(space: SearchSpace, key: str) -> tuple[float, float]:
 
 def plot_search(table: pd.DataFrame, space: SearchSpace, metric: str, started: float | None, title: str,
                 path: Path) -> None:
+    """Three rows: parallel coordinates of every trial, the metric against each setting, and the
+    best so far against wall time."""
     keys = space.searched
     k = len(keys)
     fig = plt.figure(figsize=(max(11, 3.2 * k), 12))
     grid = fig.add_gridspec(3, k, height_ratios=[1.25, 1, 1], hspace=0.45, wspace=0.3)
     ok = table[table[metric].notna()]
+    _parallel_coordinates(fig, fig.add_subplot(grid[0, :]), ok, space, metric)
+    for j, key in enumerate(keys):
+        _metric_against(fig.add_subplot(grid[1, j]), ok, space, key, metric, first=j == 0)
+    _best_so_far(fig.add_subplot(grid[2, :]), ok, metric, started)
+    fig.suptitle(title, fontsize=13)
+    fig.savefig(path, dpi=100, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _parallel_coordinates(fig, ax, ok: pd.DataFrame, space: SearchSpace, metric: str) -> None:
+    """One line per trial, best drawn last (on top)."""
+    keys = space.searched
     values = ok[metric].to_numpy(dtype=float)
     cmap = plt.get_cmap("viridis_r")  # best (lowest) bright yellow-green, worst dark purple
     norm = matplotlib.colors.Normalize(vmin=values.min(), vmax=values.max()) if len(values) else None
-
-    # 1. parallel coordinates: one line per trial, best drawn last (on top)
-    ax = fig.add_subplot(grid[0, :])
     cols = keys + [metric]
     order = ok.sort_values(metric, ascending=False)
     ys = {}
@@ -86,35 +97,36 @@ def plot_search(table: pd.DataFrame, space: SearchSpace, metric: str, started: f
     if norm:
         fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01, label=metric)
 
-    # 2. the metric against each setting; hollow markers: stopped before the end
-    for j, key in enumerate(keys):
-        ax = fig.add_subplot(grid[1, j])
-        d = space.dists[key]
-        for stopped in (False, True):
-            part = ok[ok["status"].isin(STOPPED) == stopped]
-            if d.categorical:
-                cats = [str(c) for c in dict.fromkeys(d.args)]
-                x = [cats.index(str(v)) if str(v) in cats else np.nan for v in part[key]]
-                ax.set_xticks(range(len(cats)))
-                ax.set_xticklabels(cats, fontsize=8)
-            else:
-                x = pd.to_numeric(part[key], errors="coerce")
-            ax.scatter(x, part[metric], s=28, facecolors="none" if stopped else "C0", edgecolors="C0",
-                       label="stopped early" if stopped else "ran to the end")
-        if d.log_scale:
-            ax.set_xscale("log")
-        if not d.categorical:
-            lo, hi = _bounds(space, key)
-            pad = (hi / lo) ** 0.04 if d.log_scale else (hi - lo) * 0.04
-            ax.set_xlim(*((lo / pad, hi * pad) if d.log_scale else (lo - pad, hi + pad)))
-        ax.set_xlabel(key)
-        if j == 0:
-            ax.set_ylabel(metric)
-            ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
 
-    # 3. best so far against wall time
-    ax = fig.add_subplot(grid[2, :])
+def _metric_against(ax, ok: pd.DataFrame, space: SearchSpace, key: str, metric: str, first: bool) -> None:
+    """The metric against one setting; hollow markers: stopped before the end."""
+    d = space.dists[key]
+    for stopped in (False, True):
+        part = ok[ok["status"].isin(STOPPED) == stopped]
+        if d.categorical:
+            cats = [str(c) for c in dict.fromkeys(d.args)]
+            x = [cats.index(str(v)) if str(v) in cats else np.nan for v in part[key]]
+            ax.set_xticks(range(len(cats)))
+            ax.set_xticklabels(cats, fontsize=8)
+        else:
+            x = pd.to_numeric(part[key], errors="coerce")
+        ax.scatter(x, part[metric], s=28, facecolors="none" if stopped else "C0", edgecolors="C0",
+                   label="stopped early" if stopped else "ran to the end")
+    if d.log_scale:
+        ax.set_xscale("log")
+    if not d.categorical:
+        lo, hi = _bounds(space, key)
+        pad = (hi / lo) ** 0.04 if d.log_scale else (hi - lo) * 0.04
+        ax.set_xlim(*((lo / pad, hi * pad) if d.log_scale else (lo - pad, hi + pad)))
+    ax.set_xlabel(key)
+    if first:
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def _best_so_far(ax, ok: pd.DataFrame, metric: str, started: float | None) -> None:
+    """Best so far against wall time."""
     ended = pd.to_numeric(ok["ended_at"], errors="coerce")
     if started is None and ended.notna().any():
         started = float(ended.min() - pd.to_numeric(ok["training_time_s"], errors="coerce").max())
@@ -132,7 +144,3 @@ def plot_search(table: pd.DataFrame, space: SearchSpace, metric: str, started: f
     ax.set_ylabel(metric)
     ax.set_title("Best so far against wall time")
     ax.grid(alpha=0.3)
-
-    fig.suptitle(title, fontsize=13)
-    fig.savefig(path, dpi=100, format="png", bbox_inches="tight")
-    plt.close(fig)

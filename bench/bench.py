@@ -52,8 +52,8 @@ def train_row(spec: dict) -> dict:
     import torch
 
     from slm_tune.config import ExperimentConfig
-    from slm_tune.counts import flops_per_token
-    from slm_tune.model import GPT
+    from slm_tune.model.counts import flops_per_token
+    from slm_tune.model.gpt import GPT
     from slm_tune.train import make_optimizer, resolve_precision
 
     torch.set_num_threads(spec["threads"])
@@ -91,7 +91,7 @@ def train_row(spec: dict) -> dict:
 def _run_row(spec: dict) -> dict:
     """A row in a fresh process, started with the environment trials get (slm_tune/workers.py)
     unless the row is about glibc's allocator defaults."""
-    from slm_tune.workers import trial_env
+    from slm_tune.tune.worker_env import trial_env
 
     env = dict(os.environ)
     if spec.get("malloc_defaults"):
@@ -179,7 +179,7 @@ def tensorboard_cost(trials: int, reports: int, evals: int) -> float:
     __import__("torch")  # a trial has it already
 
     from slm_tune.config import EXPERIMENT_CONFIGS
-    from slm_tune.tensorboard import TrialBoard
+    from slm_tune.train.board import TrialBoard
 
     config = EXPERIMENT_CONFIGS["optimal_fast"].to_dict()
     start = time.perf_counter()
@@ -235,7 +235,25 @@ def main() -> None:
             print(f"quick study, {label}: wall {ov['wall_s']:.0f} s", flush=True)
         return
 
-    if args.smoke:
+    base, rows = _rows(args.smoke, args.all_rows)
+    _speed_table(base, rows)
+    _quality_line(args.smoke)
+    tok = tokenization()
+    print(f"tokenization: {tok['mb']:.1f} MB of storyworld in {tok['tokenize_s']:.2f} s = {tok['mb_per_s']:.1f} MB/s "
+          f"(whole build with generation {tok['build_s']:.1f} s); second use {tok['reuse_s']:.2f} s")
+
+    if not args.skip_study:
+        extra = ["--max-iters", "10", "--set", "batch_size=4"] if args.smoke else []
+        ov = study_overhead("quick", extra)
+        print(f"quick study: wall {ov['wall_s']:.0f} s; some trial was training for {ov['busy_s']:.0f} s of it "
+              f"(trial-seconds of training: {ov['train_s']:.0f}); Ray's share of wall time {100 * ov['overhead']:.1f}%")
+
+
+
+
+def _rows(smoke: bool, all_rows: bool) -> tuple[dict, list]:
+    """The base config and the (label, overrides, threads) rows of the speed table."""
+    if smoke:
         base = {"experiment": "optimal_fast", "overrides": {"batch_size": 4, "block_size": 32}, "warmup": 1, "iters": 3}
         rows = [("float32 reference", {"precision": "float32", "fused_loss": False, "compile": False}, 2),
                 ("fast path (default)", {"precision": "auto", "compile": False}, 2)]
@@ -245,11 +263,16 @@ def main() -> None:
                       ("bfloat16 unfused", {"precision": "bfloat16", "fused_loss": False, "compile": False}, 2),
                       ("fast, malloc defaults", {"precision": "auto"}, 2)]
         rows = [("float32 reference", {"precision": "float32", "fused_loss": False, "compile": False}, 2),
-                *(extra_rows if args.all_rows else []),
+                *(extra_rows if all_rows else []),
                 ("fast path, no compile", {"precision": "auto", "compile": False}, 2),
                 ("fast path (default)", {"precision": "auto"}, 2),
                 ("fast path, 1 thread", {"precision": "auto"}, 1)]
 
+    return base, rows
+
+
+def _speed_table(base: dict, rows: list) -> None:
+    """Each row's speed, FLOP rate against the matmul peak and memory; the default path's speed-up."""
     peaks = {(t, d): matmul_peak(t, d) for t in (1, 2) for d in ("float32", "bfloat16")}
     print(f"matmul peak (2048^2): float32 {peaks[(2, 'float32')]:.0f} GFLOP/s, bfloat16 {peaks[(2, 'bfloat16')]:.0f} "
           f"GFLOP/s with 2 threads; {peaks[(1, 'float32')]:.0f} / {peaks[(1, 'bfloat16')]:.0f} with 1")
@@ -271,7 +294,11 @@ def main() -> None:
     fast = results["fast path (default)"]["tokens_per_s"]
     print(f"speed-up of the default path over the float32 reference: {fast / ref:.2f}x")
 
-    if args.smoke:
+
+
+def _quality_line(smoke: bool) -> None:
+    """The fast path's validation loss against float32's, same data and seed."""
+    if smoke:
         q = {"experiment": "optimal_fast", "overrides": {"batch_size": 4, "block_size": 32, "max_iters": 20,
                                                         "eval_interval": 10, "eval_iters": 2, "warmup_iters": 2,
                                                         "dataset": "storyworld:train=300,validation=30",
@@ -284,16 +311,6 @@ def main() -> None:
     print(f"quality ({q['experiment']}, {q['overrides']['max_iters']} iterations, same data and seed): "
           f"val_loss float32 {qual['float32']['val_loss']:.4f}, fast path {qual['fast']['val_loss']:.4f} "
           f"({100 * diff:+.2f}%)")
-
-    tok = tokenization()
-    print(f"tokenization: {tok['mb']:.1f} MB of storyworld in {tok['tokenize_s']:.2f} s = {tok['mb_per_s']:.1f} MB/s "
-          f"(whole build with generation {tok['build_s']:.1f} s); second use {tok['reuse_s']:.2f} s")
-
-    if not args.skip_study:
-        extra = ["--max-iters", "10", "--set", "batch_size=4"] if args.smoke else []
-        ov = study_overhead("quick", extra)
-        print(f"quick study: wall {ov['wall_s']:.0f} s; some trial was training for {ov['busy_s']:.0f} s of it "
-              f"(trial-seconds of training: {ov['train_s']:.0f}); Ray's share of wall time {100 * ov['overhead']:.1f}%")
 
 
 if __name__ == "__main__":

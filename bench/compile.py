@@ -54,7 +54,7 @@ def baseline_steps(compiled: bool, steps: int, threads: int) -> dict:
     without glibc's allocator setting eager steps lose 13% to page faults, compiled ones less)."""
     import os
 
-    from slm_tune.workers import trial_env
+    from slm_tune.tune.worker_env import trial_env
 
     proc = subprocess.run([sys.executable, __file__, "--row", "compiled" if compiled else "eager",
                            "--steps", str(steps), "--threads", str(threads)],
@@ -111,7 +111,7 @@ def main() -> None:
             for n in notes:
                 print(f"    {n}")
 
-    from slm_tune.compiling import GAIN, PROBE_STEPS
+    from slm_tune.model.compiling import GAIN, PROBE_STEPS
     from slm_tune.config import EXPERIMENT_CONFIGS
 
     iters = EXPERIMENT_CONFIGS["baseline"].max_iters

@@ -31,8 +31,8 @@ def main() -> None:
     from analysis.load import find_runs, load_run
     from search_spaces import get_study
     from search_spaces.scaling import ITERATIONS, SIZES
-    from slm_tune.progress import StudyProgress
-    from slm_tune.study import StudyRun, run_study
+    from slm_tune.tune.callbacks.progress import StudyProgress
+    from slm_tune.tune.run import StudyRun, run_study
 
     names = [s[0] for s in SIZES]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,12 +1,13 @@
 """Named studies and searches as data.
 
-A study is a list of experiments and its study-wide defaults: it becomes a Ray Tune param_space
-whose ``experiment`` key is a grid over these names (and whose ``seed`` key is a grid over seeds
-with ``--repeats``). Adding a study is adding an entry.
+A study is a list of experiments and its study-wide defaults: the driver turns it into a Ray Tune
+param_space whose ``experiment`` key is a grid over these names (and whose ``seed`` key is a grid
+over seeds with ``--repeats``; slm_tune/tune/run.py). Adding a study is adding an entry. Nothing
+here imports Ray, so listing and describing studies costs none.
 
 A search is a space file in ``search_spaces/searches/`` (lr, shape, compute): a base experiment
 and a distribution per searched setting, in the format a user's own ``--space FILE`` uses
-(slm_tune/search.py). Adding a search is adding a file.
+(slm_tune/space.py). Adding a search is adding a file.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
-
-from ray import tune
 
 from slm_tune.config import EXPERIMENT_CONFIGS, ExperimentConfig
 from search_spaces.scaling import scaling_family
@@ -75,19 +74,6 @@ def get_study(name: str) -> Study:
     return STUDIES[name]
 
 
-def seeds_for(base_seed: int, repeats: int) -> list[int]:
-    """The seeds of `repeats` runs: the experiment's own seed first, then the next ones."""
-    return [base_seed + i for i in range(repeats)]
-
-
-def param_space(experiments: list[str] | tuple[str, ...], repeats: int = 1, base_seed: int = 1337) -> dict:
-    """The Ray Tune param_space: a grid over experiment names (and seeds when repeated)."""
-    space: dict[str, Any] = {"experiment": tune.grid_search(list(experiments))}
-    if repeats > 1:
-        space["seed"] = tune.grid_search(seeds_for(base_seed, repeats))
-    return space
-
-
 SEARCH_DIR = Path(__file__).resolve().parent / "searches"
 
 
@@ -105,7 +91,7 @@ def search_description(name: str) -> str:
 def get_search(name: str, registry: Mapping[str, ExperimentConfig] | None = None,
                overrides: Mapping[str, Any] | None = None, defaults: Mapping[str, Any] | None = None):
     """The named search's SearchSpace, with study-wide overrides applied to its base."""
-    from slm_tune.search import load_space_file
+    from slm_tune.space import load_space_file
 
     files = search_files()
     if name not in files:

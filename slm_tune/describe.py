@@ -25,7 +25,7 @@ def flops_text(n: float) -> str:
 
 def experiments_table(registry: Mapping[str, ExperimentConfig]) -> str:
     """One row per experiment: name, parameters and the settings that tell them apart."""
-    from slm_tune.counts import param_counts
+    from slm_tune.model.counts import param_counts
 
     head = ["name", "params", "vocab", "embd", "layers", "heads", "lr", "iters", "data", "description"]
     rows = [head]
@@ -43,7 +43,7 @@ def experiments_table(registry: Mapping[str, ExperimentConfig]) -> str:
 
 def experiment_details(c: ExperimentConfig) -> str:
     """Every setting, the parameter counts and the estimated training FLOPs per token."""
-    from slm_tune.counts import flops_per_token, param_counts
+    from slm_tune.model.counts import flops_per_token, param_counts
 
     total, non_embedding = param_counts(c)
     fpt = flops_per_token(c)

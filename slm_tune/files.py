@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-STUDY_FILE = "study.json"  # a study run's own record beside Ray's files: settings, plan, data
+STUDY_FILE = "study.json"  # a study run's own record beside Ray's files (slm_tune/study_file.py)
 
 
 def temporary_name(path: Path) -> Path:
@@ -48,8 +48,16 @@ def write_json(path: str | Path, data: Any) -> Path:
 def read_json(path: str | Path) -> dict[str, Any]:
     """A JSON object from a file; {} when it is missing, damaged or not an object."""
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json_object(Path(path).read_bytes())
+    except OSError:
+        return {}
+
+
+def json_object(raw: bytes | str | None) -> dict[str, Any]:
+    """A JSON object from a file's contents; {} when there are none, or they are damaged or not an object."""
+    try:
+        doc = json.loads(raw) if raw is not None else None
+    except ValueError:
         return {}
     return doc if isinstance(doc, dict) else {}
 

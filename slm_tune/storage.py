@@ -12,18 +12,17 @@ AWS_DEFAULT_REGION, or a profile), never from slm-tune's own settings.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pyarrow.fs as pafs
 
 from slm_tune.errors import UserError
-from slm_tune.files import STUDY_FILE, atomic_write
+from slm_tune.files import STUDY_FILE, atomic_write, json_object
 
 GCS_RETRY_S = 15  # slm-tune's own calls to Google Cloud Storage give up after this (Ray keeps its own)
 
@@ -45,18 +44,25 @@ def local_run(run_path: str, output_dir: str | os.PathLike, fs: pafs.FileSystem 
     return mirror_root(output_dir) / run_path.rstrip("/").rsplit("/", 1)[-1] if remote else Path(run_path)
 
 
+def read_study_file(run: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> dict[str, Any]:
+    """A run's study.json, read the one way it is read everywhere: from a local folder, a URI
+    (s3://bucket/ray_results/quick), or a path on a pyarrow filesystem (where Ray stores a running
+    trial's run). {} when it is missing, damaged or unreachable: each caller says what it lacks."""
+    try:
+        if filesystem is None:
+            return json_object(Storage(run).read_bytes(STUDY_FILE))
+        with filesystem.open_input_stream(f"{run}/{STUDY_FILE}") as f:
+            return json_object(f.read())
+    except (OSError, UserError):
+        return {}
+
+
 def mirror_runs(storage: "Storage", output_dir: str | os.PathLike, studies: list[str] | None = None) -> list[Path]:
     """Mirror every run in the storage (of these studies) that has a study.json; their local folders."""
     out = []
     for name in storage.list_dirs():
-        raw = storage.read_bytes(name, STUDY_FILE)
-        if raw is None:
-            continue
-        try:
-            study = json.loads(raw).get("study")
-        except ValueError:
-            continue
-        if studies and study not in studies:
+        doc = read_study_file(storage.uri(name))
+        if not doc or (studies and doc.get("study") not in studies):
             continue
         out.append(storage.mirror(name, mirror_root(output_dir) / name))
     return out

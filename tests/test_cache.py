@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 
 from slm_tune.data.cache import entry_key, prepare_tokens
-from slm_tune.tokenizer import get_tokenizer
+from slm_tune.data.tokenizer import get_tokenizer
 from conftest import TINY_DATASET
 
 SPEC = "storyworld:train=200,validation=20,seed=5"

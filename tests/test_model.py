@@ -5,9 +5,9 @@ import torch
 from torch.nn import functional as F
 
 from slm_tune.config import EXPERIMENT_CONFIGS
-from slm_tune.losses import linear_cross_entropy
-from slm_tune.counts import flops_per_token, param_counts
-from slm_tune.model import GPT
+from slm_tune.model.losses import linear_cross_entropy
+from slm_tune.model.counts import flops_per_token, param_counts
+from slm_tune.model.gpt import GPT
 
 
 def test_baseline_parameter_count_by_hand():

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from analysis.load import load_run
-from analysis.export import ResultsExporter
-from slm_tune.study import StudyRun, run_study
+from analysis.export import export_live
+from slm_tune.tune.callbacks.live_export import ResultsExporter
+from slm_tune.tune.run import StudyRun, run_study
 from test_study import ENV, cli
 from conftest import ROOT, TINY_SETS, tiny
 
@@ -161,7 +162,7 @@ def test_failing_and_diverging_trials_do_not_stop_the_study(tmp_path):
                         entry.write_text("not a directory")  # rebuilding it fails: a persistent fault
 
     results = run_study(StudyRun("faults", configs, output_dir=tmp_path, cache_dir=str(cache), max_failures=1,
-                                 max_concurrent=1, callbacks=[Sabotage(), ResultsExporter(tmp_path, "faults")]))
+                                 max_concurrent=1, callbacks=[Sabotage(), ResultsExporter(tmp_path, "faults", write=export_live)]))
     assert len(results) == 3
     live = {e: json.loads((tmp_path / "experiments" / f"{e}_results.json").read_text()) for e in configs}
     assert {e: r["status"] for e, r in live.items()} == {"healthy": "finished", "diverges": "diverged",

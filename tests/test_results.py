@@ -145,12 +145,13 @@ def test_an_experiments_files_are_written_when_its_trial_ends(tmp_path):
     thread is waited for here, at the second's start, to look), marked finished."""
     from ray import tune
 
-    from analysis.export import ResultsExporter, export_study
+    from analysis.export import export_live, export_study
+    from slm_tune.tune.callbacks.live_export import ResultsExporter
     from conftest import tiny
-    from slm_tune.study import StudyRun, run_study
+    from slm_tune.tune.run import StudyRun, run_study
 
     seen = {}
-    exporter = ResultsExporter(tmp_path, "live")
+    exporter = ResultsExporter(tmp_path, "live", write=export_live)
 
     class SeenAtStart(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):

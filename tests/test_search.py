@@ -15,9 +15,9 @@ import pytest
 
 from search_spaces import get_search, search_files
 from slm_tune.config import EXPERIMENT_CONFIGS, ExperimentConfig
-from slm_tune.counts import training_flops
+from slm_tune.model.counts import training_flops
 from slm_tune.errors import UserError
-from slm_tune.search import check_metric, parse_space
+from slm_tune.space import check_metric, parse_space
 from slm_tune.train import lr_at
 from test_reliability import _lines, _snapshot
 from test_study import ENV, cli

@@ -15,7 +15,7 @@ from ray.train._internal.storage import StorageContext
 
 from analysis.load import load_run
 from conftest import ROOT, TINY_SETS
-from slm_tune.progress import StudyProgress
+from slm_tune.tune.callbacks.progress import StudyProgress
 from test_study import ENV
 
 pafs = pytest.importorskip("pyarrow.fs")
@@ -153,3 +153,11 @@ def test_bad_storage_is_one_line_before_any_trial(s3, tmp_path):
     finally:
         denied_server.kill()
         denied_server.wait()
+    # MLflow's params of a trial come from the same study.json in the bucket (issue 20, bug 1:
+    # they were read from a local path that does not exist, so a run got no params).
+    from slm_tune.tune.callbacks.mlflow import MlflowTracker
+
+    tracker = MlflowTracker("sqlite:///" + (tmp_path / "mlflow.db").as_posix(), tmp_path)
+    params = tracker._params(SimpleNamespace(path=ctx.trial_fs_path, storage=ctx,
+                                             config={"experiment": "optimal_fast", "seed": 1338}))
+    assert params["seed"] == 1338 and params["n_embd"] == 32 and len(params) >= 26

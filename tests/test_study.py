@@ -8,9 +8,10 @@ from pathlib import Path
 
 
 from analysis.load import load_run
-from search_spaces import STUDIES, param_space
+from search_spaces import STUDIES
+from slm_tune.tune.run import grid_space as param_space
 from slm_tune.config import EXPERIMENT_CONFIGS
-from slm_tune.study import StudyRun, run_study
+from slm_tune.tune.run import StudyRun, run_study
 from conftest import ROOT, TINY_SETS, tiny
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -65,7 +66,7 @@ import json, sys
 from pathlib import Path
 from ray import tune
 from slm_tune.config import ExperimentConfig
-from slm_tune.study import StudyRun, run_study
+from slm_tune.tune.run import StudyRun, run_study
 
 seen = []
 
@@ -169,7 +170,7 @@ def test_interactive_menu_through_stdin(tmp_path):
 
 
 def test_default_cpu_split_follows_the_measured_model():
-    from slm_tune.threads import default_cpus_per_trial as split, speedup, threads_that_pay
+    from slm_tune.tune.resources import default_cpus_per_trial as split, speedup, threads_that_pay
 
     # 2 CPUs (this machine): side by side when the rounds come out even, 2 threads when a lone
     # trial would otherwise run a last round on one thread (the quick study's 3 trials).
@@ -198,7 +199,7 @@ def test_console_command_is_the_cli():
 
 
 def test_more_threads_than_pay_still_run_with_one_line():
-    from slm_tune.study import _resolve_resources
+    from slm_tune.tune.run import _resolve_resources
 
     lines = []
     run = StudyRun("s", {"t": tiny(name="t")}, cpus_per_trial=16, log=lines.append)

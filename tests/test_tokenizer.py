@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from slm_tune.tokenizer import get_tokenizer
+from slm_tune.data.tokenizer import get_tokenizer
 
 TEXT = ("Once upon a time, Lily's cat—naïve & brave—ate 12,345 berries! 😀 Ünïcödé, tabs\tand\n\n"
         "new lines, and the literal text <|endoftext|> too.   ")
@@ -41,7 +41,7 @@ def test_ranks_come_from_pypi_when_tiktoken_cannot_download(tmp_path):
     code = ("import tiktoken\n"
             "try:\n    tiktoken.get_encoding('gpt2'); print('tiktoken-online')\n"
             "except Exception:\n    pass\n"
-            "from slm_tune.tokenizer import get_tokenizer\n"
+            "from slm_tune.data.tokenizer import get_tokenizer\n"
             "print(get_tokenizer(50257).encode_ordinary('Hello world'))\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     if "tiktoken-online" in out.stdout:

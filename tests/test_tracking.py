@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from slm_tune.progress import StudyProgress, duration, trial_line
-from slm_tune.study import StudyRun, run_study
+from slm_tune.tune.callbacks.progress import StudyProgress, duration, trial_line
+from slm_tune.tune.run import StudyRun, run_study
 from test_reliability import LONG, _lines, _start, _wait_mid_second_trial
 from test_study import ENV, cli
 from conftest import ROOT, TINY_SETS, tiny

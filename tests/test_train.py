@@ -122,7 +122,7 @@ def test_runs_in_one_process_each_compile_afresh(caplog):
 
 
 def test_compile_auto_weighs_the_time_left_against_the_expected_cost(tmp_path):
-    from slm_tune.compiling import COLD_COST_S, GAIN, WARM_COST_S, CompileCosts, CompilePlan
+    from slm_tune.model.compiling import COLD_COST_S, GAIN, WARM_COST_S, CompileCosts, CompilePlan
 
     costs = CompileCosts(tmp_path)
     assert costs.expected("a")[0] == COLD_COST_S  # nothing measured on this machine yet

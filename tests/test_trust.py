@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from analysis.load import load_run
-from slm_tune.checkpoints import UnsafeFileError, load_state
+from slm_tune.checkpoint_files import UnsafeFileError
+from slm_tune.model.checkpoints import load_state
 from test_reliability import LONG, _evals, _lines, _start, _wait_mid_second_trial
 from test_study import cli
 
@@ -92,7 +93,7 @@ def test_a_local_study_listens_on_loopback_only_with_token_auth(tmp_path):
     import psutil
     from ray import tune
 
-    from slm_tune.study import StudyRun, run_study
+    from slm_tune.tune.run import StudyRun, run_study
     from conftest import tiny
 
     seen: dict = {}
@@ -126,7 +127,7 @@ def test_files_written_before_still_load(tmp_path):
     when compile was a bool) loads with the weights-only loader and samples."""
     from analysis.samples import sample_from_file
     from conftest import tiny
-    from slm_tune.model import GPT
+    from slm_tune.model.gpt import GPT
 
     c = tiny()
     config = {**c.to_dict(), "compile": True}

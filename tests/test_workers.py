@@ -5,8 +5,8 @@ import ray
 
 import os
 
-from slm_tune.local_ray import start_local_ray
-from slm_tune.workers import MALLOC_TUNABLES, scoped_environ, trial_env
+from slm_tune.tune.local_ray import start_local_ray
+from slm_tune.tune.worker_env import MALLOC_TUNABLES, scoped_environ, trial_env
 
 
 def test_trial_env_leaves_a_users_setting_alone():

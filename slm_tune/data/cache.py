@@ -28,7 +28,7 @@ from filelock import FileLock
 from slm_tune.config import ExperimentConfig
 from slm_tune.data.corpora import corpus_fingerprint, describe_split, load_corpus, split_by_position, texts
 from slm_tune.errors import UserError
-from slm_tune.tokenizer import EOT, default_cache_dir, get_tokenizer, tokenizer_name
+from slm_tune.data.tokenizer import EOT, default_cache_dir, get_tokenizer, tokenizer_name
 
 CACHE_FORMAT = 2  # 2: byte-order marks dropped, short corpora split by position
 SPLITS = ("train", "validation")

@@ -1,0 +1,48 @@
+"""Text from a trained model: load a best_model file (weights only) and generate from a prompt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slm_tune.config import ExperimentConfig
+from slm_tune.data.tokenizer import get_tokenizer
+from slm_tune.errors import UserError
+from slm_tune.model.checkpoints import load_state
+from slm_tune.model.gpt import GPT
+
+SAMPLE_PROMPT = "Once upon a time"
+SAMPLE_TOKENS = 48
+
+
+def load_model(path: Path) -> tuple[GPT, ExperimentConfig, dict[str, Any]]:
+    """A best_model_{experiment}.pt file -> (model in eval mode, its config, the file's metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; run the experiment first, or point --output-dir at its results")
+    try:
+        saved = load_state(path)
+        config = ExperimentConfig(**saved["config"])
+        model = GPT(config)
+        model.load_state_dict(saved["model"])
+    except UserError:
+        raise
+    except Exception as e:  # a damaged or foreign file
+        raise UserError(f"{path} is not a readable slm-tune model ({type(e).__name__}); re-export it with "
+                        "`python studies.py compare`") from None
+    model.eval()
+    return model, config, saved
+
+
+def generate_text(model: GPT, vocab_size: int, prompt: str = SAMPLE_PROMPT, max_new_tokens: int = SAMPLE_TOKENS,
+                  temperature: float = 0.8, top_k: int | None = 50, seed: int = 0) -> str:
+    enc = get_tokenizer(vocab_size)
+    ids = enc.encode_ordinary(prompt) or [enc.eot_token]
+    gen = torch.Generator().manual_seed(seed)
+    out = model.generate(torch.tensor([ids]), max_new_tokens, temperature=temperature,
+                         top_k=top_k if top_k and top_k > 0 else None, generator=gen,
+                         stop_token=enc.eot_token)
+    tokens = [t for t in out[0].tolist() if t != enc.eot_token]
+    return enc.decode(tokens)

@@ -1,0 +1,50 @@
+"""Batches of training and validation windows, and the evaluation of a model on fixed ones."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from slm_tune.config import ExperimentConfig
+
+EVAL_SEED = 1234  # the validation batches depend only on the data and the batch shape
+
+
+def batch(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets of the windows starting at `offsets`."""
+    rows = torch.from_numpy(tokens[offsets[:, None] + np.arange(block_size + 1)].astype(np.int64))
+    return rows[:, :-1], rows[:, 1:]
+
+
+def eval_offsets(c: ExperimentConfig, n_tokens: int) -> np.ndarray:
+    rng = np.random.default_rng(EVAL_SEED)
+    return rng.integers(0, n_tokens - c.block_size - 1, size=(c.eval_iters, c.batch_size))
+
+
+class Evaluator:
+    """Validation loss on the same eval_iters batches at every eval: over whole windows, and over
+    their second halves (each prediction there sees at least half a block before it:
+    val_bpb_context, what the corpus's entropy bounds). Eager: a compiled eval graph would cost
+    a compile of its own for little."""
+
+    def __init__(self, c: ExperimentConfig, validation: np.ndarray, autocast: contextlib.AbstractContextManager):
+        self.block_size = c.block_size
+        self.context = c.block_size // 2
+        self.validation = validation
+        self.offsets = eval_offsets(c, len(validation))
+        self.autocast = autocast
+
+    @torch.no_grad()
+    def __call__(self, model) -> tuple[float, float]:
+        model.eval()
+        whole, late = [], []
+        with self.autocast:
+            for offsets in self.offsets:
+                x, y = batch(self.validation, offsets, self.block_size)
+                a, b = model.eval_losses(x, y, self.context)
+                whole.append(a)
+                late.append(b)
+        model.train()
+        return float(np.mean(whole)), float(np.mean(late))

@@ -1,0 +1,1 @@
+"""Ray Tune callbacks of a running study: progress lines, MLflow, loggers, live export."""

@@ -1,0 +1,98 @@
+"""The bugs found while trying slm-tune as a new user would (issue 20), each held by a test.
+(Bug 1, MLflow params for a study in object storage, is checked in test_storage.py.)"""
+
+import json
+import math
+import time
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+import numpy as np
+import pandas as pd
+import pytest
+
+import studies
+from analysis.export import export_runs
+from analysis.plots import plot_comparison
+from analysis.scaling import ScalingRuns, fit_scaling, format_fit
+from conftest import tiny
+from slm_tune.config import EXPERIMENT_CONFIGS
+from slm_tune.errors import UserError
+from slm_tune.space import parse_space
+from slm_tune.tune.run import StudyRun, run_study
+
+
+def test_ctrl_c_before_any_report_exports_what_there_is(tmp_path):
+    """Bug 2: a trial that has started (params.json) but reported nothing exports as interrupted,
+    instead of pandas' KeyError: 'experiment' from the partial export."""
+    run = tmp_path / "ray_results" / "run_baseline"
+    (run / "baseline").mkdir(parents=True)
+    (run / "study.json").write_text(json.dumps({"study": "run_baseline", "configs": {}}))
+    (run / "baseline" / "params.json").write_text(json.dumps({"experiment": "baseline"}))
+    written = export_runs([run], tmp_path, "run_baseline")
+    assert list(written["summary"]["status"]) == ["interrupted"]
+    assert (tmp_path / "experiments" / "experiment_comparison.png").is_file()
+
+
+def test_an_address_where_nothing_listens_is_one_line_in_seconds(tmp_path, capsys):
+    """Bug 3: --address with nothing listening hung in Ray's retries, deaf to Ctrl-C."""
+    start = time.time()
+    with pytest.raises(UserError, match="nothing answers at the Ray cluster address '127.0.0.1:1'"):
+        run_study(StudyRun("addr", {"tiny": tiny()}, output_dir=tmp_path, address="127.0.0.1:1"))
+    assert studies.main(["run", "baseline", "--address", "127.0.0.1:1", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: nothing answers") and "Traceback" not in "\n".join(err)
+    assert time.time() - start < 30
+
+
+def test_a_fit_the_runs_do_not_determine_says_so_and_places_no_optimum():
+    """Bug 4: a fit whose parameters the runs leave free printed them as found, and a
+    compute-optimal point of N = 0."""
+    rng = np.random.default_rng(0)
+    rows = [{"experiment": f"n{n:g}_d{d:g}", "N": n, "D": d, "C": 6 * n * d,
+             "L": (0.9 + 40 * d ** -0.3) * math.exp(rng.normal(0, 0.01))}  # no dependence on N at all
+            for n in (1e5, 2e5, 4e5) for d in (1e6, 2e6, 4e6)]
+    fit = fit_scaling(ScalingRuns(pd.DataFrame(rows), entropy=None, dataset="plays", tokenizer="gpt2-2000"),
+                      bootstrap=40)
+    assert "alpha" in fit.undetermined or "A" in fit.undetermined
+    budget = fit.budget(1e14)
+    assert "refused" in budget and "N" not in budget
+    text = format_fit(fit, budget)
+    assert "not determined by these runs: " in text and "more model sizes" in text
+    assert "no compute-optimal point" in text
+
+
+def test_a_well_posed_fit_determines_everything():
+    from test_scaling import _synthetic
+
+    fit = fit_scaling(_synthetic(noise=0.01), bootstrap=40)
+    assert fit.undetermined == {} and "N" in fit.budget(1e15)
+
+
+def test_heads_that_do_not_divide_the_width_name_the_rule():
+    """Bug 5: 'can give n_head=3, which is invalid: must be divisible by n_head=3'."""
+    with pytest.raises(UserError) as e:
+        parse_space({"n_head": {"choice": [3, 5, 7]}}, "heads", EXPERIMENT_CONFIGS)
+    message = str(e.value)
+    assert "n_embd=256 with n_head=3" in message and "n_embd must be divisible by n_head" in message
+    assert "search head_size instead" in message
+
+
+def test_comparison_parameter_axis_labels_do_not_overlap(tmp_path):
+    """Bug 6 (its plot): 14 experiments within one decade of parameters gave overlapping
+    labels on the log axis of the quality-against-parameters panel."""
+    names = list(EXPERIMENT_CONFIGS)
+    summary = pd.DataFrame({"experiment": names, "best_val_loss": np.linspace(2, 3, 14),
+                            "best_val_bpb": np.linspace(1, 1.5, 14), "total_params": np.linspace(4e6, 3.9e7, 14),
+                            "training_time_s": np.linspace(100, 900, 14), "entropy_bpb": 0.2})
+    fig = plot_comparison(summary, pd.DataFrame(columns=["experiment", "iteration", "kind"]), "t",
+                          tmp_path / "c.png")
+    ax = fig.axes[7]
+    canvas = FigureCanvasAgg(fig)  # the figure as saved (pyplot has closed it)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels(which="both")
+             if t.get_visible() and t.get_text() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    assert len(boxes) >= 2
+    boxes.sort(key=lambda b: b.x0)
+    for a, b in zip(boxes, boxes[1:]):
+        assert not a.overlaps(b), [t.get_text() for t in ax.get_xticklabels(which="both")]
