@@ -133,6 +133,15 @@ def test_study_in_a_bucket_survives_sigkill_and_is_compared_from_the_bucket(s3, 
     progress._load_plan(SimpleNamespace(path=ctx.trial_fs_path, storage=ctx))
     assert progress._plan["n_trials"] == 2 and progress._plan["flops"]["optimal_fast"] > 0
 
+    # MLflow's params of a trial come from the same study.json in the bucket (issue 20, bug 1:
+    # they were read from a local path that does not exist, so a run got no params).
+    from slm_tune.tune.callbacks.mlflow import MlflowTracker
+
+    tracker = MlflowTracker("sqlite:///" + (tmp_path / "mlflow.db").as_posix(), tmp_path)
+    params = tracker._params(SimpleNamespace(path=ctx.trial_fs_path, storage=ctx,
+                                             config={"experiment": "optimal_fast", "seed": 1338}))
+    assert params["seed"] == 1338 and params["n_embd"] == 32 and len(params) >= 26
+
 
 def test_bad_storage_is_one_line_before_any_trial(s3, tmp_path):
     denied_server, denied = _start_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})  # checks every key: ours are unknown
@@ -153,11 +162,3 @@ def test_bad_storage_is_one_line_before_any_trial(s3, tmp_path):
     finally:
         denied_server.kill()
         denied_server.wait()
-    # MLflow's params of a trial come from the same study.json in the bucket (issue 20, bug 1:
-    # they were read from a local path that does not exist, so a run got no params).
-    from slm_tune.tune.callbacks.mlflow import MlflowTracker
-
-    tracker = MlflowTracker("sqlite:///" + (tmp_path / "mlflow.db").as_posix(), tmp_path)
-    params = tracker._params(SimpleNamespace(path=ctx.trial_fs_path, storage=ctx,
-                                             config={"experiment": "optimal_fast", "seed": 1338}))
-    assert params["seed"] == 1338 and params["n_embd"] == 32 and len(params) >= 26
