@@ -159,6 +159,8 @@ STORAGE_READ_HELP = ("read the studies from this storage path (default: OUTPUT_D
 
 
 def _add_analysis_commands(sub) -> None:
+    from slm_tune.metrics import SCALING_METRICS
+
     p = sub.add_parser("compare", help="rebuild the comparison files from the stored studies")
     p.add_argument("--output-dir", default=".")
     p.add_argument("--study", action="append", help="only these studies (repeatable)")
@@ -168,7 +170,7 @@ def _add_analysis_commands(sub) -> None:
     p.add_argument("--study", action="append", help="only these studies (repeatable), e.g. --study scaling")
     p.add_argument("--budget", type=float, help="a compute budget in FLOPs (C = 6ND): the best N and D, and the loss")
     p.add_argument("--bootstrap", type=_positive_int, default=200, help="refits for the intervals (default 200)")
-    p.add_argument("--metric", choices=("best_val_bpb_context", "best_val_bpb"),
+    p.add_argument("--metric", choices=SCALING_METRICS,
                    help="L: best_val_bpb_context (the second half of each validation window, where the corpus's "
                         "entropy is the floor; the default when every run has it) or best_val_bpb (whole windows)")
     p.add_argument("--storage-path", help=STORAGE_READ_HELP)

@@ -20,11 +20,11 @@ from analysis.plots import plot_comparison, plot_training_losses
 from analysis.search_views import export_search, stored_run_search
 from slm_tune.checkpoint_files import CHECKPOINT_FILE, DAMAGED_FILE_ERRORS, UnsafeFileError, read_history
 from slm_tune.errors import UserError, first_error_line
+from slm_tune.metrics import SUMMARY_METRICS
 from slm_tune.storage import local_run, read_study_file
 from slm_tune.files import atomic_write as _atomic, clean_json as _clean, read_json, write_json
 
-METRICS = ["total_params", "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss",
-           "best_val_bpb", "best_val_bpb_context", "tokens_per_s"]
+METRICS = SUMMARY_METRICS  # the comparison's columns, from the one registry (slm_tune/metrics.py)
 CSV_COLUMNS = ["experiment", "study", "status"] + METRICS + ["runs"]
 
 

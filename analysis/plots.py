@@ -13,6 +13,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 import pandas as pd  # noqa: E402
 
 from slm_tune.describe import short_number as _short  # noqa: E402
+from slm_tune.metrics import METRICS  # noqa: E402
 
 COMPARISON_PANELS = (
     "Best validation loss", "Best validation bits per byte", "Parameters", "Training time",
@@ -47,7 +48,7 @@ def plot_training_losses(history: pd.DataFrame, title: str, path: Path) -> plt.F
         ax.plot(train.index, train, color="tab:blue", lw=2.5, label=f"train, mean of {len(seeds)}")
         ax.plot(val.index, val, color="tab:orange", lw=2.5, marker="o", ms=4, label=f"validation, mean of {len(seeds)}")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("loss (nats per token)")
+    ax.set_ylabel(METRICS["val_loss"].axis_label.replace("validation ", ""))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -72,7 +73,7 @@ CROWDED = 12  # more experiments than this (a search): no value on each bar, nam
 SHOWN = 5
 
 
-def _bars(ax, names, values, errors, title, ylabel, fmt="{:.3f}", floor=None):
+def _bars(ax, names, values, errors, title, ylabel, fmt="{:.3f}", floor=None, zoom=False):
     fmt = fmt if callable(fmt) else fmt.format
     crowded = len(names) > CROWDED
     colors = plt.cm.tab10(np.arange(len(names)) % 10)
@@ -83,7 +84,7 @@ def _bars(ax, names, values, errors, title, ylabel, fmt="{:.3f}", floor=None):
             ax.annotate(fmt(v), (i, v), ha="center", va="bottom", fontsize=8,
                         xytext=(0, 2), textcoords="offset points")
     finite = [v for v in values if np.isfinite(v)]
-    if finite and ("loss" in ylabel or "bits" in ylabel):
+    if finite and zoom:  # losses: the differences, not the distance from zero
         low = min(finite + ([floor] if floor else []))
         ax.set_ylim(low * 0.9, max(finite) * 1.05)
     if floor:
@@ -111,10 +112,10 @@ def plot_comparison(summary: pd.DataFrame, history: pd.DataFrame, title: str, pa
     color = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
     _curve_panels(ax[4:6], history, names, named, color, floor, crowded)
     for a, col, label, x_scale in ((ax[6], "training_time_s", f"training time ({unit})", 1 / scale),
-                                   (ax[7], "total_params", "parameters", 1.0)):
+                                   (ax[7], "total_params", METRICS["total_params"].label, 1.0)):
         _tradeoff_panel(a, summary, col, x_scale, names, named, color, crowded)
         a.set(title=COMPARISON_PANELS[6 if col == "training_time_s" else 7], xlabel=label,
-              ylabel="best validation bits per byte")
+              ylabel=METRICS["best_val_bpb"].label)
     _log_count_axis(ax[7])
     fig.suptitle(title, fontsize=14)
     fig.tight_layout()
@@ -133,11 +134,11 @@ def _bar_panels(ax, summary: pd.DataFrame, names: list[str], floor: float | None
     """Losses, bits per byte, parameters and training time as bars; the time unit chosen."""
     std = lambda col: summary[f"{col}_std"].to_numpy(float) if f"{col}_std" in summary else None  # noqa: E731
     _bars(ax[0], names, summary["best_val_loss"].to_numpy(float), std("best_val_loss"),
-          COMPARISON_PANELS[0], "loss (nats per token)")
+          COMPARISON_PANELS[0], METRICS["best_val_loss"].unit, zoom=True)
     _bars(ax[1], names, summary["best_val_bpb"].to_numpy(float), std("best_val_bpb"),
-          COMPARISON_PANELS[1], "bits per byte (comparable across vocabularies)", floor=floor)
+          COMPARISON_PANELS[1], METRICS["best_val_bpb"].unit + " (comparable across vocabularies)", floor=floor, zoom=True)
     _bars(ax[2], names, summary["total_params"].to_numpy(float), None, COMPARISON_PANELS[2],
-          "parameters", fmt=_short)
+          METRICS["total_params"].label, fmt=_short)
     ax[2].set_ylim(0, _top(summary["total_params"]))
     minutes = bool(pd.to_numeric(summary["training_time_s"], errors="coerce").max() >= 120)
     unit, scale = ("minutes", 60.0) if minutes else ("seconds", 1.0)
@@ -161,8 +162,8 @@ def _curve_panels(ax, history: pd.DataFrame, names, named, color, floor, crowded
         ax[1].plot(train.index, train, marker="o" if len(train) < 40 and not crowded else None, ms=3, **style)
     if floor:
         ax[0].axhline(floor, color="black", ls="--", lw=1, label="corpus entropy")
-    ax[0].set(title=COMPARISON_PANELS[4], xlabel="iteration", ylabel="validation bits per byte")
-    ax[1].set(title=COMPARISON_PANELS[5], xlabel="iteration", ylabel="training loss (nats per token)")
+    ax[0].set(title=COMPARISON_PANELS[4], xlabel="iteration", ylabel=METRICS["val_bpb"].label)
+    ax[1].set(title=COMPARISON_PANELS[5], xlabel="iteration", ylabel=METRICS["train_loss"].axis_label)
     for a in ax:
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=8, title=f"best {SHOWN} of {len(names)}" if crowded else None, title_fontsize=8)

@@ -33,9 +33,10 @@ import numpy as np
 import pandas as pd
 
 from slm_tune.errors import UserError
+from slm_tune.metrics import SCALING_METRICS, get_metric
 
 PARAMS = ("E", "A", "alpha", "B", "beta")
-METRICS = ("best_val_bpb_context", "best_val_bpb")  # the first that every run has
+METRICS = SCALING_METRICS  # the first that every run has (slm_tune/metrics.py)
 HUBER_SCALE = 0.01  # on log L: residuals beyond 1% count linearly, so one bad run cannot drag the fit
 
 
@@ -56,9 +57,7 @@ class ScalingRuns:
 def choose_metric(trials: pd.DataFrame, metric: str | None = None) -> str:
     """`metric`, or the first of METRICS that every run reports (older runs lack the context one)."""
     if metric is not None:
-        if metric not in METRICS:
-            raise UserError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
-        return metric
+        return get_metric(metric, METRICS).name
     for name in METRICS:
         if name in trials and pd.to_numeric(trials[name], errors="coerce").notna().all():
             return name

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 
 from analysis.scaling import ScalingFit  # noqa: E402
 from slm_tune.describe import short_number  # noqa: E402
+from slm_tune.metrics import METRICS  # noqa: E402
 
 
 def plot_scaling(fit: ScalingFit, path: Path, budget: dict | None = None) -> None:
@@ -44,8 +45,8 @@ def plot_scaling(fit: ScalingFit, path: Path, budget: dict | None = None) -> Non
         ax.axhline(e, color="black", ls="--", lw=1, label=f"E = {e:.3f} bpb" + (" (corpus entropy)" if fit.fixed_E else " (fitted)"))
         ax.set_xscale("log")
         ax.grid(alpha=0.3, which="both")
-        ax.set_ylabel("best val bits per byte" + (", windows' second halves" if fit.runs.metric == "best_val_bpb_context"
-                                                  else ", whole windows"))
+        ax.set_ylabel(METRICS[fit.runs.metric].label + ("" if fit.runs.metric == "best_val_bpb_context"
+                                                          else ", whole windows"))
     ax_n.set_xlabel("non-embedding parameters N")
     ax_n.set_title("Loss against model size, one curve per token budget")
     ax_n.legend(fontsize=8)

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from slm_tune.metrics import METRICS  # noqa: E402
 from slm_tune.space import SearchSpace  # noqa: E402
 
 STOPPED = ("stopped early", "interrupted", "errored", "diverged")
@@ -35,6 +36,10 @@ def _axis(space: SearchSpace, key: str, values: pd.Series) -> tuple[np.ndarray, 
         f = lambda v: (v - lo) / (hi - lo)  # noqa: E731
     ticks = [lo, hi] if not d.log_scale else [lo, math.sqrt(lo * hi), hi]
     return f(x), [float(f(t)) for t in ticks], [f"{t:.3g}" for t in ticks]
+
+
+def _label(metric: str) -> str:
+    return METRICS[metric].label if metric in METRICS else metric
 
 
 def _bounds(space: SearchSpace, key: str) -> tuple[float, float]:
@@ -120,7 +125,7 @@ def _metric_against(ax, ok: pd.DataFrame, space: SearchSpace, key: str, metric: 
         ax.set_xlim(*((lo / pad, hi * pad) if d.log_scale else (lo - pad, hi + pad)))
     ax.set_xlabel(key)
     if first:
-        ax.set_ylabel(metric)
+        ax.set_ylabel(_label(metric))
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
 
@@ -141,6 +146,6 @@ def _best_so_far(ax, ok: pd.DataFrame, metric: str, started: float | None) -> No
         ax.set_xlim(left=0)
         ax.set_xlabel(f"wall time since the search started ({unit})")
         ax.legend()
-    ax.set_ylabel(metric)
+    ax.set_ylabel(_label(metric))
     ax.set_title("Best so far against wall time")
     ax.grid(alpha=0.3)

@@ -89,7 +89,7 @@ def train_row(spec: dict) -> dict:
 
 
 def _run_row(spec: dict) -> dict:
-    """A row in a fresh process, started with the environment trials get (slm_tune/workers.py)
+    """A row in a fresh process, started with the environment trials get (slm_tune/tune/worker_env.py)
     unless the row is about glibc's allocator defaults."""
     from slm_tune.tune.worker_env import trial_env
 

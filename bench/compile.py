@@ -9,7 +9,7 @@ wall time is printed with what each trial chose. A baseline trial is too long to
 times here (1,200 iterations, about half an hour), so its iterations are timed: eager and
 compiled steps on the trial's threads, and the compile cost (first compiled step and eval beyond
 the rest). Its whole run is then priced each way from those figures, and auto is priced as the
-plan decides it (slm_tune/compiling.py: PROBE_STEPS eager steps, then compile or not).
+plan decides it (slm_tune/model/compiling.py: PROBE_STEPS eager steps, then compile or not).
 """
 
 from __future__ import annotations

@@ -54,10 +54,10 @@ class ExperimentConfig:
     # run
     seed: int = 1337
     precision: str = "auto"  # auto: bfloat16 autocast where the CPU has native bf16, else float32
-    # torch.compile the model: auto where the run is long enough for it to pay (slm_tune/compiling.py),
+    # torch.compile the model: auto where the run is long enough for it to pay (slm_tune/model/compiling.py),
     # true always, false never; eager wherever compiling fails
     compile: str = "auto"
-    fused_loss: bool = True  # chunked output layer + cross-entropy (slm_tune/losses.py)
+    fused_loss: bool = True  # chunked output layer + cross-entropy (slm_tune/model/losses.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "compile", _compile_mode(self.compile))

@@ -37,6 +37,7 @@ from typing import Any, Mapping
 from slm_tune.config import FIELD_TYPES, ExperimentConfig, coerce
 from slm_tune.model.counts import flops_per_token, tokens_per_iter, training_flops
 from slm_tune.errors import UserError, closest
+from slm_tune.metrics import SEARCH_METRICS, get_metric
 
 KINDS = ("loguniform", "uniform", "randint", "qrandint", "choice", "grid")
 RESERVED = ("base", "description", "flops_budget")
@@ -45,7 +46,6 @@ NOT_SEARCHABLE = ("name", "description")
 # Settings PBT may change in the middle of a run: they shape the optimisation, not the model or
 # its data, so a trial can continue from another trial's weights with new values of them.
 MUTABLE = ("learning_rate", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "dropout")
-METRICS = ("best_val_bpb", "val_bpb", "best_val_loss", "val_loss")
 
 
 @dataclass(frozen=True)
@@ -436,9 +436,7 @@ def load_space_file(
 
 def check_metric(metric: str, space: SearchSpace) -> str:
     """The searcher's metric; per-token losses compare trials only when they share a vocabulary."""
-    if metric not in METRICS:
-        raise UserError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
-    if metric.endswith("_loss") and "vocab_size" in space.dists:
+    if get_metric(metric, SEARCH_METRICS).per_token and "vocab_size" in space.dists:
         raise UserError(f"--metric {metric} compares trials by loss per token, which differs between vocabulary "
                         f"sizes and this space searches vocab_size; use --metric best_val_bpb (bits per byte)")
     return metric

@@ -1,6 +1,6 @@
 """GPT in the nanoGPT tradition: pre-LayerNorm blocks, causal SDPA attention, GELU MLP, tied head.
 
-Parameter and FLOP counts are functions of the config (slm_tune.counts, no torch needed); a test
+Parameter and FLOP counts are functions of the config (slm_tune.model.counts, no torch needed); a test
 checks them against a built model.
 """
 
@@ -101,7 +101,7 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy in nats per token.
 
-        The output layer and the loss are fused and chunked (slm_tune.losses), so the full
+        The output layer and the loss are fused and chunked (slm_tune.model.losses), so the full
         (B*T, vocab) float32 logits never exist: at baseline's size that is 820 MB and most of
         an iteration's memory traffic.
         """

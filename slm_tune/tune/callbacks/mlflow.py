@@ -22,11 +22,11 @@ from typing import Any, Iterable
 from ray import tune
 
 from slm_tune.errors import UserError
+from slm_tune.metrics import tracked
 from slm_tune.study_file import stored_trial_config, trial_study_file
 
-TRAIN_METRICS = ("train_loss", "lr", "tokens_per_s")
-EVAL_METRICS = ("val_loss", "val_bpb", "val_bpb_context", "best_val_loss", "best_val_bpb", "train_loss", "lr",
-                "tokens_per_s")
+TRAIN_METRICS = tracked("train")
+EVAL_METRICS = tracked("eval")
 
 
 def default_tracking_uri(output_dir: Path) -> str:

@@ -1,0 +1,108 @@
+"""A study's scheduler (FIFO, ASHA, PBT) and a search's algorithm (Optuna's TPE, random), as Ray
+Tune builds them, with the combinations Ray would refuse deep inside fit() checked first."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+from slm_tune.errors import UserError
+from slm_tune.space import clip_to_space
+from slm_tune.tune.study_run import StudyRun
+
+SCHEDULERS = ("fifo", "asha", "pbt")
+SEARCH_ALGS = ("optuna", "random")
+
+
+
+
+def horizon(run: StudyRun) -> tuple[str, float, float]:
+    """(time attribute, longest run, shortest report interval) in which schedulers count: FLOPs
+    spent when a search gives every trial the same compute (trials differ in iterations), else
+    iterations. Both are in eval reports only, so schedulers decide on evals, not on the
+    training-loss reports between them."""
+    if run.search is None:
+        return ("eval_iteration", max(c.max_iters for c in run.configs.values()),
+                min(c.eval_interval for c in run.configs.values()))
+    space = run.search
+    if space.flops_budget:
+        reports = max(1, round(space.base.max_iters / space.base.eval_interval))
+        return "train_flops", space.flops_budget, space.flops_budget / reports
+    smallest = min(space.dists["eval_interval"].probes()) if "eval_interval" in space.dists else space.base.eval_interval
+    return "eval_iteration", space.largest("max_iters"), smallest
+
+
+def make_scheduler(run: StudyRun) -> tuple[Any, str | None, str | None]:
+    metric = run.metric if run.search is not None else "val_loss"
+    if run.scheduler == "fifo":
+        return FIFOScheduler(), (metric if run.search is not None else None), ("min" if run.search is not None else None)
+    time_attr, max_t, interval = horizon(run)
+    if run.scheduler == "asha":
+        grace = max(interval, (max_t // 8) // interval * interval)
+        return (ASHAScheduler(time_attr=time_attr, max_t=max_t, grace_period=grace, reduction_factor=2),
+                metric, "min")
+    if run.scheduler == "pbt":
+        return (PopulationBasedTraining(
+            time_attr=time_attr, perturbation_interval=interval,
+            hyperparam_mutations=run.search.pbt_mutations(), require_attrs=False,
+            custom_explore_fn=functools.partial(clip_to_space, run.search)), metric, "min")
+    raise UserError(f"unknown scheduler {run.scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+
+
+def make_search_alg(run: StudyRun, concurrent: int):
+    """Ray's search algorithm for a search: Optuna's TPE behind a ConcurrencyLimiter, or random."""
+    if run.search_alg == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=run.sampler_seed)
+    if run.search_alg == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+        import optuna
+
+        if not run.verbose:  # optuna sets its logger's level when first imported: "A new study created..."
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+        sampler = optuna.samplers.TPESampler(seed=run.sampler_seed, **tpe_settings(run.num_samples))
+        return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=concurrent)
+    raise UserError(f"unknown search algorithm {run.search_alg!r}; use one of {', '.join(SEARCH_ALGS)}")
+
+
+def tpe_settings(num_samples: int) -> dict[str, Any]:
+    """Optuna's TPE as a search of a few dozen trials needs it. Its default samples the first 10
+    trials at random, which is all of a 10-trial search and most of a 16-trial one: here the
+    first quarter (2 to 10 trials) explores at random. Multivariate TPE models the settings
+    jointly (learning rate and depth interact); constant liar keeps concurrent trials apart."""
+    return {"n_startup_trials": min(10, max(2, num_samples // 4)), "multivariate": True, "constant_liar": True}
+
+
+def check_search(run: StudyRun) -> None:
+    """Combinations Ray would refuse deep inside fit(), as one line before anything runs."""
+    if run.scheduler == "pbt" and (run.search is None or not run.search.mutable):
+        raise UserError("--scheduler pbt perturbs a search's optimisation settings (learning_rate, weight_decay, "
+                        "min_lr_ratio, ...) mid-run; use it with a search that samples one of them, e.g. "
+                        "`python studies.py search lr --scheduler pbt`")
+    if run.search is None:
+        return
+    if run.search_alg not in SEARCH_ALGS:
+        raise UserError(f"unknown search algorithm {run.search_alg!r}; use one of {', '.join(SEARCH_ALGS)}")
+    if run.scheduler == "pbt" and run.search_alg != "random":
+        raise UserError("PBT evolves its own population and cannot be combined with a search algorithm (Ray's rule); "
+                        "use --search-alg random with --scheduler pbt")
+    if run.search.has_grid and run.search_alg == "optuna":
+        grid = [k for k, d in run.search.dists.items() if d.kind == "grid"]
+        raise UserError(f"{', '.join(grid)}: grid entries need --search-alg random (Optuna samples; write "
+                        "choice = [...] to let it choose among the values)")
+    if run.repeats != 1:
+        raise UserError("--repeats applies to studies of named experiments; a search samples one seed per trial "
+                        "(put seed = { choice = [...] } in the space to search over seeds)")
+
+
+def search_trial_name(search: str, offset: int, trial) -> str:
+    """`lr_0007`: the search and the trial's number, which Ray's search generators count (and
+    keep across a resume) at the head of the experiment tag."""
+    head = str(trial.experiment_tag).split("_", 1)[0]
+    index = int(head) + offset if head.isdigit() else trial.trial_id
+    return f"{search}_{index:04d}" if isinstance(index, int) else f"{search}_{index}"

@@ -1,0 +1,71 @@
+"""StudyRun: everything a study run needs, in one place; the CLI fills it from its flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from ray import tune
+
+from slm_tune.config import ExperimentConfig
+from slm_tune.space import SearchSpace
+from slm_tune.storage import mirror_root
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class StudyRun:
+    """Everything a study run needs; the CLI fills it from its flags."""
+
+    study: str
+    configs: Mapping[str, ExperimentConfig]  # the experiments to run, study overrides applied
+    output_dir: Path = Path(".")
+    storage_path: str | None = None  # default: OUTPUT_DIR/ray_results
+    repeats: int = 1
+    cpus_per_trial: int | None = None  # default: threads.default_cpus_per_trial
+    max_concurrent: int | None = None  # default: available CPUs // cpus_per_trial
+    scheduler: str = "fifo"
+    resume: bool = False
+    address: str | None = None
+    verbose: bool = False
+    cache_dir: str | None = None
+    max_failures: int = 2
+    checkpoints_to_keep: int = 2  # the best ones by val_loss; Ray always keeps the latest too
+    callbacks: list[tune.Callback] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+    log: Log = lambda _msg: None
+    # a search (configs then holds only its base, for reference)
+    search: SearchSpace | None = None
+    num_samples: int = 1
+    search_alg: str = "optuna"
+    sampler_seed: int | None = None
+    metric: str = "best_val_bpb"
+    time_budget_s: float | None = None
+    tensorboard: bool = True  # trials write TensorBoard event files into their directories (local storage)
+
+    @property
+    def n_trials(self) -> int:
+        if self.search is None:
+            return len(self.configs) * self.repeats
+        grid = 1
+        for d in self.search.dists.values():
+            grid *= len(d.args) if d.kind == "grid" else 1
+        return self.num_samples * grid
+
+    @property
+    def storage(self) -> str:
+        if self.storage_path:
+            return self.storage_path if "://" in self.storage_path else str(Path(self.storage_path).resolve())
+        return str((Path(self.output_dir) / "ray_results").resolve())
+
+    @property
+    def is_local_storage(self) -> bool:
+        return "://" not in self.storage
+
+    @property
+    def local_root(self) -> Path:
+        """Where the driver reads runs: the storage itself, or for object storage its local mirror
+        (OUTPUT_DIR/ray_results, the layout of a local study, so analysis reads either alike)."""
+        return Path(self.storage) if self.is_local_storage else mirror_root(self.output_dir)
