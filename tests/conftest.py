@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,3 +54,114 @@ TINY_SETS = ["--set", "n_embd=32", "--set", "n_layer=1", "--set", "n_head=2", "-
 @pytest.fixture
 def tiny_config():
     return tiny
+
+
+@dataclass
+class Ran:
+    """What a command printed and returned, as subprocess.run's result has it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str) -> Ran:
+    """`python studies.py ARGS` in this process: the error, help and analysis paths without a
+    fresh interpreter's imports (a study in process starts and stops its own local Ray)."""
+    import studies
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = studies.main(list(args))
+        except SystemExit as e:  # argparse: --help (0) and its one-line errors (2)
+            code = e.code if isinstance(e.code, int) else 2
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+# ------------------------------------------------------------------ a study killed mid-run, built once
+
+LONG = ["--max-iters", "400", "--set", "eval_interval=20", *TINY_SETS]
+
+
+def _lines(path: Path) -> list[dict]:
+    """The complete reports in a result.json that may be being written."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def _evals(lines: list[dict]) -> list[dict]:
+    """The eval reports (the training-loss reports between them have kind "train")."""
+    return [r for r in lines if r.get("kind", "eval") == "eval"]
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "studies.py"), "run", "optimal_fast", "--repeats", "2",
+           "--max-concurrent", "1", "--output-dir", str(out), *LONG, *extra]
+    return subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_mid_second_trial(out: Path, proc: subprocess.Popen, reports: int = 6) -> None:
+    run = out / "ray_results" / "run_optimal_fast"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        first = _lines(run / "optimal_fast_seed1337" / "result.json")
+        second = _lines(run / "optimal_fast_seed1338" / "result.json")
+        if first and first[-1].get("status") == "finished" and len(second) >= reports:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"study ended before it could be interrupted: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    pytest.fail("the study did not reach its second trial in time")
+
+
+@pytest.fixture(scope="session")
+def killed_study(tmp_path_factory) -> dict:
+    """One SIGKILLed study (two tiny trials, the second killed mid-way), built once for every test
+    that starts from it (each takes its own copy, `copy_study`); while it ran, a second study on the
+    same output directory was tried (`second`: what that printed)."""
+    out = tmp_path_factory.mktemp("killed") / "study"
+    proc = _start(out)
+    try:
+        deadline = time.time() + 120
+        while not (out / "ray_results").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        second = run_cli("vocab", "--output-dir", str(out), *TINY_SETS)
+        _wait_mid_second_trial(out, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray processes die at once
+        proc.wait(timeout=60)
+    run = out / "ray_results" / "run_optimal_fast"
+    return {"dir": out, "second": second,
+            "first_pid": _lines(run / "optimal_fast_seed1337" / "result.json")[0]["pid"],
+            "killed_at": _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))[-1]["iteration"]}
+
+
+def copy_study(killed: dict, to: Path) -> Path:
+    """A test's own copy of a stored study (a study moved to another folder resumes from there)."""
+    shutil.copytree(killed["dir"], to, ignore=shutil.ignore_patterns(".slm-tune.lock"))
+    return to
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for a module's in-process studies: run_study uses a Ray that is up (and starts
+    its own when none is), so each study saves its Ray's start and stop."""
+    import ray
+
+    from slm_tune.tune.local_ray import start_local_ray
+
+    if not ray.is_initialized():
+        start_local_ray(os.cpu_count() or 1)
+    yield
+    ray.shutdown()

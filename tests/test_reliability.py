@@ -7,8 +7,6 @@ import re
 import shutil
 import threading
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,52 +16,8 @@ from analysis.load import load_run
 from analysis.export import export_live
 from slm_tune.tune.callbacks.live_export import ResultsExporter
 from slm_tune.tune.run import StudyRun, run_study
-from test_study import ENV, cli
-from conftest import ROOT, TINY_SETS, tiny
-
-LONG = ["--max-iters", "400", "--set", "eval_interval=20", *TINY_SETS]
-
-
-def _lines(path: Path) -> list[dict]:
-    """The complete reports in a result.json that may be being written."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
-
-
-def _evals(lines: list[dict]) -> list[dict]:
-    """The eval reports (the training-loss reports between them have kind "train")."""
-    return [r for r in lines if r.get("kind", "eval") == "eval"]
-
-
-def _start(out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, str(ROOT / "studies.py"), "run", "optimal_fast", "--repeats", "2",
-           "--max-concurrent", "1", "--output-dir", str(out), *LONG, *extra]
-    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def _wait_mid_second_trial(out: Path, proc: subprocess.Popen, reports: int = 6) -> None:
-    run = out / "ray_results" / "run_optimal_fast"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        first = _lines(run / "optimal_fast_seed1337" / "result.json")
-        second = _lines(run / "optimal_fast_seed1338" / "result.json")
-        if first and first[-1].get("status") == "finished" and len(second) >= reports:
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"study ended before it could be interrupted: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.05)
-    pytest.fail("the study did not reach its second trial in time")
-
+from test_study import cli
+from conftest import LONG, TINY_SETS, _evals, _lines, _start, _wait_mid_second_trial, copy_study, run_cli, tiny
 
 def _check_resumed(out: Path, killed_at: int, first_pid: int) -> None:
     run = out / "ray_results" / "run_optimal_fast"
@@ -87,33 +41,40 @@ def _check_resumed(out: Path, killed_at: int, first_pid: int) -> None:
     assert all(len(r["history"]) == 20 for r in record["per_run"])
 
 
+def _interrupt_with_ctrl_c(out: Path) -> tuple[int, int]:
+    """Ctrl-C mid-way through the second trial: the driver stops the study, keeps what it has and
+    says how to resume. (the first trial's pid, the last eval of the second)"""
+    proc = _start(out)
+    _wait_mid_second_trial(out, proc)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err.splitlines()[-1] and "Traceback" not in err
+    run = out / "ray_results" / "run_optimal_fast"
+    return (_lines(run / "optimal_fast_seed1337" / "result.json")[0]["pid"],
+            _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))[-1]["iteration"])
+
+
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
-def test_interrupted_study_resumes(tmp_path, how):
-    proc = _start(tmp_path)
-    _wait_mid_second_trial(tmp_path, proc)
-    run = tmp_path / "ray_results" / "run_optimal_fast"
-    first_pid = _lines(run / "optimal_fast_seed1337" / "result.json")[0]["pid"]
-    if how == "SIGKILL":  # the driver and its Ray processes die at once, as when a machine goes down
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    else:  # Ctrl-C: the driver stops the study, keeps what it has and says how to resume
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 130, err[-2000:]
-        assert "--resume" in err.splitlines()[-1] and "Traceback" not in err
-    killed_at = _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))[-1]["iteration"]
+def test_interrupted_study_resumes(tmp_path, how, killed_study):
+    if how == "SIGKILL":  # the driver and its Ray processes died at once, as when a machine goes down
+        out = copy_study(killed_study, tmp_path / "study")
+        first_pid, killed_at = killed_study["first_pid"], killed_study["killed_at"]
+    else:
+        out = tmp_path / "study"
+        first_pid, killed_at = _interrupt_with_ctrl_c(out)
     assert killed_at < 400
 
-    again = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(tmp_path), *LONG)
+    again = run_cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(out), *LONG)
     assert again.returncode == 2 and "unfinished trials" in again.stderr and "--resume" in again.stderr
 
-    resumed = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(tmp_path),
+    resumed = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(out),
                   *LONG, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    _check_resumed(tmp_path, killed_at, first_pid)
+    _check_resumed(out, killed_at, first_pid)
 
 
-def test_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
+def test_crashed_trial_is_retried_from_its_checkpoint(tmp_path, local_ray):
     configs = {"victim": tiny(name="victim", max_iters=600, eval_interval=20)}
 
     killed = {}
@@ -142,7 +103,7 @@ def test_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
     assert results[0].metrics["status"] == "finished" and results[0].metrics["iteration"] == 600
 
 
-def test_failing_and_diverging_trials_do_not_stop_the_study(tmp_path):
+def test_failing_and_diverging_trials_do_not_stop_the_study(tmp_path, local_ray):
     cache = tmp_path / "cache"
     configs = {
         "healthy": tiny(name="healthy", max_iters=100, eval_interval=20),
@@ -178,7 +139,7 @@ def test_failing_and_diverging_trials_do_not_stop_the_study(tmp_path):
     assert broken["status"] == "errored" and broken["error"] == error == live["broken"]["error"]
 
 
-def test_checkpoints_are_kept_to_the_latest_and_the_best(tmp_path):
+def test_checkpoints_are_kept_to_the_latest_and_the_best(tmp_path, local_ray):
     configs = {"long": tiny(name="long", max_iters=200, eval_interval=10)}
     run_study(StudyRun("keep", configs, output_dir=tmp_path))
     trial = tmp_path / "ray_results" / "keep" / "long"
@@ -231,7 +192,7 @@ def _bad_inputs(out: Path, tmp: Path) -> list[tuple[list[str], str]]:
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(finished, tmp_path):
     before = _snapshot(finished)
     for args, expected in _bad_inputs(finished, tmp_path):
-        proc = cli(*args)
+        proc = run_cli(*args)
         err = proc.stderr.strip()
         assert proc.returncode == 2, (args, err[-1500:])
         assert "Traceback" not in err, (args, err[-1500:])
@@ -245,7 +206,7 @@ def test_damaged_checkpoint_and_model_are_reported_not_used(finished):
     original = model.read_bytes()
     try:
         model.write_bytes(original[: len(original) // 2])
-        proc = cli("sample", "vocab_small", "--output-dir", str(finished))
+        proc = run_cli("sample", "vocab_small", "--output-dir", str(finished))
         assert proc.returncode == 2 and "is not a readable slm-tune model" in proc.stderr
     finally:
         model.write_bytes(original)
@@ -258,14 +219,6 @@ def test_damaged_checkpoint_and_model_are_reported_not_used(finished):
     assert other is None or other[0] != good[0]
 
 
-def test_a_second_study_on_the_same_output_dir_refuses(tmp_path):
-    proc = _start(tmp_path)
-    try:
-        deadline = time.time() + 120
-        while not (tmp_path / "ray_results").exists() and time.time() < deadline:
-            time.sleep(0.1)
-        second = cli("vocab", "--output-dir", str(tmp_path), *TINY_SETS)
-        assert second.returncode == 2 and "another study is running" in second.stderr
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+def test_a_second_study_on_the_same_output_dir_refuses(killed_study):
+    second = killed_study["second"]  # tried while the study ran
+    assert second.returncode == 2 and "another study is running" in second.stderr

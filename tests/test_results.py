@@ -13,7 +13,7 @@ from analysis.export import CSV_COLUMNS, METRICS
 from analysis.plots import COMPARISON_PANELS, plot_comparison, plot_training_losses
 from analysis.samples import sample_from_file
 from test_study import cli
-from conftest import TINY_SETS
+from conftest import TINY_SETS, run_cli
 
 EXPERIMENTS = ["optimal_fast", "optimal_small", "vocab_small"]
 RESULT_KEYS = ["experiment", "config", "total_params", "non_embedding_params", "training_time_s",
@@ -72,7 +72,7 @@ def test_csv_one_row_per_experiment_with_mean_std_and_runs(study_dir):
 
 
 def test_details_prints_training_flops_in_a_readable_unit():
-    out = cli("details", "baseline")
+    out = run_cli("details", "baseline")
     assert out.returncode == 0 and "training FLOPs  480.3 TFLOP (4.8e+14)" in out.stdout
 
 
@@ -126,9 +126,9 @@ def test_compare_without_studies_is_a_one_line_error(tmp_path):
 def test_best_model_loads_and_generates_text(study_dir):
     text = sample_from_file(study_dir / "best_model_optimal_fast.pt", "Once upon a time", 20, seed=1)
     assert text.startswith("Once upon a time") and len(text) > len("Once upon a time")
-    proc = cli("sample", "optimal_fast", "--output-dir", str(study_dir), "--max-new-tokens", "10", "--prompt", "Lily")
+    proc = run_cli("sample", "optimal_fast", "--output-dir", str(study_dir), "--max-new-tokens", "10", "--prompt", "Lily")
     assert proc.returncode == 0 and proc.stdout.startswith("Lily")
-    missing = cli("sample", "nope", "--output-dir", str(study_dir))
+    missing = run_cli("sample", "nope", "--output-dir", str(study_dir))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 

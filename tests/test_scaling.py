@@ -11,7 +11,7 @@ from analysis.scaling import ScalingRuns, fit_scaling, format_fit, law, scaling_
 from search_spaces.scaling import SIZES
 from slm_tune.errors import UserError
 from test_study import cli
-from conftest import TINY_DATASET
+from conftest import TINY_DATASET, run_cli
 
 TRUE = {"E": 0.186, "A": 60.0, "alpha": 0.34, "B": 400.0, "beta": 0.28}
 
@@ -134,7 +134,7 @@ def test_scaling_study_rehearsal_and_fit_command(tmp_path):
     assert doc["E_fixed_to_entropy"] and len(doc["runs"]) == len(trials) and doc["budget"]["C"] == 1e12
     assert doc["metric"] == "best_val_bpb_context"  # every new run reports it
     assert (tmp_path / "experiments" / "scaling_fit.png").stat().st_size > 20_000
-    bad = cli("fit", "--output-dir", str(tmp_path), "--budget", "-3")
+    bad = run_cli("fit", "--output-dir", str(tmp_path), "--budget", "-3")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
-    none = cli("fit", "--output-dir", str(tmp_path / "empty"))
+    none = run_cli("fit", "--output-dir", str(tmp_path / "empty"))
     assert none.returncode == 2 and "no stored" in none.stderr

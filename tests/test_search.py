@@ -21,7 +21,7 @@ from slm_tune.space import check_metric, parse_space
 from slm_tune.train import lr_at
 from test_reliability import _lines, _snapshot
 from test_study import ENV, cli
-from conftest import ROOT, TINY_DATASET
+from conftest import ROOT, TINY_DATASET, run_cli
 
 TINY_SPACE = """
 base = "optimal_fast"
@@ -84,7 +84,7 @@ def test_bad_space_file_through_the_cli_exits_2_and_touches_nothing(tmp_path):
         ("base = 'optimal_fast'\nlearning_rate = [1, 2\n", "invalid TOML"),
         ("base = 'optimal_fast'\nn_layr = { choice = [1, 2] }\n", "did you mean: n_layer"),
     ]:
-        out = cli("search", "--space", str(_space(tmp_path, text, "bad.toml")), "--output-dir", str(out_dir))
+        out = run_cli("search", "--space", str(_space(tmp_path, text, "bad.toml")), "--output-dir", str(out_dir))
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and len(lines) == 1 and message in lines[0], out.stderr
     for args, message in [
@@ -96,7 +96,7 @@ def test_bad_space_file_through_the_cli_exits_2_and_touches_nothing(tmp_path):
         (["search", "nope"], "unknown search 'nope'"),
         (["search"], "named search"),
     ]:
-        out = cli(*args, "--output-dir", str(out_dir))
+        out = run_cli(*args, "--output-dir", str(out_dir))
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and len(lines) == 1 and message in lines[-1], (args, out.stderr)
     assert _snapshot(out_dir) == before

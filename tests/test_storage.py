@@ -14,7 +14,7 @@ import pytest
 from ray.train._internal.storage import StorageContext
 
 from analysis.load import load_run
-from conftest import ROOT, TINY_SETS
+from conftest import ROOT, TINY_SETS, run_cli
 from slm_tune.tune.callbacks.progress import StudyProgress
 from test_study import ENV
 
@@ -143,7 +143,7 @@ def test_study_in_a_bucket_survives_sigkill_and_is_compared_from_the_bucket(s3, 
     assert params["seed"] == 1338 and params["n_embd"] == 32 and len(params) >= 26
 
 
-def test_bad_storage_is_one_line_before_any_trial(s3, tmp_path):
+def test_bad_storage_is_one_line_before_any_trial(s3, tmp_path, monkeypatch):
     denied_server, denied = _start_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})  # checks every key: ours are unknown
     try:
         cases = [
@@ -151,9 +151,12 @@ def test_bad_storage_is_one_line_before_any_trial(s3, tmp_path):
             ({"AWS_ENDPOINT_URL": "http://127.0.0.1:1"}, "s3://studies/x", "cannot reach the object store"),
             ({"AWS_ENDPOINT_URL": denied}, "s3://studies/x", "was denied"),
         ]
-        for extra, storage, expected in cases:
-            out = _cli({**s3, **extra}, "run", "vocab_small", "--storage-path", storage,
-                       "--output-dir", str(tmp_path), *TINY_SETS)
+        for extra, storage, expected in cases:  # in this process: the checks run before any Ray
+            with monkeypatch.context() as env:
+                for key, value in {**s3, **extra}.items():
+                    if os.environ.get(key) != value:
+                        env.setenv(key, value)
+                out = run_cli("run", "vocab_small", "--storage-path", storage, "--output-dir", str(tmp_path), *TINY_SETS)
             err = out.stderr.strip()
             assert out.returncode == 2 and "Traceback" not in err, err[-2000:]
             last = err.splitlines()[-1]

@@ -12,7 +12,7 @@ from search_spaces import STUDIES
 from slm_tune.tune.run import grid_space as param_space
 from slm_tune.config import EXPERIMENT_CONFIGS
 from slm_tune.tune.run import StudyRun, run_study
-from conftest import ROOT, TINY_SETS, tiny
+from conftest import ROOT, TINY_SETS, tiny, run_cli
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
@@ -41,7 +41,7 @@ def test_every_study_names_known_experiments_with_baseline_as_reference():
     assert space["experiment"] == {"grid_search": ["a", "b"]} and space["seed"] == {"grid_search": [10, 11, 12]}
 
 
-def test_grid_runs_one_trial_per_experiment_concurrently(tmp_path):
+def test_grid_runs_one_trial_per_experiment_concurrently(tmp_path, local_ray):
     configs = {n: tiny(name=n, max_iters=150, eval_interval=50, learning_rate=lr)
                for n, lr in (("fast_lr", 3e-3), ("slow_lr", 1e-4))}
     results = run_study(StudyRun("pair", configs, output_dir=tmp_path, max_concurrent=2))
@@ -102,7 +102,7 @@ def test_trials_share_a_worker_and_the_driver_stays_light(tmp_path):
     assert all((run / n / "result.json").is_file() and (run / n / "progress.csv").is_file() for n in ("a", "b"))
 
 
-def test_asha_stops_a_hopeless_trial_early(tmp_path):
+def test_asha_stops_a_hopeless_trial_early(tmp_path, local_ray):
     configs = {"good": tiny(name="good", max_iters=200, eval_interval=10, learning_rate=3e-3),
                "hopeless": tiny(name="hopeless", max_iters=200, eval_interval=10, learning_rate=1e-7)}
     # One at a time, good first: ASHA has good's rung results when hopeless reaches its rung.
@@ -128,7 +128,10 @@ def test_run_command_repeats_and_layout(tmp_path):
 
 
 def test_two_node_cluster_runs_one_trial_per_node(tmp_path):
+    import ray
     from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # the module's local Ray, if up: this study connects to a cluster of its own
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
@@ -152,7 +155,7 @@ def test_two_node_cluster_runs_one_trial_per_node(tmp_path):
 def test_help_of_every_command():
     from search_spaces import STUDIES
     for command in ["", "list", "details", "run", "search", "compare", "fit", "sample", "interactive", *STUDIES]:
-        out = cli(*([command] if command else []), "--help")
+        out = run_cli(*([command] if command else []), "--help")
         assert out.returncode == 0 and "usage:" in out.stdout, (command, out.stderr[-500:])
 
 

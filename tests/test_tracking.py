@@ -14,9 +14,8 @@ import pytest
 
 from slm_tune.tune.callbacks.progress import StudyProgress, duration, trial_line
 from slm_tune.tune.run import StudyRun, run_study
-from test_reliability import LONG, _lines, _start, _wait_mid_second_trial
 from test_study import ENV, cli
-from conftest import ROOT, TINY_SETS, tiny
+from conftest import LONG, ROOT, TINY_SETS, _lines, _start, _wait_mid_second_trial, tiny
 
 RUN = ["run", "optimal_fast", "--max-iters", "60", "--set", "eval_interval=20", *TINY_SETS]
 
@@ -27,7 +26,7 @@ def _reports(trial_dir: Path) -> list[dict]:
 
 # ----------------------------------------------------------------------------- reports and progress
 
-def test_training_loss_reports_between_evals_and_evals_alone_decide(tmp_path):
+def test_training_loss_reports_between_evals_and_evals_alone_decide(tmp_path, local_ray):
     from analysis.load import load_run
 
     configs = {"t": tiny(name="t", max_iters=50, eval_interval=20, log_interval=5)}

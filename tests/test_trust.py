@@ -2,16 +2,16 @@
 
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
+
+from conftest import LONG, _evals, _lines, copy_study, run_cli
 import torch
 
 from analysis.load import load_run
 from slm_tune.checkpoint_files import UnsafeFileError
 from slm_tune.model.checkpoints import load_state
-from test_reliability import LONG, _evals, _lines, _start, _wait_mid_second_trial
 from test_study import cli
 
 
@@ -39,12 +39,9 @@ def test_a_crafted_file_is_refused_before_it_runs(tmp_path):
     assert not marker.exists()
 
 
-def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path):
+def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path, killed_study):
     marker = tmp_path / "pwned"
-    proc = _start(tmp_path)
-    _wait_mid_second_trial(tmp_path, proc, reports=3)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    tmp_path = copy_study(killed_study, tmp_path / "study")
     run = tmp_path / "ray_results" / "run_optimal_fast"
     # compare works on what the killed study left
     out = cli("compare", "--output-dir", str(tmp_path))
@@ -62,7 +59,7 @@ def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path):
 
     # sample: a shared best_model file
     _evil_file(tmp_path / "best_model_evil.pt", marker)
-    out = cli("sample", "evil", "--output-dir", str(tmp_path))
+    out = run_cli("sample", "evil", "--output-dir", str(tmp_path))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "was refused" in last and "could run code" in last

@@ -41,6 +41,9 @@ def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     doc = {
         "study": run.study, "run": run_dir.name, "command": run.command,
+        # where this run's driver writes the layout: the newest driver's (a resumed study's callbacks,
+        # pickled with it, follow this, not the directory they were made for)
+        "output_dir": str(Path(run.output_dir).resolve()),
         "started_at": previous.get("started_at", now),
         "resumed_at": previous.get("resumed_at", []) + ([now] if run.resume else []),
         "ended_at": None, "machine": machine_info(), "repeats": run.repeats,

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from ray import tune
 
+from slm_tune.study_file import trial_study_file
 from slm_tune.tune.callbacks.progress import to_stderr
 
 # (run_dir, experiment, Ray's live view of its trials, output_dir) -> the files written
@@ -63,11 +64,18 @@ class ResultsExporter(tune.Callback):
                 for t in trials if t.path and _experiment_of(t) == experiment}
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slm-tune-export")
-        self._pending.append(self._writer.submit(self._write, Path(trial.path).parent, experiment, view))
+        self._pending.append(self._writer.submit(self._write, Path(trial.path).parent, experiment, view,
+                                                 self._output_dir(trial)))
 
-    def _write(self, run_dir: Path, experiment: str, view: dict[str, dict[str, Any]]) -> None:
+    def _output_dir(self, trial) -> Path:
+        """Where the study's driver writes now: its study.json says (a study moved, or resumed with
+        another --output-dir, writes there), else where this callback was made for."""
+        where = trial_study_file(trial).get("output_dir")
+        return Path(where) if where else self.output_dir
+
+    def _write(self, run_dir: Path, experiment: str, view: dict[str, dict[str, Any]], output_dir: Path) -> None:
         try:
-            files = self.write(run_dir, experiment, view, self.output_dir)
+            files = self.write(run_dir, experiment, view, output_dir)
             if files and self.tracker is not None:
                 self.tracker.log_files([v["trial_id"] for v in view.values()], files)
         except Exception as e:  # reported, never raised: a study is not stopped for its live files
