@@ -119,6 +119,16 @@ class _DropMessages(logging.Filter):
         return not str(record.msg).startswith(self.starts)
 
 
+class _DropGoneCheckpoints(logging.Filter):
+    """A resumed study's Ray tries to delete checkpoints its stored state still lists but that were
+    deleted before the driver was killed, and logs each with a traceback (ray-tune-notes: the
+    study completes): dropped, only for that case, FileNotFoundError while handling a checkpoint."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        gone = record.exc_info is not None and isinstance(record.exc_info[1], FileNotFoundError)
+        return not (gone and "Error handling checkpoint" in str(record.msg))
+
+
 def _quiet_ray(verbose: bool) -> None:
     """Our progress lines instead of Ray's banner, tables and INFO logs (--verbose shows them)."""
     if verbose:
@@ -133,6 +143,9 @@ def _quiet_ray(verbose: bool) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) and f.starts == starts for f in logger.filters):
             logger.addFilter(_DropMessages(starts))
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _DropGoneCheckpoints) for f in controller.filters):
+        controller.addFilter(_DropGoneCheckpoints())
     # PBT warns once that a training-loss report has no eval_iteration: by design (evals decide)
     logging.getLogger("ray.tune.schedulers.pbt").setLevel(logging.ERROR)
 

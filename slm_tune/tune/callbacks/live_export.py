@@ -59,13 +59,14 @@ class ResultsExporter(tune.Callback):
         if self.write is None or not trial.path:
             return
         experiment = _experiment_of(trial)
+        mine = [t for t in trials if t.path and _experiment_of(t) == experiment]
         view = {Path(t.path).name: {"ray_status": status if t is trial else t.status, "trial_id": t.trial_id,
-                                    "log_dir": t.local_path}
-                for t in trials if t.path and _experiment_of(t) == experiment}
+                                    "log_dir": t.local_path} for t in mine}
+        ended = [t for t in mine if t is trial or t.status in ("TERMINATED", "ERROR")]  # the files describe them
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slm-tune-export")
         self._pending.append(self._writer.submit(self._write, Path(trial.path).parent, experiment, view,
-                                                 self._output_dir(trial)))
+                                                 self._output_dir(trial), ended))
 
     def _output_dir(self, trial) -> Path:
         """Where the study's driver writes now: its study.json says (a study moved, or resumed with
@@ -73,11 +74,12 @@ class ResultsExporter(tune.Callback):
         where = trial_study_file(trial).get("output_dir")
         return Path(where) if where else self.output_dir
 
-    def _write(self, run_dir: Path, experiment: str, view: dict[str, dict[str, Any]], output_dir: Path) -> None:
+    def _write(self, run_dir: Path, experiment: str, view: dict[str, dict[str, Any]], output_dir: Path,
+               ended: list) -> None:
         try:
             files = self.write(run_dir, experiment, view, output_dir)
             if files and self.tracker is not None:
-                self.tracker.log_files([v["trial_id"] for v in view.values()], files)
+                self.tracker.log_files(ended, files)
         except Exception as e:  # reported, never raised: a study is not stopped for its live files
             self.emit(f"warning: the files of {experiment} could not be written yet ({type(e).__name__}: "
                       f"{str(e)[:200]}); the study's final export writes them")

@@ -107,8 +107,6 @@ class MlflowTracker(tune.Callback):
             run_id = found[0].info.run_id
             history = self.client.get_metric_history(run_id, "train_loss")
             self._last_step[run_id] = max((m.step for m in history), default=-1)
-            if found[0].info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
         else:
             run = self.client.create_run(experiment_id, run_name=str(trial), tags={
                 "slm_tune.trial_id": trial.trial_id, "slm_tune.study": run_dir.name})
@@ -126,7 +124,9 @@ class MlflowTracker(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         with self._lock:
-            self._run_id(trial)
+            run_id = self._run_id(trial)
+            if self.client.get_run(run_id).info.status != "RUNNING":  # a resumed trial's run, reopened
+                self.client.update_run(run_id, status="RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
@@ -154,13 +154,12 @@ class MlflowTracker(tune.Callback):
         with self._lock:
             self.client.set_terminated(self._run_id(trial), status=status)
 
-    def log_files(self, trial_ids: Iterable[str], files: Iterable[Path]) -> None:
-        """Artifacts for these trials' runs (the exporter calls it once it has written them)."""
+    def log_files(self, trials: Iterable, files: Iterable[Path]) -> None:
+        """Artifacts for these trials' runs (the exporter calls it once it has written them). A
+        trial that ended before a resume has its run found again by its tag."""
         with self._lock:
-            for trial_id in trial_ids:
-                run_id = self._runs.get(trial_id)
-                if run_id is None:
-                    continue
+            for trial in trials:
+                run_id = self._run_id(trial)
                 for f in files:
                     if Path(f).is_file():
                         self.client.log_artifact(run_id, str(f))
