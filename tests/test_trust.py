@@ -78,6 +78,9 @@ def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path, kille
     out = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(tmp_path),
               *LONG, "--resume")
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    # issue 20, bug 6: a study in which a trial errored exits 1 once every file is written (it was 0)
+    assert out.returncode == 1 and "1 of 2 trial(s) errored" in out.stderr, out.stderr[-2000:]
+    assert (tmp_path / "experiments" / "experiment_comparison.csv").is_file()
     assert not marker.exists()
     second = _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))
     assert second[-1]["iteration"] < 400  # it did not carry on from the crafted state

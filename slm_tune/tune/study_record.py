@@ -10,8 +10,8 @@ from typing import Any
 
 import ray
 
-from slm_tune.files import STUDY_FILE, read_json, write_json
-from slm_tune.storage import Storage
+from slm_tune.files import STUDY_FILE, write_json
+from slm_tune.storage import Storage, read_study_file
 from slm_tune.tune.schedulers import tpe_settings
 from slm_tune.tune.study_run import StudyRun
 
@@ -37,7 +37,7 @@ def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str
     """study.json in the run directory: what analysis needs without our registry or a cluster
     (and, for object storage, in the run there too, so any machine can read the run)."""
     path = run_dir / STUDY_FILE
-    previous = read_json(path)
+    previous = read_study_file(run_dir)
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     doc = {
         "study": run.study, "run": run_dir.name, "command": run.command,
@@ -67,7 +67,7 @@ def _publish(path: Path, storage: Storage | None) -> None:
 
 def mark_study_ended(run_dir: Path, storage: Storage | None = None) -> None:
     path = run_dir / STUDY_FILE
-    doc = read_json(path)
+    doc = read_study_file(run_dir)
     if not doc:
         return
     doc["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
