@@ -285,8 +285,8 @@ def _mlflow_tracker(args: argparse.Namespace, output_dir: Path):
     from slm_tune.tune.callbacks.mlflow import MlflowTracker, check_mlflow, default_tracking_uri
 
     check_mlflow()
-    uri = default_tracking_uri(output_dir) if args.mlflow == "default" else args.mlflow
-    _err(f"MLflow: {uri}")
+    uri = None if args.mlflow == "default" else args.mlflow  # None: OUTPUT_DIR/mlflow.db, wherever the study is
+    _err(f"MLflow: {uri or default_tracking_uri(output_dir)}")
     return MlflowTracker(uri, output_dir)
 
 

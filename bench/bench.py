@@ -125,8 +125,9 @@ def quality(spec: dict) -> dict:
     return out
 
 
-def tokenization() -> dict:
-    """Build the default corpus's token cache from nothing, then load it again."""
+def tokenization(corpus: str = "storyworld") -> dict:
+    """Build a corpus's token cache from nothing (the default corpus, or a small one for --smoke),
+    then load it again."""
     import datasets
 
     from slm_tune.data.cache import prepare_tokens
@@ -135,10 +136,10 @@ def tokenization() -> dict:
     tmp = tempfile.mkdtemp(prefix="slm-bench-cache-")
     try:
         t = time.perf_counter()
-        data = prepare_tokens("storyworld", 50_257, cache_dir=tmp)
+        data = prepare_tokens(corpus, 50_257, cache_dir=tmp)
         build = time.perf_counter() - t
         t = time.perf_counter()
-        prepare_tokens("storyworld", 50_257, cache_dir=tmp)
+        prepare_tokens(corpus, 50_257, cache_dir=tmp)
         reuse = time.perf_counter() - t
         mb = (data.meta["splits"]["train"]["bytes"] + data.meta["splits"]["validation"]["bytes"]) / 1e6
         return {"mb": mb, "build_s": build, "tokenize_s": data.meta["tokenize_seconds"],
@@ -236,10 +237,11 @@ def main() -> None:
         return
 
     base, rows = _rows(args.smoke, args.all_rows)
-    _speed_table(base, rows)
+    _speed_table(base, rows, peak_size=512 if args.smoke else 2048)
     _quality_line(args.smoke)
-    tok = tokenization()
-    print(f"tokenization: {tok['mb']:.1f} MB of storyworld in {tok['tokenize_s']:.2f} s = {tok['mb_per_s']:.1f} MB/s "
+    corpus = "storyworld:train=3000,validation=150" if args.smoke else "storyworld"
+    tok = tokenization(corpus)
+    print(f"tokenization: {tok['mb']:.1f} MB of {corpus} in {tok['tokenize_s']:.2f} s = {tok['mb_per_s']:.1f} MB/s "
           f"(whole build with generation {tok['build_s']:.1f} s); second use {tok['reuse_s']:.2f} s")
 
     if not args.skip_study:
@@ -271,10 +273,10 @@ def _rows(smoke: bool, all_rows: bool) -> tuple[dict, list]:
     return base, rows
 
 
-def _speed_table(base: dict, rows: list) -> None:
+def _speed_table(base: dict, rows: list, peak_size: int = 2048) -> None:
     """Each row's speed, FLOP rate against the matmul peak and memory; the default path's speed-up."""
-    peaks = {(t, d): matmul_peak(t, d) for t in (1, 2) for d in ("float32", "bfloat16")}
-    print(f"matmul peak (2048^2): float32 {peaks[(2, 'float32')]:.0f} GFLOP/s, bfloat16 {peaks[(2, 'bfloat16')]:.0f} "
+    peaks = {(t, d): matmul_peak(t, d, n=peak_size) for t in (1, 2) for d in ("float32", "bfloat16")}
+    print(f"matmul peak ({peak_size}^2): float32 {peaks[(2, 'float32')]:.0f} GFLOP/s, bfloat16 {peaks[(2, 'bfloat16')]:.0f} "
           f"GFLOP/s with 2 threads; {peaks[(1, 'float32')]:.0f} / {peaks[(1, 'bfloat16')]:.0f} with 1")
     header = f"{'row':<22} {'config':<13} {'precision':<9} {'fused':<5} {'compile':<7} {'thr':>3} " \
              f"{'s/iter':>7} {'tok/s':>7} {'GFLOP/s':>8} {'peak%':>6} {'RSS MB':>7}"

@@ -66,16 +66,21 @@ class Ran:
 
 
 def run_cli(*args: str) -> Ran:
-    """`python studies.py ARGS` in this process: the error, help and analysis paths without a
-    fresh interpreter's imports (a study in process starts and stops its own local Ray)."""
+    """`python studies.py ARGS` in this process, without a fresh interpreter's imports: the error,
+    help and analysis paths, and studies (on the module's `local_ray` when a test has it up, else
+    on a local Ray of their own). A driver that must be killed runs as a process (`cli`)."""
     import studies
 
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = studies.main(list(args))
-        except SystemExit as e:  # argparse: --help (0) and its one-line errors (2)
-            code = e.code if isinstance(e.code, int) else 2
+    argv, sys.argv = sys.argv, ["studies.py", *args]  # what a study records as its command
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = studies.main(list(args))
+            except SystemExit as e:  # argparse: --help (0) and its one-line errors (2)
+                code = e.code if isinstance(e.code, int) else 2
+    finally:
+        sys.argv = argv
     return Ran(code, out.getvalue(), err.getvalue())
 
 
@@ -127,11 +132,12 @@ def _wait_mid_second_trial(out: Path, proc: subprocess.Popen, reports: int = 6) 
 
 @pytest.fixture(scope="session")
 def killed_study(tmp_path_factory) -> dict:
-    """One SIGKILLed study (two tiny trials, the second killed mid-way), built once for every test
-    that starts from it (each takes its own copy, `copy_study`); while it ran, a second study on the
-    same output directory was tried (`second`: what that printed)."""
+    """One SIGKILLed study (two tiny trials, the second killed mid-way, tracked in MLflow's default
+    database), built once for every test that starts from it (each takes its own copy,
+    `copy_study`); while it ran, a second study on the same output directory was tried
+    (`second`: what that printed)."""
     out = tmp_path_factory.mktemp("killed") / "study"
-    proc = _start(out)
+    proc = _start(out, "--mlflow")
     try:
         deadline = time.time() + 120
         while not (out / "ray_results").exists() and time.time() < deadline:
@@ -153,15 +159,22 @@ def copy_study(killed: dict, to: Path) -> Path:
     return to
 
 
+@pytest.fixture(scope="session")
+def _ray_at_the_end():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for a module's in-process studies: run_study uses a Ray that is up (and starts
-    its own when none is), so each study saves its Ray's start and stop."""
+def local_ray(_ray_at_the_end):
+    """A local Ray up for a module's in-process studies, started as a study starts its own and kept
+    for the session: run_study uses a Ray that is up (and starts its own when none is), so each
+    study saves its Ray's start and stop. A test that needs a Ray of its own shuts this one down."""
     import ray
 
     from slm_tune.tune.local_ray import start_local_ray
 
     if not ray.is_initialized():
         start_local_ray(os.cpu_count() or 1)
-    yield
-    ray.shutdown()

@@ -96,3 +96,20 @@ def test_comparison_parameter_axis_labels_do_not_overlap(tmp_path):
     boxes.sort(key=lambda b: b.x0)
     for a, b in zip(boxes, boxes[1:]):
         assert not a.overlaps(b), [t.get_text() for t in ax.get_xticklabels(which="both")]
+
+
+def test_a_checkpoint_ray_names_but_deleted_is_restored_from_the_newest(tmp_path):
+    """Found on the way: after a kill, Ray's lagging record can name a checkpoint that num_to_keep
+    deleted since, and restoring from it failed the trial on every retry."""
+    from slm_tune.tune.run import restore_missing_checkpoints
+
+    trial = tmp_path / "run" / "t_seed1338"
+    for i, it in ((2, 60), (3, 80)):
+        (trial / f"checkpoint_00000{i}").mkdir(parents=True)
+        (trial / f"checkpoint_00000{i}" / "state.pt").write_bytes(b"state %d" % it)
+        (trial / f"checkpoint_00000{i}" / "history.json").write_text(json.dumps([{"iteration": it}]))
+    (tmp_path / "run" / "experiment_state-2026.json").write_text(
+        json.dumps({"latest": f"{trial}/checkpoint_000001", "kept": f"{trial}/checkpoint_000003"}))
+    assert restore_missing_checkpoints(tmp_path / "run") == ["t_seed1338/checkpoint_000001"]
+    assert (trial / "checkpoint_000001" / "state.pt").read_bytes() == b"state 80"  # the newest's copy
+    assert restore_missing_checkpoints(tmp_path / "run") == []  # nothing missing any more

@@ -39,7 +39,7 @@ def test_legacy_study_compares_samples_and_fits(legacy, capsys):
         assert (legacy / "experiments" / "scaling_fit.json").is_file()
 
 
-def test_legacy_study_resumes(legacy, capsys):
+def test_legacy_study_resumes(legacy, capsys, local_ray):
     run = legacy / "ray_results" / "legacy"
     before = {d.name: _result_lines(d) for d in run.glob("legacy_*")}
     code = studies.main(["search", "--space", str(legacy / "legacy.toml"), "--search-alg", "random",

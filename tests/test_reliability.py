@@ -16,7 +16,6 @@ from analysis.load import load_run
 from analysis.export import export_live
 from slm_tune.tune.callbacks.live_export import ResultsExporter
 from slm_tune.tune.run import StudyRun, run_study
-from test_study import cli
 from conftest import LONG, TINY_SETS, _evals, _lines, _start, _wait_mid_second_trial, copy_study, run_cli, tiny
 
 def _check_resumed(out: Path, killed_at: int, first_pid: int) -> None:
@@ -56,7 +55,7 @@ def _interrupt_with_ctrl_c(out: Path) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
-def test_interrupted_study_resumes(tmp_path, how, killed_study):
+def test_interrupted_study_resumes(tmp_path, how, killed_study, local_ray):
     if how == "SIGKILL":  # the driver and its Ray processes died at once, as when a machine goes down
         out = copy_study(killed_study, tmp_path / "study")
         first_pid, killed_at = killed_study["first_pid"], killed_study["killed_at"]
@@ -68,8 +67,8 @@ def test_interrupted_study_resumes(tmp_path, how, killed_study):
     again = run_cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(out), *LONG)
     assert again.returncode == 2 and "unfinished trials" in again.stderr and "--resume" in again.stderr
 
-    resumed = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(out),
-                  *LONG, "--resume")
+    resumed = run_cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(out),
+                      *LONG, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _check_resumed(out, killed_at, first_pid)
 
@@ -156,9 +155,9 @@ def _snapshot(d: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, local_ray):
     out = tmp_path_factory.mktemp("finished")
-    proc = cli("run", "vocab_small", "--output-dir", str(out), "--max-iters", "20", *TINY_SETS)
+    proc = run_cli("run", "vocab_small", "--output-dir", str(out), "--max-iters", "20", *TINY_SETS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 

@@ -12,7 +12,6 @@ from analysis import find_runs, load_runs
 from analysis.export import CSV_COLUMNS, METRICS
 from analysis.plots import COMPARISON_PANELS, plot_comparison, plot_training_losses
 from analysis.samples import sample_from_file
-from test_study import cli
 from conftest import TINY_SETS, run_cli
 
 EXPERIMENTS = ["optimal_fast", "optimal_small", "vocab_small"]
@@ -22,9 +21,9 @@ RESULT_KEYS = ["experiment", "config", "total_params", "non_embedding_params", "
 
 
 @pytest.fixture(scope="module")
-def study_dir(tmp_path_factory):
+def study_dir(tmp_path_factory, local_ray):
     out = tmp_path_factory.mktemp("results")
-    proc = cli("quick", "--output-dir", str(out), "--max-iters", "20", "--repeats", "2", *TINY_SETS)
+    proc = run_cli("quick", "--output-dir", str(out), "--max-iters", "20", "--repeats", "2", *TINY_SETS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -103,7 +102,7 @@ def test_compare_rebuilds_identical_files_from_storage(study_dir, tmp_path):
     shutil.rmtree(copy / "experiments")
     for f in copy.glob("best_model_*.pt"):
         f.unlink()
-    proc = cli("compare", "--output-dir", str(copy))
+    proc = run_cli("compare", "--output-dir", str(copy))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (copy / "experiments" / "experiment_comparison.csv").read_text() == before_csv
     for n in EXPERIMENTS:
@@ -119,7 +118,7 @@ def test_compare_rebuilds_identical_files_from_storage(study_dir, tmp_path):
 
 
 def test_compare_without_studies_is_a_one_line_error(tmp_path):
-    proc = cli("compare", "--output-dir", str(tmp_path))
+    proc = run_cli("compare", "--output-dir", str(tmp_path))
     assert proc.returncode == 2 and "no stored studies" in proc.stderr and "Traceback" not in proc.stderr
 
 

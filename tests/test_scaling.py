@@ -10,7 +10,6 @@ import pytest
 from analysis.scaling import ScalingRuns, fit_scaling, format_fit, law, scaling_runs
 from search_spaces.scaling import SIZES
 from slm_tune.errors import UserError
-from test_study import cli
 from conftest import TINY_DATASET, run_cli
 
 TRUE = {"E": 0.186, "A": 60.0, "alpha": 0.34, "B": 400.0, "beta": 0.28}
@@ -115,9 +114,10 @@ def test_the_fit_uses_the_context_metric_when_every_run_has_it():
         scaling_runs(t, "val_loss")
 
 
-def test_scaling_study_rehearsal_and_fit_command(tmp_path):
-    out = cli("scaling", "--output-dir", str(tmp_path), "--max-iters", "24", "--dataset", TINY_DATASET,
-              "--set", "eval_iters=2", "--set", "precision=float32")
+def test_scaling_study_rehearsal_and_fit_command(tmp_path, local_ray):
+    # two evals per run, not the family's eight: its largest models' checkpoints (45 MB) are most of its time
+    out = run_cli("scaling", "--output-dir", str(tmp_path), "--max-iters", "24", "--dataset", TINY_DATASET,
+              "--set", "eval_iters=2", "--set", "precision=float32", "--set", "eval_interval=12")
     assert out.returncode == 0, out.stderr[-3000:]
     csv = pd.read_csv(tmp_path / "experiments" / "experiment_comparison.csv")
     assert len(csv) >= 10 and csv["total_params"].nunique() >= 5
@@ -127,7 +127,7 @@ def test_scaling_study_rehearsal_and_fit_command(tmp_path):
     assert len({t["config"]["vocab_size"] for t in trials}) == 1  # only N and D move
     # each size at its own learning rate (the best of bench/scaling_lr.py's sweep), kept when shrunk
     assert {(t["config"]["n_embd"], t["config"]["learning_rate"]) for t in trials} == {(s[2], s[4]) for s in SIZES}
-    fit = cli("fit", "--output-dir", str(tmp_path), "--study", "scaling", "--budget", "1e12")
+    fit = run_cli("fit", "--output-dir", str(tmp_path), "--study", "scaling", "--budget", "1e12", "--bootstrap", "50")
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "scaling:" in fit.stdout and "budget C = 1e+12" in fit.stdout
     doc = json.loads((tmp_path / "experiments" / "scaling_fit.json").read_text())

@@ -139,7 +139,7 @@ def test_command_line_settings_fix_or_leave_searched_ones():
 
 # ----------------------------------------------------------------------------- searches on Ray
 
-def test_optuna_asha_search_end_to_end_and_its_best_trial_runs(tmp_path):
+def test_optuna_asha_search_end_to_end_and_its_best_trial_runs(tmp_path, local_ray):
     space = _space(tmp_path)
     out = cli("search", "--space", str(space), "--num-samples", "4", "--scheduler", "asha", "--seed", "7",
               "--output-dir", str(tmp_path), "--max-iters", "40", "--set", "eval_interval=10", *TINY)
@@ -177,18 +177,18 @@ def test_optuna_asha_search_end_to_end_and_its_best_trial_runs(tmp_path):
     best = exp / "search_tiny_best.toml"
     entry = tomllib.loads(best.read_text())["search_tiny_best"]
     assert entry["learning_rate"] == csv["learning_rate"].iloc[0] and entry["batch_size"] == 4
-    again = cli("run", "search_tiny_best", "--experiments-file", str(best), "--output-dir", str(tmp_path / "again"))
+    again = run_cli("run", "search_tiny_best", "--experiments-file", str(best), "--output-dir", str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr[-2000:]
     rerun = json.loads((tmp_path / "again" / "experiments" / "search_tiny_best_results.json").read_text())
     assert rerun["config"]["learning_rate"] == entry["learning_rate"] and rerun["iterations"] == 40
 
 
-def test_random_search_with_a_grid_and_a_seed_is_reproducible(tmp_path):
+def test_random_search_with_a_grid_and_a_seed_is_reproducible(tmp_path, local_ray):
     space = _space(tmp_path, 'base = "optimal_fast"\nlearning_rate = { loguniform = [1e-4, 1e-2] }\n'
                              'n_layer = { grid = [1, 2] }\n')
     sampled = []
     for attempt in ("a", "b"):
-        out = cli("search", "--space", str(space), "--num-samples", "2", "--search-alg", "random", "--seed", "5",
+        out = run_cli("search", "--space", str(space), "--num-samples", "2", "--search-alg", "random", "--seed", "5",
                   "--output-dir", str(tmp_path / attempt), "--max-iters", "6", "--set", "eval_interval=3", *TINY)
         assert out.returncode == 0, out.stderr[-3000:]
         csv = pd.read_csv(tmp_path / attempt / "experiments" / "experiment_comparison.csv")
@@ -197,10 +197,10 @@ def test_random_search_with_a_grid_and_a_seed_is_reproducible(tmp_path):
     assert sampled[0] == sampled[1]
 
 
-def test_pbt_exploit_continues_from_another_trials_weights_with_a_new_learning_rate(tmp_path):
+def test_pbt_exploit_continues_from_another_trials_weights_with_a_new_learning_rate(tmp_path, local_ray):
     space = _space(tmp_path, 'base = "optimal_fast"\nlearning_rate = { loguniform = [1e-5, 1e-2] }\n'
                              'weight_decay = { uniform = [0.0, 0.3] }\nbatch_size = 4\n', "pbt.toml")
-    out = cli("search", "--space", str(space), "--num-samples", "4", "--scheduler", "pbt", "--seed", "1",
+    out = run_cli("search", "--space", str(space), "--num-samples", "4", "--scheduler", "pbt", "--seed", "1",
               "--output-dir", str(tmp_path), "--max-iters", "60", "--set", "eval_interval=10", *TINY)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "ray_results" / "pbt"
@@ -231,7 +231,7 @@ def test_pbt_exploit_continues_from_another_trials_weights_with_a_new_learning_r
     assert at_exploit and at_exploit[0] in donor_reports and at_exploit[0] not in own_reports
 
 
-def test_search_killed_mid_run_resumes_to_num_samples_without_duplicates_or_gaps(tmp_path):
+def test_search_killed_mid_run_resumes_to_num_samples_without_duplicates_or_gaps(tmp_path, local_ray):
     space = _space(tmp_path)
     args = ["search", "--space", str(space), "--num-samples", "4", "--max-concurrent", "1", "--seed", "3",
             "--output-dir", str(tmp_path), "--max-iters", "300", "--set", "eval_interval=20", *TINY]
@@ -252,9 +252,9 @@ def test_search_killed_mid_run_resumes_to_num_samples_without_duplicates_or_gaps
     first_pid = first[0]["pid"]
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray, as a crash would
     proc.wait(timeout=30)
-    refused = cli(*args)
+    refused = run_cli(*args)
     assert refused.returncode == 2 and "--resume" in refused.stderr and "not yet sampled" in refused.stderr
-    out = cli(*args, "--resume")
+    out = run_cli(*args, "--resume")
     assert out.returncode == 0, out.stderr[-3000:]
     names = [f"tiny_{i:04d}" for i in range(1, 5)]
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == names  # 4 in all: none re-sampled
@@ -269,8 +269,8 @@ def test_search_killed_mid_run_resumes_to_num_samples_without_duplicates_or_gaps
     assert [t.state.name for t in state["_ot_study"].trials] == ["COMPLETE"] * 4
 
 
-def test_time_budget_ends_a_search_early_as_finished(tmp_path):
-    out = cli("search", "--space", str(_space(tmp_path)), "--num-samples", "40", "--max-concurrent", "1",
+def test_time_budget_ends_a_search_early_as_finished(tmp_path, local_ray):
+    out = run_cli("search", "--space", str(_space(tmp_path)), "--num-samples", "40", "--max-concurrent", "1",
               "--time-budget", "12s", "--output-dir", str(tmp_path), "--max-iters", "200",
               "--set", "eval_interval=20", *TINY)
     assert out.returncode == 0, out.stderr[-3000:]

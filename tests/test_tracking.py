@@ -14,8 +14,8 @@ import pytest
 
 from slm_tune.tune.callbacks.progress import StudyProgress, duration, trial_line
 from slm_tune.tune.run import StudyRun, run_study
-from test_study import ENV, cli
-from conftest import LONG, ROOT, TINY_SETS, _lines, _start, _wait_mid_second_trial, tiny
+from test_study import ENV
+from conftest import LONG, ROOT, TINY_SETS, _lines, copy_study, run_cli, tiny
 
 RUN = ["run", "optimal_fast", "--max-iters", "60", "--set", "eval_interval=20", *TINY_SETS]
 
@@ -31,6 +31,7 @@ def test_training_loss_reports_between_evals_and_evals_alone_decide(tmp_path, lo
 
     configs = {"t": tiny(name="t", max_iters=50, eval_interval=20, log_interval=5)}
     run_study(StudyRun("logs", configs, output_dir=tmp_path, tensorboard=False))
+    assert not list(tmp_path.rglob("events.out.tfevents*"))  # TensorBoard off (--no-tensorboard): no files
     reports = _reports(tmp_path / "ray_results" / "logs" / "t")
     assert [(r["iteration"], r["kind"]) for r in reports] == [
         (5, "train"), (10, "train"), (15, "train"), (20, "eval"), (25, "train"), (30, "train"), (35, "train"),
@@ -80,12 +81,10 @@ def test_progress_reads_the_study_plan_where_ray_stores_the_run(tmp_path):
 
 # ----------------------------------------------------------------------------- TensorBoard
 
-def test_tensorboard_files_hold_every_trials_curves_and_hparams(tmp_path):
+def test_tensorboard_files_hold_every_trials_curves_and_hparams(tracked_study):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = cli(*RUN, "--output-dir", str(tmp_path), "--repeats", "2")
-    assert out.returncode == 0, out.stderr[-3000:]
-    run = tmp_path / "ray_results" / "run_optimal_fast"
+    run = tracked_study["out"] / "ray_results" / "run_optimal_fast"
     for trial in ("optimal_fast_seed1337", "optimal_fast_seed1338"):
         ea = EventAccumulator(str(run / trial))
         ea.Reload()
@@ -100,8 +99,10 @@ def test_tensorboard_files_hold_every_trials_curves_and_hparams(tmp_path):
         assert "hparams" in hp.PluginTagToContent("hparams") or hp.PluginTagToContent("hparams")
         final = {t: hp.Scalars(t)[-1].value for t in hp.Tags()["scalars"]}
         assert final["final/best_val_bpb"] == pytest.approx(min(r["val_bpb"] for r in reports if r["kind"] == "eval"))
-    quiet = cli(*RUN, "--output-dir", str(tmp_path / "quiet"), "--no-tensorboard")
-    assert quiet.returncode == 0 and not list((tmp_path / "quiet").rglob("events.out.tfevents*"))
+    from studies import build_parser
+
+    parsed = build_parser().parse_args([*RUN, "--no-tensorboard"])
+    assert parsed.tensorboard is False  # the flag behind StudyRun(tensorboard=False): no files (above)
 
 
 # ----------------------------------------------------------------------------- MLflow
@@ -132,17 +133,17 @@ def _mlflow_matches_results(uri: str, run_dir: Path, experiments_dir: Path) -> N
                 f"{reports[-1]['experiment']}_training_losses.png"} <= artifacts
 
 
-def test_mlflow_sqlite_store_and_a_resumed_study_continues_the_same_runs(tmp_path):
-    proc = _start(tmp_path, "--mlflow")
-    _wait_mid_second_trial(tmp_path, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    resumed = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(tmp_path),
-                  *LONG, "--resume")
+def test_mlflow_sqlite_store_and_a_resumed_study_continues_the_same_runs(tmp_path, killed_study, local_ray):
+    original = killed_study["dir"] / "mlflow.db"
+    before = original.read_bytes()
+    out = copy_study(killed_study, tmp_path / "study")  # a study moved to another folder, then resumed
+    resumed = run_cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(out),
+                      *LONG, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert (tmp_path / "mlflow.db").is_file() and not (ROOT / "mlruns").exists()
-    _mlflow_matches_results(f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}",
-                            tmp_path / "ray_results" / "run_optimal_fast", tmp_path / "experiments")
+    assert (out / "mlflow.db").is_file() and not (ROOT / "mlruns").exists()
+    assert original.read_bytes() == before  # the default database went with the study
+    _mlflow_matches_results(f"sqlite:///{(out / 'mlflow.db').as_posix()}",
+                            out / "ray_results" / "run_optimal_fast", out / "experiments")
 
 
 def _free_port() -> int:
@@ -151,7 +152,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_mlflow_tracking_server(tmp_path):
+@pytest.fixture(scope="module")
+def tracked_study(tmp_path_factory, local_ray):
+    """One study watched every way at once: TensorBoard files (the default) and a real MLflow
+    tracking server; the tests below each check one of them."""
+    tmp_path = tmp_path_factory.mktemp("tracked")
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -170,13 +175,18 @@ def test_mlflow_tracking_server(tmp_path):
             assert server.poll() is None, server.stderr.read().decode()[-2000:]
             assert time.time() < deadline, "the MLflow server did not start"
             time.sleep(0.5)
-        out = cli(*RUN, "--output-dir", str(tmp_path / "out"), "--repeats", "2", "--mlflow", uri)
+        out = run_cli(*RUN, "--output-dir", str(tmp_path / "out"), "--repeats", "2", "--mlflow", uri)
         assert out.returncode == 0, out.stderr[-3000:]
-        _mlflow_matches_results(uri, tmp_path / "out" / "ray_results" / "run_optimal_fast", tmp_path / "out" / "experiments")
-        assert not (tmp_path / "out" / "mlflow.db").exists()
+        yield {"out": tmp_path / "out", "uri": uri}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_mlflow_tracking_server(tracked_study):
+    out = tracked_study["out"]
+    _mlflow_matches_results(tracked_study["uri"], out / "ray_results" / "run_optimal_fast", out / "experiments")
+    assert not (out / "mlflow.db").exists()
 
 
 def test_mlflow_missing_is_a_one_line_error(tmp_path):

@@ -2,17 +2,17 @@
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import LONG, _evals, _lines, copy_study, run_cli
+from conftest import LONG, _evals, _lines, _start, _wait_mid_second_trial, run_cli
 import torch
 
 from analysis.load import load_run
 from slm_tune.checkpoint_files import UnsafeFileError
 from slm_tune.model.checkpoints import load_state
-from test_study import cli
 
 
 class _RunsACommand:
@@ -39,12 +39,15 @@ def test_a_crafted_file_is_refused_before_it_runs(tmp_path):
     assert not marker.exists()
 
 
-def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path, killed_study):
+def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path, local_ray):
     marker = tmp_path / "pwned"
-    tmp_path = copy_study(killed_study, tmp_path / "study")
+    proc = _start(tmp_path)  # its own killed study: every file in it is about to be crafted
+    _wait_mid_second_trial(tmp_path, proc, reports=3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
     run = tmp_path / "ray_results" / "run_optimal_fast"
     # compare works on what the killed study left
-    out = cli("compare", "--output-dir", str(tmp_path))
+    out = run_cli("compare", "--output-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
     trials, _ = load_run(run)
     assert sorted(trials["status"]) == ["finished", "interrupted"]
@@ -66,7 +69,7 @@ def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path, kille
     assert not marker.exists()
 
     # compare: every checkpoint is refused and named; the other files are still written
-    out = cli("compare", "--output-dir", str(tmp_path))
+    out = run_cli("compare", "--output-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
     warnings = [line for line in out.stderr.splitlines() if line.startswith("warning: ") and "was refused" in line]
     assert warnings and "Traceback" not in out.stderr
@@ -75,8 +78,8 @@ def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path, kille
     assert not marker.exists()
 
     # --resume: the unfinished trial would restart from a checkpoint; it is refused, not run
-    out = cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(tmp_path),
-              *LONG, "--resume")
+    out = run_cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(tmp_path),
+                  *LONG, "--resume")
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     # issue 20, bug 6: a study in which a trial errored exits 1 once every file is written (it was 0)
     assert out.returncode == 1 and "1 of 2 trial(s) errored" in out.stderr, out.stderr[-2000:]
@@ -113,6 +116,9 @@ def test_a_local_study_listens_on_loopback_only_with_token_auth(tmp_path):
             seen["auth"] = {p.name(): p.environ().get("RAY_AUTH_MODE") for p in procs.values()
                             if p.name() in ("gcs_server", "raylet")}
 
+    import ray
+
+    ray.shutdown()  # another test's local Ray: the study starts its own, as a user's does
     run_study(StudyRun("closed", {"t": tiny(name="t", max_iters=40, eval_interval=10)}, output_dir=tmp_path,
                        callbacks=[ListSockets()]))
     names = {name for name, _, _ in seen["sockets"]}

@@ -40,6 +40,7 @@ def test_ray_workers_start_with_the_allocator_setting(monkeypatch):
     freed big block is reused, not faulted in again page by page (36,600 faults per block)."""
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     pages = 150_000_000 // 4096
+    ray.shutdown()  # another test's local Ray: this one starts its own
     start_local_ray(1)
     try:
         tuned = ray.get(_faults_task().remote())

@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -81,6 +82,28 @@ def run_names(names: list[str], study: str) -> list[str]:
 
 def _is_state_file(rel: str) -> bool:
     return rel.endswith(CHECKPOINT_FILE)
+
+
+def restore_missing_checkpoints(run_dir: Path) -> list[str]:
+    """Checkpoints that Ray's stored state names but that are gone, each replaced by a copy of its
+    trial's newest complete one; what was replaced. Ray snapshots its state every few seconds and
+    deletes checkpoints past num_to_keep as new ones arrive, so after a kill its record can name one
+    deleted since; restoring from it fails the trial ("does not exist on storage anymore") on every
+    retry. From the newest copy the trainable continues where the run really got to (it takes the
+    newest checkpoint of the same run in any case)."""
+    states = sorted(Path(run_dir).glob("experiment_state-*.json"))
+    if not states:
+        return []
+    text = states[-1].read_text(encoding="utf-8", errors="replace")
+    replaced = []
+    for trial_dir in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
+        named = set(re.findall(rf"{re.escape(trial_dir.name)}/(checkpoint_\d+)", text))
+        present = sorted(d for d in trial_dir.glob("checkpoint_*") if (d / CHECKPOINT_FILE).is_file())
+        for name in sorted(named):
+            if present and not (trial_dir / name).exists():
+                shutil.copytree(present[-1], trial_dir / name)
+                replaced.append(f"{trial_dir.name}/{name}")
+    return replaced
 
 
 def unfinished_trials(run_dir: Path, count_unsampled: bool = True) -> list[str]:
@@ -260,6 +283,9 @@ def _resume_target(run: StudyRun, storage: Storage) -> tuple[StudyRun, str]:
     if not tune.Tuner.can_restore(storage.uri(name)):
         raise UserError(f"--resume: there is no stored study {run.study!r} under {storage.where}; "
                         f"start it with `python studies.py {run.study}` (without --resume)")
+    if not storage.remote and (replaced := restore_missing_checkpoints(run.local_root / name)):
+        run.log(f"note: Ray's record of this study names {len(replaced)} checkpoint(s) deleted before it stopped "
+                "(its record lags); each trial continues from its newest checkpoint instead")
     doc = read_study_file(run.local_root / name)
     stored = stored_configs(doc)
     if stored:  # a resumed study keeps the settings it started with, whatever the flags say now

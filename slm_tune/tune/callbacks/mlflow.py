@@ -44,8 +44,8 @@ def check_mlflow() -> None:
 class MlflowTracker(tune.Callback):
     """A Tune callback that mirrors the study into MLflow; see the module docstring."""
 
-    def __init__(self, tracking_uri: str, output_dir: Path):
-        self.tracking_uri = tracking_uri
+    def __init__(self, tracking_uri: str | None, output_dir: Path):
+        self.tracking_uri = tracking_uri  # None: the default, a SQLite file in the study's output directory
         self.output_dir = Path(output_dir).resolve()
         self._reset()
 
@@ -65,11 +65,25 @@ class MlflowTracker(tune.Callback):
         self._reset()
 
     @property
-    def client(self):
+    def uri(self) -> str:
+        return self.tracking_uri or default_tracking_uri(self.output_dir)
+
+    def _open(self, trial) -> None:
+        """The client, at the first event: the output directory is the one the study's newest
+        driver writes to (its study.json), so a study moved or resumed elsewhere keeps its default
+        database, and its artifacts, beside its files."""
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            where = trial_study_file(trial).get("output_dir")
+            if where:
+                self.output_dir = Path(where)
+            self._client = MlflowClient(tracking_uri=self.uri)
+
+    @property
+    def client(self):
+        if self._client is None:
+            raise RuntimeError("MlflowTracker.client before its first trial event")
         return self._client
 
     # ------------------------------------------------------------------ runs
@@ -81,7 +95,7 @@ class MlflowTracker(tune.Callback):
             if found is not None:
                 self._experiments[name] = found.experiment_id
             else:
-                local = self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri
+                local = self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
                 location = (self.output_dir / "mlartifacts" / name).as_uri() if local else None
                 self._experiments[name] = self.client.create_experiment(
                     name, artifact_location=location, tags={"slm_tune.study_dir": str(run_dir)})
@@ -97,6 +111,7 @@ class MlflowTracker(tune.Callback):
         return config.to_dict() if config is not None else dict(trial.config)
 
     def _run_id(self, trial) -> str:
+        self._open(trial)
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
         run_dir = Path(trial.path).parent
@@ -152,7 +167,8 @@ class MlflowTracker(tune.Callback):
 
     def _end(self, trial, status: str) -> None:
         with self._lock:
-            self.client.set_terminated(self._run_id(trial), status=status)
+            run_id = self._run_id(trial)
+            self.client.set_terminated(run_id, status=status)
 
     def log_files(self, trials: Iterable, files: Iterable[Path]) -> None:
         """Artifacts for these trials' runs (the exporter calls it once it has written them). A
