@@ -274,11 +274,18 @@ def _connect(run: StudyRun) -> bool:
     return True
 
 
+def _stored_runs(run: StudyRun, storage: Storage) -> list[str]:
+    """The study's stored runs, oldest first; for object storage the newest one's small files are
+    mirrored, so that its state and settings can be read here."""
+    names = run_names(storage.list_dirs(), run.study)
+    if storage.remote and names:
+        storage.mirror(names[-1], run.local_root / names[-1], skip=_is_state_file)
+    return names
+
+
 def _resume_target(run: StudyRun, storage: Storage) -> tuple[StudyRun, str]:
     """The stored run to resume (the study's newest), with the settings it started with."""
-    names = run_names(storage.list_dirs(), run.study)
-    if storage.remote and names:  # the newest run's small files, to read its state and settings
-        storage.mirror(names[-1], run.local_root / names[-1], skip=_is_state_file)
+    names = _stored_runs(run, storage)
     name = names[-1] if names else run.study
     if not tune.Tuner.can_restore(storage.uri(name)):
         raise UserError(f"--resume: there is no stored study {run.study!r} under {storage.where}; "
@@ -301,9 +308,7 @@ def _resume_target(run: StudyRun, storage: Storage) -> tuple[StudyRun, str]:
 def _new_run_name(run: StudyRun, storage: Storage) -> str:
     """A new run's directory: STUDY, or STUDY-2, STUDY-3... after finished ones; refused while the
     newest has unfinished trials (it should be resumed, not shadowed)."""
-    names = run_names(storage.list_dirs(), run.study)
-    if storage.remote and names:
-        storage.mirror(names[-1], run.local_root / names[-1], skip=_is_state_file)
+    names = _stored_runs(run, storage)
     if names:
         pending = unfinished_trials(run.local_root / names[-1])
         if pending:
