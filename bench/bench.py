@@ -60,7 +60,7 @@ def train_row(spec: dict) -> dict:
     c = ExperimentConfig.from_name(spec["experiment"], **spec["overrides"])
     torch.manual_seed(0)
     model = GPT(c)
-    fwd = torch.compile(model) if c.compile else model
+    fwd = torch.compile(model) if c.compile != "false" else model
     opt = make_optimizer(model, c)
     precision = resolve_precision(c.precision)
     g = torch.Generator().manual_seed(0)
@@ -220,6 +220,8 @@ def main() -> None:
                    help="also the float32 + fused loss, bfloat16 unfused and glibc malloc defaults rows (about 2 minutes more)")
     p.add_argument("--cpu-split", action="store_true",
                    help="only: the quick study as 2 trials x 1 thread and as 1 trial x 2 threads")
+    p.add_argument("--architectures", action="store_true",
+                   help="only: tokens/s and memory of the block designs (arch_*) against baseline")
     p.add_argument("--tracking", action="store_true",
                    help="only: what watching a study costs (training-loss reports, TensorBoard files)")
     args = p.parse_args()
@@ -228,6 +230,9 @@ def main() -> None:
         return
     if args.tracking:
         tracking_costs()
+        return
+    if args.architectures:
+        architecture_table(args.smoke)
         return
     if args.cpu_split:
         for label, extra in (("2 trials x 1 thread", ["--max-concurrent", "2", "--cpus-per-trial", "1"]),
@@ -296,6 +301,27 @@ def _speed_table(base: dict, rows: list, peak_size: int = 2048) -> None:
     fast = results["fast path (default)"]["tokens_per_s"]
     print(f"speed-up of the default path over the float32 reference: {fast / ref:.2f}x")
 
+
+
+ARCHITECTURES = ("baseline", "arch_llama", "arch_gqa", "arch_deep_thin", "arch_untied")
+
+
+def architecture_table(smoke: bool) -> None:
+    """The block designs on the default path (bfloat16 where native, fused loss, compiled), 2 threads,
+    each in a fresh process: tokens/s and peak RSS against baseline at (about) equal parameters."""
+    from slm_tune.config import EXPERIMENT_CONFIGS
+    from slm_tune.model.counts import kv_cache_bytes_per_token, param_counts
+
+    size = {"batch_size": 4, "block_size": 32, "compile": False} if smoke else {}
+    timing = {"warmup": 1, "iters": 2} if smoke else {"warmup": 3, "iters": 8}
+    print(f"{'experiment':<15} {'params':>10} {'KV B/token':>10} {'s/iter':>7} {'tok/s':>7} {'vs base':>7} {'RSS MB':>7}")
+    base_speed = None
+    for name in ARCHITECTURES:
+        r = _run_row({"experiment": name, "overrides": size, "threads": 2, **timing})
+        base_speed = base_speed or r["tokens_per_s"]
+        c = EXPERIMENT_CONFIGS[name]
+        print(f"{name:<15} {param_counts(c)[0]:>10,} {kv_cache_bytes_per_token(c):>10,} {r['s_per_iter']:>7.3f} "
+              f"{r['tokens_per_s']:>7.0f} {r['tokens_per_s'] / base_speed:>6.2f}x {r['rss_mb']:>7.0f}", flush=True)
 
 
 def _quality_line(smoke: bool) -> None:

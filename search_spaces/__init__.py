@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from slm_tune.config import EXPERIMENT_CONFIGS, ExperimentConfig
+from search_spaces.equal_flops import equal_flops_family
 from search_spaces.scaling import scaling_family
 from slm_tune.errors import UserError, closest
 
@@ -37,6 +38,8 @@ class Study:
         base = EXPERIMENT_CONFIGS["baseline"]
         return {name: base.replace(name=name, **settings) for name, settings in self.family(longest).items()}
 
+
+MODERN = ("baseline", "arch_llama", "arch_gqa", "arch_deep_thin", "arch_untied")
 
 STUDIES: dict[str, Study] = {
     s.name: s
@@ -59,6 +62,8 @@ STUDIES: dict[str, Study] = {
         Study("optimal", "The tuned configurations against baseline",
               ("baseline", "optimal_small", "optimal_fast")),
         Study("all", "Every named experiment once", tuple(EXPERIMENT_CONFIGS)),
+        Study("modern", "Block designs at baseline's parameters and training FLOPs: Llama-style, grouped-query "
+              "attention, deep and thin (MobileLLM), an untied head", MODERN, family=equal_flops_family(MODERN)),
         Study("scaling", "Scaling laws: 5 sizes (50k to 3.2M non-embedding parameters) x 3 token budgets, one "
               "vocabulary; `fit` fits L(N, D) (36 minutes on 2 cores; --max-iters 40 rehearses it in minutes)",
               tuple(scaling_family()), family=scaling_family),

@@ -1,4 +1,4 @@
-"""Named experiments: one frozen dataclass and the registry of the seed's 14 experiments.
+"""Named experiments: one frozen dataclass and the registry of the seed's 14 experiments and the block designs.
 
 `ExperimentConfig` is the single source of truth for every setting a run uses. It validates itself
 on construction, so a bad value from code, an experiments file or `--set` fails the same way, with
@@ -21,6 +21,14 @@ from slm_tune.errors import UserError, closest
 GPT2_VOCAB_SIZE = 50_257  # 50,256 BPE ranks + <|endoftext|>
 MIN_VOCAB_SIZE = 257  # the 256 byte tokens + <|endoftext|>: the smallest lossless vocabulary
 PRECISIONS = ("auto", "float32", "bfloat16")
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rope")
+MLPS = ("gelu", "swiglu")
+SWIGLU_MULTIPLE = 64  # swiglu's default hidden size: 8/3 x n_embd rounded up to a multiple of this
+# The settings that shape the model: a trial continuing from another trial's weights (PBT's
+# exploit) must keep every one of them (slm_tune/space.py keeps them out of PBT's mutations).
+ARCHITECTURE = ("vocab_size", "n_embd", "n_layer", "n_head", "block_size", "norm", "pos", "rope_theta", "mlp",
+                "mlp_hidden", "n_kv_head", "tie_embeddings", "bias", "qk_norm")
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,16 @@ class ExperimentConfig:
     n_head: int = 4
     block_size: int = 128
     dropout: float = 0.0
+    # block design (the defaults are GPT-2's; README "Architectures")
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    pos: str = "learned"  # learned position embeddings | rope (rotary, on queries and keys)
+    rope_theta: float = 10_000.0  # rope's base wavelength
+    mlp: str = "gelu"  # gelu | swiglu (a gated MLP: silu(x W_gate) * x W_up, then W_down)
+    mlp_hidden: int = 0  # the MLP's hidden size; 0: 4 x n_embd for gelu, 8/3 x n_embd up to a multiple of 64 for swiglu
+    n_kv_head: int = 0  # key/value heads (grouped-query attention; 1 is multi-query); 0: n_head
+    tie_embeddings: bool = True  # the output head is the token embedding
+    bias: bool = True  # biases in every linear layer and layer norm
+    qk_norm: bool = False  # normalise each head's queries and keys (with `norm`) before the scores
     # optimisation
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -70,6 +88,20 @@ class ExperimentConfig:
     @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_head, or n_head (multi-head attention) when it is 0."""
+        return self.n_kv_head or self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        """The MLP's hidden size: mlp_hidden, or the convention of its kind when it is 0."""
+        if self.mlp_hidden:
+            return self.mlp_hidden
+        if self.mlp == "swiglu":
+            return -(-8 * self.n_embd // (3 * SWIGLU_MULTIPLE)) * SWIGLU_MULTIPLE
+        return 4 * self.n_embd
 
     @classmethod
     def from_name(
@@ -174,6 +206,7 @@ def _validate(c: ExperimentConfig) -> None:
         rule(getattr(c, key) > 0, key, "must be a positive whole number")
     rule(c.n_embd % c.n_head == 0, "n_embd", f"must be divisible by n_head={c.n_head}")
     rule(0 <= c.dropout < 1, "dropout", "must be in [0, 1)")
+    _validate_architecture(c, rule)
     rule(c.learning_rate > 0, "learning_rate", "must be positive")
     rule(0 <= c.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
     rule(c.warmup_iters >= 0, "warmup_iters", "must be >= 0")
@@ -189,6 +222,33 @@ def _validate(c: ExperimentConfig) -> None:
     rule(c.compile in COMPILE_MODES, "compile", f"must be one of {', '.join(COMPILE_MODES)}")
 
 
+BLOCK_DESIGN = ("norm", "pos", "rope_theta", "mlp", "mlp_hidden", "n_kv_head", "tie_embeddings", "bias", "qk_norm")
+
+
+def block_design(c: ExperimentConfig) -> str:
+    """The block settings that differ from GPT-2's, as `norm=rmsnorm,pos=rope`; "gpt2" when none do."""
+    default = ExperimentConfig()
+    changed = [f"{k}={_text(getattr(c, k))}" for k in BLOCK_DESIGN if getattr(c, k) != getattr(default, k)]
+    return ",".join(changed) or "gpt2"
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _validate_architecture(c: ExperimentConfig, rule) -> None:
+    rule(c.norm in NORMS, "norm", f"must be one of {', '.join(NORMS)}")
+    rule(c.pos in POSITIONS, "pos", f"must be one of {', '.join(POSITIONS)}")
+    rule(c.mlp in MLPS, "mlp", f"must be one of {', '.join(MLPS)}")
+    rule(c.rope_theta > 0, "rope_theta", "must be positive")
+    rule(c.mlp_hidden >= 0, "mlp_hidden", "must be >= 0 (0: the usual size for the mlp)")
+    rule(c.n_kv_head >= 0, "n_kv_head", "must be >= 0 (0: as many as n_head)")
+    rule(c.n_head % c.kv_heads == 0, "n_kv_head", f"must divide n_head={c.n_head} (1 is multi-query attention)")
+    if c.pos == "rope":
+        rule(c.head_size % 2 == 0, "n_head", f"must leave an even head size for rope (n_embd={c.n_embd} / "
+                                             f"n_head={c.n_head} = {c.n_embd / c.n_head:g})")
+
+
 # ---------------------------------------------------------------------------------------------
 # The seed's experiments. Each changes only what its name says; everything else is baseline's.
 
@@ -196,6 +256,9 @@ _BASE = ExperimentConfig(
     name="baseline",
     description="Reference point: GPT-2 vocabulary, 256-wide embeddings, 4 layers, 4 heads",
 )
+
+
+LLAMA = {"norm": "rmsnorm", "pos": "rope", "mlp": "swiglu", "bias": False}
 
 
 def _variant(name: str, description: str, **changes: Any) -> ExperimentConfig:
@@ -229,6 +292,15 @@ EXPERIMENT_CONFIGS: dict[str, ExperimentConfig] = {
             "converges in half of baseline's iterations",
             vocab_size=10_000, n_embd=128, learning_rate=1e-3, max_iters=600, warmup_iters=50,
         ),
+        # Block designs of today's small models, at baseline's parameter count (README "Architectures").
+        _variant("arch_llama", "Llama-style blocks: RMSNorm, rotary positions, SwiGLU MLP (704 wide), no biases",
+                 **LLAMA),
+        _variant("arch_gqa", "arch_llama with 2 key/value heads for its 4 query heads; the MLP widened to "
+                 "784 to keep the parameter count", **LLAMA, n_kv_head=2, mlp_hidden=784),
+        _variant("arch_deep_thin", "MobileLLM's shape: arch_llama's parameters spent on 8 layers at 224 wide "
+                 "(SwiGLU 592 wide)", **LLAMA, n_layer=8, n_embd=224, mlp_hidden=592),
+        _variant("arch_untied", "baseline with an untied output head (12.9M more parameters, the same FLOPs)",
+                 tie_embeddings=False),
     ]
 }
 

@@ -19,7 +19,7 @@ def test_baseline_parameter_count_by_hand():
     assert 15.9e6 < total < 16.2e6  # "about 16M with tying"
     model = GPT(c)
     assert sum(p.numel() for p in model.parameters()) == total
-    assert model.wte.weight is not None and not hasattr(model, "lm_head")  # tied: one matrix
+    assert model.lm_head is None and model.head_weight is model.wte.weight  # tied: one matrix
 
 
 def test_counts_match_models_for_every_experiment():

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from filelock import FileLock
 
+from slm_tune.config import block_design
+
 from slm_tune.files import read_json, write_text
 
 GAIN = 0.07  # a compiled step's time saving for baseline (bench/README.md); learned per shape
@@ -39,7 +41,8 @@ log = logging.getLogger(__name__)
 def shape_key(c, precision: str) -> str:
     """What a compiled graph depends on: the model's shapes, precision and torch's version."""
     return (f"torch{torch.__version__}-v{c.vocab_size}-e{c.n_embd}-l{c.n_layer}-h{c.n_head}-b{c.batch_size}"
-            f"x{c.block_size}-{precision}-{'fused' if c.fused_loss else 'plain'}-{'dropout' if c.dropout else 'nodrop'}")
+            f"x{c.block_size}-{precision}-{'fused' if c.fused_loss else 'plain'}-{'dropout' if c.dropout else 'nodrop'}"
+            + ("" if block_design(c) == "gpt2" else f"-{block_design(c)}"))
 
 
 class CompileCosts:

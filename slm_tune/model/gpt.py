@@ -1,7 +1,14 @@
-"""GPT in the nanoGPT tradition: pre-LayerNorm blocks, causal SDPA attention, GELU MLP, tied head.
+"""GPT in the nanoGPT tradition, with the block designs small models use today.
+
+The defaults are GPT-2's (pre-LayerNorm blocks, learned positions, a GELU MLP, biases, the head tied
+to the token embedding), computed exactly as before the settings existed. The config can swap in
+RMSNorm, rotary positions (rope), a SwiGLU MLP, grouped-query attention (n_kv_head), an untied head,
+no biases and normalised queries and keys: the Llama family's block is norm=rmsnorm, pos=rope,
+mlp=swiglu, bias=false. Rope rotates the two halves of each head (the rotate-half layout of
+Hugging Face's Llama), so an export needs no permutation.
 
 Parameter and FLOP counts are functions of the config (slm_tune.model.counts, no torch needed); a test
-checks them against a built model.
+checks them against built models.
 """
 
 from __future__ import annotations
@@ -15,22 +22,56 @@ from torch.nn import functional as F
 from slm_tune.config import ExperimentConfig
 from slm_tune.model.losses import linear_cross_entropy
 
+NORM_EPS = 1e-5
+
+
+def make_norm(c: ExperimentConfig, size: int) -> nn.Module:
+    if c.norm == "rmsnorm":
+        return nn.RMSNorm(size, eps=NORM_EPS)
+    return nn.LayerNorm(size, eps=NORM_EPS, bias=c.bias)
+
+
+def rope_tables(head_size: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (length, head_size) of the angles position x theta^(-2i/head_size), each
+    frequency i serving dimensions i and i + head_size/2."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)
+    angles = torch.outer(torch.arange(length, dtype=torch.float64), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, heads, T, head_size) by position: each pair (i, i + head_size/2) as a 2-D vector."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, c: ExperimentConfig):
         super().__init__()
-        self.n_head = c.n_head
-        self.c_attn = nn.Linear(c.n_embd, 3 * c.n_embd)
-        self.c_proj = nn.Linear(c.n_embd, c.n_embd)
+        self.n_head, self.n_kv_head, self.head_size = c.n_head, c.kv_heads, c.head_size
+        kv = self.n_kv_head * self.head_size
+        self.sizes = [c.n_embd, kv, kv]
+        self.c_attn = nn.Linear(c.n_embd, c.n_embd + 2 * kv, bias=c.bias)
+        self.c_proj = nn.Linear(c.n_embd, c.n_embd, bias=c.bias)
+        self.q_norm = make_norm(c, c.head_size) if c.qk_norm else None
+        self.k_norm = make_norm(c, c.head_size) if c.qk_norm else None
         self.dropout = c.dropout
         self.resid_dropout = nn.Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k, v = self.c_attn(x).split(self.sizes, dim=2)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2) for t in (k, v))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_head != self.n_head,
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -39,24 +80,33 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, c: ExperimentConfig):
         super().__init__()
-        self.c_fc = nn.Linear(c.n_embd, 4 * c.n_embd)
-        self.c_proj = nn.Linear(4 * c.n_embd, c.n_embd)
+        self.gated = c.mlp == "swiglu"
+        hidden = c.mlp_width
+        # swiglu's gate and up projections are one matmul: rows [0, hidden) gate, [hidden, 2 hidden) up
+        self.c_fc = nn.Linear(c.n_embd, 2 * hidden if self.gated else hidden, bias=c.bias)
+        self.c_proj = nn.Linear(hidden, c.n_embd, bias=c.bias)
         self.dropout = nn.Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        h = self.c_fc(x)
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, c: ExperimentConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(c.n_embd)
+        self.ln_1 = make_norm(c, c.n_embd)
         self.attn = CausalSelfAttention(c)
-        self.ln_2 = nn.LayerNorm(c.n_embd)
+        self.ln_2 = make_norm(c, c.n_embd)
         self.mlp = MLP(c)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -65,18 +115,28 @@ class GPT(nn.Module):
         super().__init__()
         self.config = c
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
-        self.wpe = nn.Embedding(c.block_size, c.n_embd)
+        self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else None
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
-        self.ln_f = nn.LayerNorm(c.n_embd)
-        # The head is the token embedding itself (weight tying): 12.9M of baseline's 16M
+        self.ln_f = make_norm(c, c.n_embd)
+        # Tied (the default), the head is the token embedding itself: 12.9M of baseline's 16M
         # parameters would otherwise be spent twice.
+        self.lm_head = None if c.tie_embeddings else nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.pos == "rope":
+            cos, sin = rope_tables(c.head_size, c.block_size, c.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
         # GPT-2's scaled init: residual projections shrink with depth so the stream's variance
         # does not grow with the number of layers.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The output layer's (vocab, n_embd) matrix: the token embedding when tied."""
+        return self.wte.weight if self.lm_head is None else self.lm_head.weight
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -92,10 +152,15 @@ class GPT(nn.Module):
         T = idx.shape[1]
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self.wte(idx)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        else:
+            rope = (self.rope_cos[:T], self.rope_sin[:T])
+        x = self.drop(x)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, rope)
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -109,9 +174,9 @@ class GPT(nn.Module):
 
     def _loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if not self.config.fused_loss:  # the plain path, as nanoGPT computes it
-            logits = F.linear(h, self.wte.weight)
+            logits = F.linear(h, self.head_weight)
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
-        return linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.wte.weight, targets.reshape(-1))
+        return linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head_weight, targets.reshape(-1))
 
     @torch.no_grad()
     def eval_losses(self, idx: torch.Tensor, targets: torch.Tensor, context: int) -> tuple[float, float]:
@@ -127,7 +192,7 @@ class GPT(nn.Module):
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
         """Next-token logits for the last position of each sequence: (B, vocab)."""
         h = self.hidden(idx[:, -self.config.block_size:])
-        return F.linear(h[:, -1, :], self.wte.weight).float()
+        return F.linear(h[:, -1, :], self.head_weight).float()
 
     @torch.no_grad()
     def generate(

@@ -26,8 +26,9 @@ from typing import Any, Callable
 import torch
 
 from slm_tune.checkpoint_files import CHECKPOINT_FILE, HISTORY_FILE
-from slm_tune.config import ExperimentConfig
+from slm_tune.config import ARCHITECTURE, ExperimentConfig
 from slm_tune.data.cache import TokenData, check_data
+from slm_tune.errors import UserError
 from slm_tune.model.checkpoints import load_state
 from slm_tune.model.compiling import PROBE_STEPS, CompileCosts, CompiledOrEager, CompilePlan, shape_key
 from slm_tune.model.gpt import GPT
@@ -36,6 +37,18 @@ from slm_tune.train.optimizer import follow_new_config, lr_at, make_optimizer, s
 from slm_tune.train.reports import Reporter
 
 SaveCheckpoint = Callable[[Path], None]
+
+
+def check_same_architecture(c: ExperimentConfig, saved: dict[str, Any], directory: Path) -> None:
+    """A checkpoint continues only under the model shape it was trained with (a setting missing
+    from an older checkpoint's config has its default)."""
+    default = ExperimentConfig()
+    for key in ARCHITECTURE:
+        before = saved.get(key, getattr(default, key))
+        if before != getattr(c, key):
+            raise UserError(f"{directory} holds a model with {key}={before!r}, but this run has {key}="
+                            f"{getattr(c, key)!r}; a checkpoint continues only with the model shape it was "
+                            "trained at (start a new run to change it)")
 Report = Callable[[dict[str, Any], SaveCheckpoint | None], None]
 
 
@@ -83,6 +96,7 @@ class Run:
     def restore(self, directory: Path) -> None:
         """Continue from a checkpoint: weights, optimizer, random states and the run's state."""
         saved = load_state(Path(directory) / CHECKPOINT_FILE)
+        check_same_architecture(self.c, saved.get("config", {}), directory)
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.batch_gen.set_state(saved["batch_rng"])
