@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from slm_tune.errors import UserError, closest
 
-COMMANDS = ("list", "details", "run", "search", "compare", "fit", "sample", "interactive")
+COMMANDS = ("list", "details", "run", "search", "compare", "fit", "sample", "coord-check", "interactive")
 
 
 def _out(text: str) -> None:
@@ -174,6 +174,15 @@ def _add_analysis_commands(sub) -> None:
                    help="L: best_val_bpb_context (the second half of each validation window, where the corpus's "
                         "entropy is the floor; the default when every run has it) or best_val_bpb (whole windows)")
     p.add_argument("--storage-path", help=STORAGE_READ_HELP)
+    p = sub.add_parser("coord-check", help="muP's coordinate check: each layer's output against width, sp and muP")
+    p.add_argument("--experiment", default="optimal_fast", help="the depth, heads, vocabulary and data (default optimal_fast)")
+    p.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated widths (default 64 to 1024)")
+    p.add_argument("--steps", type=_positive_int, default=5, help="Adam steps recorded (default 5)")
+    p.add_argument("--lr", type=float, default=3e-3, help="the learning rate of every width (default 3e-3)")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE")
+    p.add_argument("--dataset")
+    p.add_argument("--experiments-file")
+    p.add_argument("--output-dir", default=".")
     p = sub.add_parser("sample", help="generate text with a trained model")
     p.add_argument("name")
     p.add_argument("--output-dir", default=".")
@@ -394,6 +403,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_coord_check(args: argparse.Namespace) -> int:
+    from analysis.coord_check_export import write_coord_check
+    from slm_tune.config import ExperimentConfig, parse_overrides
+    from slm_tune.data.cache import prepare_tokens
+    from slm_tune.train.coord_check import CoordCheck
+
+    try:
+        widths = tuple(sorted({int(w) for w in args.widths.split(",")}))
+    except ValueError:
+        raise UserError(f"--widths {args.widths!r} is not a list of whole numbers; e.g. --widths 64,128,256") from None
+    overrides = {"batch_size": 8, "block_size": 64, "precision": "float32", **parse_overrides(args.overrides)}
+    if args.dataset:
+        overrides["dataset"] = args.dataset
+    base = ExperimentConfig.from_name(args.experiment, _registry(args), **overrides)
+    for width in widths:  # every width must divide into the heads
+        base.replace(n_embd=width)
+    check = CoordCheck(base, widths, args.steps, args.lr)
+    data = prepare_tokens(base.dataset, base.vocab_size, base.data_fraction)
+    table = write_coord_check(check, data.train, Path(args.output_dir), progress=_err)
+    _out(table.to_string(index=False, float_format=lambda v: f"{v:+.2f}"))
+    _out(f"wrote {Path(args.output_dir) / 'experiments' / 'coord_check.png'} and its CSVs")
+    return 0
+
+
 def cmd_interactive(args: argparse.Namespace, read: Callable[[str], str] = input) -> int:
     from analysis.interactive import Menu
 
@@ -401,7 +434,7 @@ def cmd_interactive(args: argparse.Namespace, read: Callable[[str], str] = input
 
 
 HANDLERS = {"list": cmd_list, "details": cmd_details, "run": cmd_run, "search": cmd_search, "compare": cmd_compare, "fit": cmd_fit,
-            "sample": cmd_sample, "interactive": cmd_interactive}
+            "sample": cmd_sample, "coord-check": cmd_coord_check, "interactive": cmd_interactive}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,11 +24,13 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope")
 MLPS = ("gelu", "swiglu")
+PARAMETRIZATIONS = ("sp", "mup")
 SWIGLU_MULTIPLE = 64  # swiglu's default hidden size: 8/3 x n_embd rounded up to a multiple of this
 # The settings that shape the model: a trial continuing from another trial's weights (PBT's
 # exploit) must keep every one of them (slm_tune/space.py keeps them out of PBT's mutations).
 ARCHITECTURE = ("vocab_size", "n_embd", "n_layer", "n_head", "block_size", "norm", "pos", "rope_theta", "mlp",
-                "mlp_hidden", "n_kv_head", "tie_embeddings", "bias", "qk_norm")
+                "mlp_hidden", "n_kv_head", "tie_embeddings", "bias", "qk_norm", "parametrization", "mup_base_width",
+                "mup_base_head_size")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,10 @@ class ExperimentConfig:
     tie_embeddings: bool = True  # the output head is the token embedding
     bias: bool = True  # biases in every linear layer and layer norm
     qk_norm: bool = False  # normalise each head's queries and keys (with `norm`) before the scores
+    # parametrization (README "muP"): sp is today's; mup makes the best learning rate independent of width
+    parametrization: str = "sp"
+    mup_base_width: int = 256  # the width at which mup and sp are the same model and optimizer
+    mup_base_head_size: int = 0  # the head size at the base width; 0: mup_base_width / n_head
     # optimisation
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -93,6 +99,20 @@ class ExperimentConfig:
     def kv_heads(self) -> int:
         """Key/value heads: n_kv_head, or n_head (multi-head attention) when it is 0."""
         return self.n_kv_head or self.n_head
+
+    @property
+    def width_mult(self) -> float:
+        """muP's width multiplier n_embd / mup_base_width (1 under sp)."""
+        return self.n_embd / self.mup_base_width if self.parametrization == "mup" else 1.0
+
+    @property
+    def attention_scale(self) -> float | None:
+        """The scores' scale: 1/sqrt(head_size) (None: SDPA's default) under sp and at muP's base
+        head size; sqrt(base head size) / head_size under muP, so it falls as 1/head_size."""
+        base = self.mup_base_head_size or self.mup_base_width // self.n_head
+        if self.parametrization != "mup" or self.head_size == base:
+            return None
+        return math.sqrt(base) / self.head_size
 
     @property
     def mlp_width(self) -> int:
@@ -222,7 +242,8 @@ def _validate(c: ExperimentConfig) -> None:
     rule(c.compile in COMPILE_MODES, "compile", f"must be one of {', '.join(COMPILE_MODES)}")
 
 
-BLOCK_DESIGN = ("norm", "pos", "rope_theta", "mlp", "mlp_hidden", "n_kv_head", "tie_embeddings", "bias", "qk_norm")
+BLOCK_DESIGN = ("norm", "pos", "rope_theta", "mlp", "mlp_hidden", "n_kv_head", "tie_embeddings", "bias", "qk_norm",
+                "parametrization", "mup_base_width", "mup_base_head_size")
 
 
 def block_design(c: ExperimentConfig) -> str:
@@ -244,6 +265,9 @@ def _validate_architecture(c: ExperimentConfig, rule) -> None:
     rule(c.mlp_hidden >= 0, "mlp_hidden", "must be >= 0 (0: the usual size for the mlp)")
     rule(c.n_kv_head >= 0, "n_kv_head", "must be >= 0 (0: as many as n_head)")
     rule(c.n_head % c.kv_heads == 0, "n_kv_head", f"must divide n_head={c.n_head} (1 is multi-query attention)")
+    rule(c.parametrization in PARAMETRIZATIONS, "parametrization", f"must be one of {', '.join(PARAMETRIZATIONS)}")
+    rule(c.mup_base_width > 0, "mup_base_width", "must be a positive whole number")
+    rule(c.mup_base_head_size >= 0, "mup_base_head_size", "must be >= 0 (0: mup_base_width / n_head)")
     if c.pos == "rope":
         rule(c.head_size % 2 == 0, "n_head", f"must leave an even head size for rope (n_embd={c.n_embd} / "
                                              f"n_head={c.n_head} = {c.n_embd / c.n_head:g})")

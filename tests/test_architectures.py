@@ -95,9 +95,9 @@ def test_rope_is_the_rotation_and_scores_depend_only_on_relative_position():
     assert score(5, 2) != pytest.approx(score(5, 4), rel=1e-3)
 
 
-def _attention_by_hand(attn: CausalSelfAttention, x: torch.Tensor, kv_heads: int) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + causal mask) v per head, query head h reading key/value head
-    h // (n_head / kv_heads), then the output projection."""
+def _attention_by_hand(attn: CausalSelfAttention, x: torch.Tensor, kv_heads: int, scale: float | None = None):
+    """softmax(q k^T * scale + causal mask) v per head (scale 1/sqrt(d) unless given), query head h
+    reading key/value head h // (n_head / kv_heads), then the output projection."""
     B, T, C = x.shape
     H, d = attn.n_head, C // attn.n_head
     W, b = attn.c_attn.weight, attn.c_attn.bias
@@ -108,7 +108,8 @@ def _attention_by_hand(attn: CausalSelfAttention, x: torch.Tensor, kv_heads: int
     for h in range(H):
         g = h // (H // kv_heads)
         qh, kh, vh = q[..., h * d:(h + 1) * d], k[..., g * d:(g + 1) * d], v[..., g * d:(g + 1) * d]
-        heads.append(torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(d) + mask, dim=-1) @ vh)
+        scores = qh @ kh.transpose(-1, -2) * (scale if scale is not None else 1 / math.sqrt(d))
+        heads.append(torch.softmax(scores + mask, dim=-1) @ vh)
     return attn.c_proj(torch.cat(heads, dim=-1))
 
 

@@ -51,8 +51,14 @@ def test_same_seed_same_losses_and_seed_matters():
     assert [h["val_loss"] for h in other] != [h["val_loss"] for h in a]
 
 
-def test_restored_checkpoint_continues_bit_identically(tmp_path):
-    c = tiny(max_iters=40, eval_interval=10, dropout=0.1)
+# Every block design and muP at once (tiny's 32 wide is muP's width multiplier 2 over 16).
+MODERN_MUP = dict(norm="rmsnorm", pos="rope", mlp="swiglu", bias=False, n_kv_head=1, qk_norm=True,
+                  tie_embeddings=False, parametrization="mup", mup_base_width=16)
+
+
+@pytest.mark.parametrize("design", [{}, MODERN_MUP], ids=["gpt2", "modern-mup"])
+def test_restored_checkpoint_continues_bit_identically(tmp_path, design):
+    c = tiny(max_iters=40, eval_interval=10, dropout=0.1, **design)
     data = _data(c)
     full = []
     train(c, data, report=lambda m, save: full.append(m))
@@ -99,8 +105,9 @@ def test_too_small_validation_split_is_a_user_error():
         train(c.replace(block_size=512), data)
 
 
-def test_compiled_model_trains_like_eager():
-    c = tiny(max_iters=20, eval_interval=10)
+@pytest.mark.parametrize("design", [{}, MODERN_MUP], ids=["gpt2", "modern-mup"])
+def test_compiled_model_trains_like_eager(design):
+    c = tiny(max_iters=20, eval_interval=10, **design)
     data = _data(c)
     eager = train(c, data).history
     compiled = train(c.replace(compile=True), data).history

@@ -58,6 +58,7 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = make_norm(c, c.head_size) if c.qk_norm else None
         self.k_norm = make_norm(c, c.head_size) if c.qk_norm else None
         self.dropout = c.dropout
+        self.scale = c.attention_scale  # None: 1/sqrt(head_size)
         self.resid_dropout = nn.Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -71,7 +72,7 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_head != self.n_head,
+            enable_gqa=self.n_kv_head != self.n_head, scale=self.scale,
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -110,6 +111,12 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The weight matrices inside the blocks (attention and MLP): muP's width-scaled ones. The
+    token and position embeddings and the head (width x vocabulary) are not."""
+    return [p for name, p in model.named_parameters() if name.startswith("blocks.") and p.dim() >= 2]
+
+
 class GPT(nn.Module):
     def __init__(self, c: ExperimentConfig):
         super().__init__()
@@ -132,11 +139,22 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+        # muP: hidden matrices' initial variance falls as 1/width relative to the base, and the
+        # logits are multiplied by base/width (both 1 under sp and at the base width).
+        self.output_mult = 1.0 / c.width_mult
+        if c.width_mult != 1.0:
+            with torch.no_grad():
+                for p in hidden_matrices(self):
+                    p.mul_(c.width_mult ** -0.5)
 
     @property
     def head_weight(self) -> torch.Tensor:
         """The output layer's (vocab, n_embd) matrix: the token embedding when tied."""
         return self.wte.weight if self.lm_head is None else self.lm_head.weight
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """The hidden states the output layer reads: muP's output multiplier applied."""
+        return h if self.output_mult == 1.0 else h * self.output_mult
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -173,6 +191,7 @@ class GPT(nn.Module):
         return self._loss(self.hidden(idx), targets)
 
     def _loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        h = self.readout(h)
         if not self.config.fused_loss:  # the plain path, as nanoGPT computes it
             logits = F.linear(h, self.head_weight)
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
@@ -192,7 +211,7 @@ class GPT(nn.Module):
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
         """Next-token logits for the last position of each sequence: (B, vocab)."""
         h = self.hidden(idx[:, -self.config.block_size:])
-        return F.linear(h[:, -1, :], self.head_weight).float()
+        return F.linear(self.readout(h[:, -1, :]), self.head_weight).float()
 
     @torch.no_grad()
     def generate(

@@ -49,6 +49,8 @@ def check_same_architecture(c: ExperimentConfig, saved: dict[str, Any], director
             raise UserError(f"{directory} holds a model with {key}={before!r}, but this run has {key}="
                             f"{getattr(c, key)!r}; a checkpoint continues only with the model shape it was "
                             "trained at (start a new run to change it)")
+
+
 Report = Callable[[dict[str, Any], SaveCheckpoint | None], None]
 
 

@@ -20,18 +20,27 @@ def lr_at(c: ExperimentConfig, it: int) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, c: ExperimentConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases and LayerNorm gains)."""
+    """AdamW with weight decay on matrices only (not on biases and norm gains). Under muP the
+    hidden matrices (model.gpt.hidden_matrices) are a group of their own whose learning rate is
+    scaled by base/width (`lr_scale`, which set_lr keeps whatever the schedule or PBT sets);
+    embeddings, the head, norms and biases keep the rate."""
+    from slm_tune.model.gpt import hidden_matrices
+
     params = [p for p in model.parameters() if p.requires_grad]
+    scaled = {id(p) for p in hidden_matrices(model)} if c.parametrization == "mup" else set()
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": c.weight_decay},
+        {"params": [p for p in params if p.dim() >= 2 and id(p) not in scaled], "weight_decay": c.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    if scaled:
+        groups.append({"params": [p for p in params if id(p) in scaled], "weight_decay": c.weight_decay,
+                       "lr_scale": 1.0 / c.width_mult})
     return torch.optim.AdamW(groups, lr=c.learning_rate, betas=(c.beta1, c.beta2), fused=True)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def follow_new_config(c: ExperimentConfig, saved: dict[str, Any], state: dict[str, Any],
@@ -46,6 +55,8 @@ def follow_new_config(c: ExperimentConfig, saved: dict[str, Any], state: dict[st
         return
     for group in optimizer.param_groups:
         group["betas"] = (c.beta1, c.beta2)
-    optimizer.param_groups[0]["weight_decay"] = c.weight_decay  # the matrices (make_optimizer)
+    for i, group in enumerate(optimizer.param_groups):
+        if i == 0 or "lr_scale" in group:  # the matrices (make_optimizer)
+            group["weight_decay"] = c.weight_decay
     state.setdefault("config_changes", []).append(
         {"iteration": state["iteration"], "trial": c.name, "from": saved.get("name"), "changes": changes})

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""muP's learning-rate transfer, measured: a sweep of peak learning rates at widths 64 to 512
+(fixed depth, heads and tokens), in sp and in muP (base width 64), every run in this process
+through the library's training loop.
+
+    python bench/transfer.py                       7 rates x 4 widths x 2 parametrizations (about 35 minutes on 2 cores)
+    python bench/transfer.py --widths 64 128 --lrs 1e-3 4e-3 --iters 40     a part of it
+
+It prints best val bits per byte for every width and rate, the best rate per width and how far
+it moves over the widths, and what the widest model loses at the rate found at the narrowest;
+it writes OUTPUT/transfer.json and OUTPUT/transfer.png (bits per byte against rate, one line
+per width, sp and muP side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LRS = tuple(2.0 ** k for k in range(-11, -4))  # 4.9e-4 .. 3.1e-2, a factor 2 apart
+WIDTHS = (64, 128, 256, 512)
+BASE = dict(vocab_size=2000, n_layer=2, n_head=4, block_size=64, batch_size=16, warmup_iters=20,
+            min_lr_ratio=0.1, eval_iters=16, compile=False, dataset="storyworld", mup_base_width=64)
+
+
+def sweep(widths, lrs, iters: int, threads: int) -> list[dict]:
+    from slm_tune.config import ExperimentConfig
+    from slm_tune.data.cache import prepare_tokens
+    from slm_tune.train import train
+
+    base = ExperimentConfig(name="transfer", **BASE, max_iters=iters, eval_interval=iters)
+    data = prepare_tokens(base.dataset, base.vocab_size)
+    rows = []
+    for parametrization in ("sp", "mup"):
+        for width in widths:
+            for lr in lrs:
+                c = base.replace(n_embd=width, learning_rate=lr, parametrization=parametrization)
+                t = time.perf_counter()
+                result = train(c, data, threads=threads)
+                evals = [h["val_bpb"] for h in result.history if math.isfinite(h["val_bpb"])]
+                bpb = min(evals) if result.status == "finished" and evals else math.nan
+                rows.append({"parametrization": parametrization, "width": width, "lr": lr, "best_val_bpb": bpb,
+                             "seconds": time.perf_counter() - t})
+                print(f"{parametrization:<4} width {width:>4} lr {lr:.2e}: {bpb:.4f} bits/byte "
+                      f"({rows[-1]['seconds']:.0f} s)", flush=True)
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    """Per parametrization: the best rate at each width, its spread, and the widest model at the
+    narrowest width's best rate against its own best."""
+    out = {}
+    for p in ("sp", "mup"):
+        mine = [r for r in rows if r["parametrization"] == p and not math.isnan(r["best_val_bpb"])]
+        widths = sorted({r["width"] for r in mine})
+        best = {w: min((r for r in mine if r["width"] == w), key=lambda r: r["best_val_bpb"]) for w in widths}
+        narrow, wide = widths[0], widths[-1]
+        at_narrow_rate = next(r for r in mine if r["width"] == wide and r["lr"] == best[narrow]["lr"])
+        rates = [best[w]["lr"] for w in widths]
+        out[p] = {"best_lr": {w: best[w]["lr"] for w in widths}, "best_bpb": {w: best[w]["best_val_bpb"] for w in widths},
+                  "lr_spread": max(rates) / min(rates),
+                  "wide_at_narrow_lr_bpb": at_narrow_rate["best_val_bpb"],
+                  "wide_loss_vs_best": at_narrow_rate["best_val_bpb"] / best[wide]["best_val_bpb"] - 1}
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    widths = sorted({r["width"] for r in rows})
+    colors = dict(zip(widths, plt.get_cmap("viridis")(np.linspace(0, 0.85, len(widths)))))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    for ax, p, title in zip(axes, ("sp", "mup"), ("standard parametrization", "muP (base width 64)")):
+        for w in widths:
+            pts = sorted((r["lr"], r["best_val_bpb"]) for r in rows if r["parametrization"] == p and r["width"] == w)
+            ax.plot(*zip(*pts), marker="o", color=colors[w], label=f"width {w}")
+            good = [pt for pt in pts if not math.isnan(pt[1])]
+            if good:
+                lr, bpb = min(good, key=lambda pt: pt[1])
+                ax.scatter([lr], [bpb], marker="*", s=160, color=colors[w], edgecolors="black", zorder=3)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("peak learning rate")
+        ax.set_title(f"{title}: best rate per width starred")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("best val bits per byte")
+    axes[1].legend()
+    low = min(r["best_val_bpb"] for r in rows if not math.isnan(r["best_val_bpb"]))
+    axes[0].set_ylim(low * 0.95, low * 1.6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--widths", nargs="+", type=int, default=list(WIDTHS))
+    parser.add_argument("--lrs", nargs="+", type=float, default=list(LRS))
+    parser.add_argument("--iters", type=int, default=200, help="iterations per run (default 200: 205k tokens)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=ROOT / "bench")
+    args = parser.parse_args()
+    rows = sweep(args.widths, args.lrs, args.iters, args.threads)
+    result = summary(rows)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "transfer.json").write_text(json.dumps({"rows": rows, "summary": result}, indent=1))
+    plot(rows, args.output / "transfer.png")
+    for p, s in result.items():
+        rates = ", ".join(f"{w}: {lr:.2e}" for w, lr in s["best_lr"].items())
+        print(f"{p}: best rate per width {rates}; spread {s['lr_spread']:.0f}x; the widest at the narrowest's rate "
+              f"{s['wide_at_narrow_lr_bpb']:.4f} bits/byte, {100 * s['wide_loss_vs_best']:+.2f}% from its best")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""muP (README "muP"): the model's multipliers and the optimizer's groups against the paper's
+rules written out here, the base width as today's model, and the coordinate check's slopes."""
+
+import csv
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import TINY_DATASET, run_cli, tiny
+from slm_tune.errors import UserError
+from slm_tune.model.gpt import GPT, CausalSelfAttention
+from slm_tune.train.optimizer import follow_new_config, make_optimizer, set_lr
+from test_architectures import _attention_by_hand
+
+
+def test_mup_at_its_base_width_is_the_standard_model():
+    from slm_tune.data.cache import prepare_tokens
+    from slm_tune.train import train
+
+    c = tiny(max_iters=20, eval_interval=10)
+    data = prepare_tokens(c.dataset, c.vocab_size)
+    sp = [h["val_loss"] for h in train(c, data).history]
+    mup = [h["val_loss"] for h in train(c.replace(parametrization="mup", mup_base_width=c.n_embd), data).history]
+    assert sp == mup  # bit for bit
+
+
+def test_mup_init_multipliers_and_learning_rates_follow_the_width():
+    c = tiny(n_embd=256, n_head=4, n_layer=2, parametrization="mup", mup_base_width=64)  # width multiplier 4
+    torch.manual_seed(0)
+    model = GPT(c)
+    std = {n: p.std().item() for n, p in model.named_parameters()}
+    assert std["blocks.0.attn.c_attn.weight"] == pytest.approx(0.02 / 2, rel=0.03)  # variance / 4
+    assert std["blocks.0.mlp.c_proj.weight"] == pytest.approx(0.02 / 2 / 2, rel=0.03)  # GPT-2's 1/sqrt(2 L) too
+    assert std["wte.weight"] == pytest.approx(0.02, rel=0.03)  # the embedding keeps its init
+    idx = torch.randint(0, c.vocab_size, (2, 16))
+    expected = F.linear(model.hidden(idx)[:, -1] * (64 / 256), model.wte.weight)
+    torch.testing.assert_close(model.logits(idx), expected)
+
+    optimizer = make_optimizer(model, c)
+    set_lr(optimizer, 1e-3)
+    hidden = {id(p) for n, p in model.named_parameters() if n.startswith("blocks.") and p.dim() == 2}
+    for group in optimizer.param_groups:
+        ids = {id(p) for p in group["params"]}
+        assert ids <= hidden or not ids & hidden
+        assert group["lr"] == pytest.approx(1e-3 * 64 / 256 if ids <= hidden else 1e-3)
+    # PBT's exploit: the donor's optimizer state under a new learning rate stays scaled per group
+    restored = make_optimizer(model, c)
+    restored.load_state_dict(optimizer.state_dict())
+    follow_new_config(c.replace(learning_rate=4e-3), c.to_dict(), {"iteration": 5}, restored)
+    set_lr(restored, 4e-3)
+    assert sorted(g["lr"] for g in restored.param_groups) == pytest.approx([1e-3, 4e-3, 4e-3])
+
+
+def test_mup_attention_scores_scale_as_one_over_head_size():
+    torch.manual_seed(0)
+    c = tiny(n_embd=64, n_head=2, parametrization="mup", mup_base_width=16)  # head 32, base head 8
+    assert c.attention_scale == pytest.approx(8 ** 0.5 / 32)
+    attn = CausalSelfAttention(c).eval()
+    x = torch.randn(2, 12, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), _attention_by_hand(attn, x, 2, scale=8 ** 0.5 / 32), rtol=1e-5, atol=1e-6)
+    with pytest.raises(UserError, match="parametrization='mu' is invalid: must be one of sp, mup"):
+        c.replace(parametrization="mu")
+
+
+def test_coord_check_is_flat_under_mup_and_grows_under_sp(tmp_path):
+    ran = run_cli("coord-check", "--experiment", "baseline", "--widths", "64,128,256,512", "--steps", "5",
+                  "--set", "vocab_size=1000", "--set", "n_layer=2", "--set", "block_size=32",
+                  "--dataset", TINY_DATASET, "--output-dir", str(tmp_path))
+    assert ran.returncode == 0, ran.stderr
+    out = tmp_path / "experiments"
+    assert (out / "coord_check.png").stat().st_size > 10_000 and (out / "coord_check.csv").is_file()
+    rows = list(csv.DictReader((out / "coord_check_slopes.csv").open()))
+    slope = {(r["layer"], int(r["step"])): (float(r["sp_slope"]), float(r["mup_slope"])) for r in rows}
+    for (layer, step), (sp, mup) in slope.items():
+        if layer != "logits":
+            assert abs(mup) < 0.3, (layer, step, mup)  # flat in width
+            if layer != "embedding":
+                assert sp > 0.8, (layer, step, sp)  # grows about as fast as width
+        else:
+            assert mup < 0.2 and (step < 4 or abs(mup) < 0.3), (step, mup)  # shrinks at init (tied head), then flat
+            assert sp > 0.3 and (step < 4 or sp > 0.6), (step, sp)
