@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from slm_tune.errors import UserError, closest
 
-COMMANDS = ("list", "details", "run", "search", "compare", "fit", "sample", "coord-check", "interactive")
+COMMANDS = ("list", "details", "run", "search", "compare", "fit", "sample", "export", "coord-check", "interactive")
 
 
 def _out(text: str) -> None:
@@ -174,6 +174,11 @@ def _add_analysis_commands(sub) -> None:
                    help="L: best_val_bpb_context (the second half of each validation window, where the corpus's "
                         "entropy is the floor; the default when every run has it) or best_val_bpb (whole windows)")
     p.add_argument("--storage-path", help=STORAGE_READ_HELP)
+    p = sub.add_parser("export", help="a trained model in the Hugging Face format (transformers loads it as is)")
+    p.add_argument("name", help="the experiment (or search trial) whose best_model_NAME.pt to export")
+    p.add_argument("--output-dir", default=".", help="where the best_model file is (default .)")
+    p.add_argument("--to", help="the export folder (default OUTPUT_DIR/hf/NAME)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="then upload it to this Hub repository (owner/name)")
     p = sub.add_parser("coord-check", help="muP's coordinate check: each layer's output against width, sp and muP")
     p.add_argument("--experiment", default="optimal_fast", help="the depth, heads, vocabulary and data (default optimal_fast)")
     p.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated widths (default 64 to 1024)")
@@ -403,6 +408,31 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from slm_tune.files import read_json
+    from slm_tune.hf.export import export_model, require_hf
+
+    require_hf()
+    output_dir = Path(args.output_dir)
+    best = output_dir / f"best_model_{args.name}.pt"
+    results = output_dir / "experiments" / f"{args.name}_results.json"
+    facts = {}
+    if results.is_file():  # what the study recorded beside the file: its study, best figures, the corpus's entropy
+        r = read_json(results)
+        facts = {k: r[k] for k in ("study", "entropy_bpb") if r.get(k) is not None}
+    done = export_model(best, Path(args.to) if args.to else output_dir / "hf" / args.name, facts)
+    _out(f"exported {best} as {done.hf_class} to {done.path} (logits within {done.max_logit_diff:.1e} of the model's)")
+    if args.push_to_hub:
+        from slm_tune.hf.hub import push_to_hub
+
+        try:
+            _out(f"pushed to {push_to_hub(done.path, args.push_to_hub)}")
+        except UserError as e:
+            _err(f"error: {e}")
+            return 1
+    return 0
+
+
 def cmd_coord_check(args: argparse.Namespace) -> int:
     from analysis.coord_check_export import write_coord_check
     from slm_tune.config import ExperimentConfig, parse_overrides
@@ -434,7 +464,7 @@ def cmd_interactive(args: argparse.Namespace, read: Callable[[str], str] = input
 
 
 HANDLERS = {"list": cmd_list, "details": cmd_details, "run": cmd_run, "search": cmd_search, "compare": cmd_compare, "fit": cmd_fit,
-            "sample": cmd_sample, "coord-check": cmd_coord_check, "interactive": cmd_interactive}
+            "sample": cmd_sample, "export": cmd_export, "coord-check": cmd_coord_check, "interactive": cmd_interactive}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
