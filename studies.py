@@ -80,6 +80,8 @@ def _add_run_options(p: argparse.ArgumentParser, schedulers: tuple[str, ...] = (
                    help="CPU threads per trial (default: 1 or 2, whichever finishes the study sooner, "
                         "bench/README.md; all CPUs for a single trial)")
     p.add_argument("--max-iters", type=_positive_int, help="override every experiment's max_iters")
+    p.add_argument("--reference", help="the experiment the comparison measures differences from (default: baseline "
+                                       "when the study has it, else the best)")
     p.add_argument("--dataset", help="storyworld (default), tinystories, hf:owner/name or a local path")
     p.add_argument("--output-dir", default=".", help="where results land (default: current directory)")
     p.add_argument("--repeats", type=_positive_int, default=1, help="runs per experiment, with seeds seed, seed+1, ...")
@@ -165,6 +167,10 @@ def _add_analysis_commands(sub) -> None:
     p.add_argument("--output-dir", default=".")
     p.add_argument("--study", action="append", help="only these studies (repeatable)")
     p.add_argument("--storage-path", help=STORAGE_READ_HELP)
+    p.add_argument("--reference", help="the experiment every difference is measured from (default: baseline when "
+                                       "compared, else the best)")
+    p.add_argument("--against", metavar="NAME", help="with repeats: how many runs would resolve NAME's difference "
+                                                     "from the reference (80%% power, 5%% two-sided)")
     p = sub.add_parser("fit", help="fit a scaling law L(N, D) = E + A/N^alpha + B/D^beta to the stored runs")
     p.add_argument("--output-dir", default=".")
     p.add_argument("--study", action="append", help="only these studies (repeatable), e.g. --study scaling")
@@ -246,6 +252,9 @@ def run_experiments(args: argparse.Namespace, study_name: str, experiments: Sequ
     from slm_tune.tune.run import study_configs
 
     configs = study_configs(experiments, registry or _registry(args), _study_overrides(args, defaults))
+    if getattr(args, "reference", None) and args.reference not in configs:
+        raise UserError(f"--reference {args.reference!r} is not one of this study's experiments"
+                        f"{closest(args.reference, configs)}: {', '.join(configs)}")
     return _run_study(args, study_name, configs, {n: c.max_iters for n, c in configs.items()})
 
 
@@ -277,7 +286,8 @@ def _run_study(args: argparse.Namespace, study_name: str, configs, max_iters: di
             _err(f"interrupted: {stopped}; finished trials and checkpoints are kept. Continue with: "
                  f"{_resume_command()}")
             return 130
-        written = export_study(results, output_dir, study_name, command=sys.argv)
+        written = export_study(results, output_dir, study_name, command=sys.argv,
+                               reference=getattr(args, "reference", None))
     _report_written(written)
     for files in written.get("searches", {}).values():
         for what in ("plot", "importance"):
@@ -287,6 +297,8 @@ def _run_study(args: argparse.Namespace, study_name: str, configs, max_iters: di
             name = files["best"].stem
             _err(f"best trial as an experiment: {files['best']}; run it with: python studies.py run {name} "
                  f"--experiments-file {files['best']}")
+        if "within_noise" in files:
+            _err(f"within the noise of the best: {files['within_noise']}")
     failed = [r for r in results if r.error is not None]
     if failed:  # every file is written; the exit code tells scripts that some trial did not end well
         _err(f"{len(failed)} of {len(results)} trial(s) errored: the reasons are above, and in each trial's error.txt")
@@ -385,8 +397,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from analysis.export import compare
 
-    written = compare(Path(args.output_dir), studies=args.study, storage_path=args.storage_path)
+    written = compare(Path(args.output_dir), studies=args.study, storage_path=args.storage_path,
+                      reference=args.reference)
     _report_written(written)
+    if args.against:
+        from analysis.significance import power_text
+
+        _out(power_text(written["trials"], written["summary"]["reference"].dropna().iloc[0], args.against))
     return 0
 
 

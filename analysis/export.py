@@ -18,6 +18,7 @@ import pandas as pd
 from analysis.load import DICT_COLUMNS, HISTORY_COLUMNS, TRAIN_LOG_COLUMNS, evals, find_runs, load_run, load_runs
 from analysis.plots import plot_comparison, plot_training_losses
 from analysis.search_views import export_search, stored_run_search
+from analysis.significance import COLUMNS as SIGNIFICANCE_COLUMNS, ci95_half_width, differences
 from slm_tune.checkpoint_files import CHECKPOINT_FILE, DAMAGED_FILE_ERRORS, UnsafeFileError, read_history
 from slm_tune.errors import UserError, first_error_line
 from slm_tune.metrics import SUMMARY_METRICS
@@ -232,7 +233,27 @@ def export_experiment(experiment: str, trials: pd.DataFrame, history: pd.DataFra
     return record
 
 
-def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterable[str] | None = None) -> dict[str, Any]:
+def comparison_table(trials: pd.DataFrame, runs: list[Path], reference: str | None = None):
+    """(the comparison table, the runs' searches, their searched settings): one row per experiment
+    with its searched values and its difference from the reference (analysis/significance.py)."""
+    summary = summarize(trials)
+    searches = {r: found for r in runs if (found := stored_run_search(r)) is not None}
+    searched = list(dict.fromkeys(k for space, _ in searches.values() for k in space.searched))
+    summary = with_significance(with_searched_columns(summary, trials, searched), trials, reference)
+    if searches:  # a search's comparison is a ranking: best first
+        summary = summary.sort_values("best_val_bpb", na_position="last", kind="stable").reset_index(drop=True)
+    return summary, searches, searched
+
+
+def with_significance(summary: pd.DataFrame, trials: pd.DataFrame, reference: str | None) -> pd.DataFrame:
+    """The table with each experiment's 95% half-width and its difference from the reference."""
+    out = summary.merge(differences(trials, reference), on="experiment", how="left")
+    out["best_val_bpb_ci95"] = out["experiment"].map(ci95_half_width(trials))
+    return out
+
+
+def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterable[str] | None = None,
+                reference: str | None = None) -> dict[str, Any]:
     """Every layout file for these study runs (newest run of an experiment wins)."""
     output_dir = Path(output_dir)
     trials, history = load_runs(runs)
@@ -241,12 +262,7 @@ def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterabl
     exp_dir = output_dir / "experiments"
     refused: list[str] = []
     records = [export_experiment(e, trials, history, output_dir, refused) for e in trials["experiment"].unique()]
-    summary = summarize(trials)
-    searches = {r: found for r in runs if (found := stored_run_search(r)) is not None}
-    searched = list(dict.fromkeys(k for space, _ in searches.values() for k in space.searched))
-    summary = with_searched_columns(summary, trials, searched)
-    if searches:  # a search's comparison is a ranking: best first
-        summary = summary.sort_values("best_val_bpb", na_position="last", kind="stable").reset_index(drop=True)
+    summary, searches, searched = comparison_table(trials, runs, reference)
     csv_cols = [c for c in summary.columns if c != "entropy_bpb"]
     _atomic(exp_dir / "experiment_comparison.csv", lambda tmp: summary[csv_cols].to_csv(tmp, index=False))
     flat = with_searched_columns(trials, trials, searched).drop(columns=DICT_COLUMNS)
@@ -256,7 +272,7 @@ def export_runs(runs: list[Path], output_dir: Path, label: str, command: Iterabl
     batch = {"study": label, "command": list(command) if command else None,
              "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "studies": studies,
              "trials": [_trial_record(r, history) for _, r in trials.iterrows()],
-             "experiments": records}
+             "experiments": records, "differences": summary[["experiment", *SIGNIFICANCE_COLUMNS]].to_dict("records")}
     write_json(exp_dir / "batch_results.json", batch)
     title = f"{label}: {len(summary)} experiments" + (f" on {trials['dataset'].iloc[0]}" if trials["dataset"].nunique() == 1 else "")
     _atomic(exp_dir / "experiment_comparison.png",
@@ -293,16 +309,45 @@ def format_table(summary: pd.DataFrame, searched: Iterable[str] = ()) -> str:
     view["tokens_per_s"] = view["tokens_per_s"].map(lambda v: f"{v:,.0f}" if pd.notna(v) else "-")
     for c in ("final_val_loss", "best_val_loss", "best_val_bpb"):
         view[c] = view[c].map(lambda v: f"{v:.4f}" if pd.notna(v) else "-")
-    return view.sort_values("best_val_bpb").to_string(index=False)
+    if "verdict" in summary:
+        view["vs reference (95%)"] = [_difference_text(r) for _, r in summary.iterrows()]
+        view["verdict"] = summary["verdict"].fillna("-")
+    table = view.sort_values("best_val_bpb").to_string(index=False)
+    return table + ("\n" + significance_note(summary) if "verdict" in summary else "")
 
 
-def export_study(results,  output_dir: Path, study: str, command: Iterable[str] | None = None) -> dict[str, Any]:
+def _difference_text(row: pd.Series) -> str:
+    if row.get("verdict") == "reference":
+        return "reference"
+    if pd.isna(row.get("diff_bpb")):
+        return "-"
+    interval = f" [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]" if pd.notna(row.get("diff_low")) else ""
+    return f"{row['diff_bpb']:+.4f}{interval}"
+
+
+def significance_note(summary: pd.DataFrame) -> str:
+    """What the verdicts rest on, in a sentence."""
+    compared = summary[summary["verdict"] != "reference"]
+    noise = set(compared["noise"].dropna())
+    ref = summary["reference"].dropna().iloc[0] if summary["reference"].notna().any() else "-"
+    text = (f"differences in best val bits per byte from {ref}, with 95% intervals; verdicts at 5% after Holm's "
+            f"correction over {len(compared)} comparison(s)")
+    if any(n == "evaluation only" for n in noise):
+        text += ("; 'evaluation only' rows have no repeats: their intervals come from the evaluation's standard "
+                 "error and leave out seed-to-seed noise, so they are too narrow (run with --repeats 3)")
+    return text
+
+
+def export_study(results, output_dir: Path, study: str, command: Iterable[str] | None = None,
+                 reference: str | None = None) -> dict[str, Any]:
     """The layout for one finished (or stopped) study run, from its ResultGrid (a run in object
     storage is read from the local mirror the study made of it)."""
-    return export_runs([local_run(results.experiment_path, output_dir, results.filesystem)], output_dir, study, command)
+    return export_runs([local_run(results.experiment_path, output_dir, results.filesystem)], output_dir, study, command,
+                       reference)
 
 
-def compare(output_dir: Path, studies: list[str] | None = None, storage_path: str | None = None) -> dict[str, Any]:
+def compare(output_dir: Path, studies: list[str] | None = None, storage_path: str | None = None,
+            reference: str | None = None) -> dict[str, Any]:
     """Rebuild the batch files from every study stored under OUTPUT_DIR, or in a storage path
     (object storage is mirrored first); no Ray cluster needed."""
     runs = find_runs(output_dir, studies, storage_path)
@@ -311,7 +356,7 @@ def compare(output_dir: Path, studies: list[str] | None = None, storage_path: st
         raise UserError(f"no stored studies{which} under {storage_path or output_dir}; run one first (e.g. "
                         "`python studies.py quick`) or point --output-dir (or --storage-path) at where you ran it")
     label = ",".join(studies) if studies else "compare"
-    return export_runs(runs, output_dir, label)
+    return export_runs(runs, output_dir, label, reference=reference)
 
 
 def export_live(run_dir: Path, experiment: str, view: dict[str, dict[str, Any]], output_dir: Path) -> list[Path]:

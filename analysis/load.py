@@ -30,7 +30,8 @@ from slm_tune.legacy import old_module_names
 from slm_tune.storage import Storage, is_remote, mirror_runs, read_study_file
 from slm_tune.study_file import stored_search, stored_trial_config
 
-HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "val_bpb_context", "lr", "elapsed_s"]
+HISTORY_COLUMNS = ["iteration", "train_loss", "val_loss", "val_bpb", "val_bpb_context", "lr", "elapsed_s", "val_loss_se",
+                   "val_bpb_se"]
 # history.parquet: a row per report. kind "eval": an eval (val_loss, val_bpb, checkpoint); kind
 # "train": a training-loss report between evals (train_loss, lr, tokens_per_s; no val figures).
 HISTORY_ALL_COLUMNS = ["kind", *HISTORY_COLUMNS, "tokens_per_s"]
@@ -38,7 +39,7 @@ TRAIN_LOG_COLUMNS = ["iteration", "train_loss", "lr", "tokens_per_s", "elapsed_s
 TRIAL_COLUMNS = [
     "experiment", "study", "run", "seed", "status", "error", "total_params", "non_embedding_params",
     "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_bpb", "final_val_bpb",
-    "best_val_bpb_context", "tokens_per_s", "iterations", "max_iters", "dataset", "tokenizer", "precision", "entropy_bpb",
+    "best_val_bpb_context", "best_val_bpb_se", "best_val_bpb_context_se", "tokens_per_s", "iterations", "max_iters", "dataset", "tokenizer", "precision", "entropy_bpb",
     "trial_id", "trial_path", "ended_at", "compiled", "compile_note",
 ]
 DICT_COLUMNS = ["config", "searched", "config_changes"]  # per-trial dicts: in JSON, not in parquet
@@ -155,6 +156,12 @@ def _finite_values(reports: list[dict[str, Any]], key: str) -> list[float]:
     return [v for v in (_finite(r.get(key)) for r in reports) if v is not None]
 
 
+def _best_eval_se(evals: list[dict[str, Any]], key: str = "val_bpb") -> float | None:
+    """The evaluation standard error of `key` at the eval where it is best (None for runs before it was reported)."""
+    scored = [(v, r) for r in evals if (v := _finite(r.get(key))) is not None]
+    return _finite(min(scored, key=lambda vr: vr[0])[1].get(f"{key}_se")) if scored else None
+
+
 def _trial_row(meta: Mapping[str, Any], search, run_dir: Path, name: str, params: dict[str, Any],
                reports: list[dict[str, Any]], ray_info: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's row of the trials table: its settings, status and key figures."""
@@ -175,7 +182,9 @@ def _trial_row(meta: Mapping[str, Any], search, run_dir: Path, name: str, params
         "training_time_s": last.get("elapsed_s"), "final_train_loss": _finite(last.get("train_loss")),
         "final_val_loss": _finite(last_eval.get("val_loss")), "best_val_loss": best["val_loss"],
         "best_val_bpb": best["val_bpb"], "final_val_bpb": _finite(last_eval.get("val_bpb")),
-        "best_val_bpb_context": best["val_bpb_context"], "tokens_per_s": (last_eval or last).get("tokens_per_s"),
+        "best_val_bpb_context": best["val_bpb_context"], "best_val_bpb_se": _best_eval_se(evals),
+        "best_val_bpb_context_se": _best_eval_se(evals, "val_bpb_context"),
+        "tokens_per_s": (last_eval or last).get("tokens_per_s"),
         "iterations": last.get("iteration", 0), "max_iters": config.get("max_iters"),
         "dataset": config.get("dataset"), "tokenizer": data.get("tokenizer"),
         "precision": last.get("precision"), "entropy_bpb": data.get("entropy_bpb"),

@@ -135,8 +135,11 @@ def _bar_panels(ax, summary: pd.DataFrame, names: list[str], floor: float | None
     std = lambda col: summary[f"{col}_std"].to_numpy(float) if f"{col}_std" in summary else None  # noqa: E731
     _bars(ax[0], names, summary["best_val_loss"].to_numpy(float), std("best_val_loss"),
           COMPARISON_PANELS[0], METRICS["best_val_loss"].unit, zoom=True)
-    _bars(ax[1], names, summary["best_val_bpb"].to_numpy(float), std("best_val_bpb"),
-          COMPARISON_PANELS[1], METRICS["best_val_bpb"].unit + " (comparable across vocabularies)", floor=floor, zoom=True)
+    ci = summary["best_val_bpb_ci95"].to_numpy(float) if "best_val_bpb_ci95" in summary else None
+    _bars(ax[1], names, summary["best_val_bpb"].to_numpy(float), ci if ci is not None else std("best_val_bpb"),
+          COMPARISON_PANELS[1] + (" (95% intervals)" if ci is not None and np.isfinite(ci).any() else ""),
+          METRICS["best_val_bpb"].unit + " (comparable across vocabularies)", floor=floor, zoom=True)
+    _mark_reference(ax[1], summary)
     _bars(ax[2], names, summary["total_params"].to_numpy(float), None, COMPARISON_PANELS[2],
           METRICS["total_params"].label, fmt=_short)
     ax[2].set_ylim(0, _top(summary["total_params"]))
@@ -146,6 +149,19 @@ def _bar_panels(ax, summary: pd.DataFrame, names: list[str], floor: float | None
           COMPARISON_PANELS[3], unit, fmt="{:.1f}")
     ax[3].set_ylim(0, _top(summary["training_time_s"], scale))
     return unit, scale
+
+
+def _mark_reference(ax, summary: pd.DataFrame) -> None:
+    """The reference's bar outlined and its name marked; a verdict under each other name."""
+    if "verdict" not in summary:
+        return
+    short = {"better": "better", "worse": "worse", "within noise": "~noise", "reference": "(reference)"}
+    labels = [f"{n}\n{short.get(v, '')}" for n, v in zip(summary["experiment"], summary["verdict"].fillna(""))]
+    ax.set_xticks(range(len(labels)), labels)
+    for patch, v in zip(ax.patches, summary["verdict"]):
+        if v == "reference":
+            patch.set_edgecolor("black")
+            patch.set_linewidth(2.0)
 
 
 def _curve_panels(ax, history: pd.DataFrame, names, named, color, floor, crowded: bool) -> None:
@@ -176,8 +192,11 @@ def _tradeoff_panel(a, summary: pd.DataFrame, col: str, scale: float, names, nam
     x = summary[col].to_numpy(float)[ok] * scale
     y = summary["best_val_bpb"].to_numpy(float)[ok]
     labels = [n for n, k in zip(names, ok) if k]
-    for xi, yi, n in zip(x, y, labels):
+    errors = summary["best_val_bpb_ci95"].to_numpy(float)[ok] if "best_val_bpb_ci95" in summary else np.full(len(x), np.nan)
+    for xi, yi, n, err in zip(x, y, labels, errors):
         a.scatter(xi, yi, color=color[n], s=50 if not crowded else 20, zorder=3)
+        if np.isfinite(err):
+            a.errorbar(xi, yi, yerr=err, color=color[n], capsize=3, lw=1, zorder=2)
         if n in named:
             a.annotate(n, (xi, yi), fontsize=8, xytext=(4, 4), textcoords="offset points")
     if len(x):

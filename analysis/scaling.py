@@ -87,9 +87,10 @@ def scaling_runs(trials: pd.DataFrame, metric: str | None = None) -> ScalingRuns
             left_out.append({"experiment": t["experiment"], "why": "no finite loss" if not np.isfinite(loss)
                              else "no parameter or token count"})
             continue
+        se = pd.to_numeric(pd.Series([t.get(f"{metric}_se")]), errors="coerce").iloc[0]
         rows.append({"experiment": t["experiment"], "N": float(n), "D": float(tokens), "L": float(loss),
-                     "C": 6.0 * float(n) * float(tokens)})
-    table = pd.DataFrame(rows, columns=["experiment", "N", "D", "L", "C"])
+                     "C": 6.0 * float(n) * float(tokens), "L_se": float(se)})
+    table = pd.DataFrame(rows, columns=["experiment", "N", "D", "L", "C", "L_se"])
     entropy = pd.to_numeric(trials["entropy_bpb"], errors="coerce").dropna()
     return ScalingRuns(table, float(entropy.iloc[0]) if len(entropy) else None, left_out,
                        mixed[0][1][0] if mixed[0][1] else None, mixed[1][1][0] if mixed[1][1] else None, metric, note)
@@ -295,11 +296,19 @@ def held_out_error(runs: ScalingRuns) -> dict[str, Any] | None:
         pred = float(law(params, r["N"], r["D"]))
         gap = r["L"] - params["E"]
         rows.append({"experiment": r["experiment"], "N": r["N"], "D": r["D"], "observed": r["L"],
-                     "predicted": pred, "error_bpb": pred - r["L"],
+                     "predicted": pred, "error_bpb": pred - r["L"], "eval_se": _finite_or_none(r.get("L_se")),
                      "error_share_of_gap": abs(pred - r["L"]) / gap if gap > 0 else None})
     headline = rows[-1]  # the largest model at its largest budget
     return {"model_N": float(largest), "fit_without_it": params, "runs": rows,
-            "error_bpb": headline["error_bpb"], "error_share_of_gap": headline["error_share_of_gap"]}
+            "error_bpb": headline["error_bpb"], "error_share_of_gap": headline["error_share_of_gap"],
+            "eval_se": headline["eval_se"]}
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None and math.isfinite(float(value)) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def format_fit(fit: ScalingFit, budget: dict[str, Any] | None = None) -> str:
@@ -324,7 +333,9 @@ def format_fit(fit: ScalingFit, budget: dict[str, Any] | None = None) -> str:
         share = h["error_share_of_gap"]
         lines.append(f"  held out: the largest model (N = {h['model_N']:,.0f}) predicted from the others: "
                      f"{h['error_bpb']:+.4f} bpb at its largest budget"
-                     + (f", {100 * share:.1f}% of its gap to E" if share is not None else ""))
+                     + (f", {100 * share:.1f}% of its gap to E" if share is not None else "")
+                     + (f"; that run's own evaluation standard error is {h['eval_se']:.4f} bpb"
+                        if h.get("eval_se") else ""))
     if budget and "refused" in budget:
         lines.append(f"  budget C = {budget['C']:.3g} FLOPs: no compute-optimal point: {budget['refused']}")
     elif budget:

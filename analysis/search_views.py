@@ -120,11 +120,13 @@ def best_trial(table: pd.DataFrame, metric: str = "best_val_bpb") -> pd.Series |
 
 
 def best_experiment_toml(name: str, search: str, trial: str, config: Mapping[str, Any], metric: str,
-                         value: float, output_dir_hint: str = "experiments") -> str:
-    """The best trial as an experiments-file entry: every setting that differs from baseline."""
+                         value: float, output_dir_hint: str = "experiments", close: str = "") -> str:
+    """The best trial as an experiments-file entry: every setting that differs from baseline.
+    `close`: the trials within the noise of it, named in a comment."""
     base = EXPERIMENT_CONFIGS["baseline"].to_dict()
     lines = [
         f"# The best trial of search {search!r}: {trial}, {metric} {value:.4f}.",
+        *([f"# Within the noise of it: {close}."] if close else []),
         f"# Run it: python studies.py run {name} --experiments-file {output_dir_hint}/{name}.toml",
         f"[{name}]",
         'base = "baseline"',
@@ -174,9 +176,26 @@ def export_search(run_dir: Path, trials: pd.DataFrame, output_dir: Path) -> dict
     if best is not None:
         row = trials[trials["experiment"] == best["trial"]].iloc[0]
         best_name = f"search_{name}_best"
+        close = within_noise_of(trials, best["trial"])
         written["best"] = write_text(exp_dir / f"{best_name}.toml", best_experiment_toml(
-            best_name, name, best["trial"], row["config"], metric, float(best[metric])))
+            best_name, name, best["trial"], row["config"], metric, float(best[metric]), close=close))
+        if close:
+            written["within_noise"] = close
     return written
+
+
+def within_noise_of(trials: pd.DataFrame, best: str) -> str:
+    """The trials whose best val bits per byte is not resolved from the best trial's (their
+    difference and 95% interval, and what noise it rests on; analysis/significance.py)."""
+    from analysis.significance import differences
+
+    table = differences(trials, reference=best)
+    close = table[table["verdict"] == "within noise"]
+    if close.empty:
+        return ""
+    noise = close["noise"].iloc[0]
+    parts = [f"{r.experiment} ({r.diff_bpb:+.4f} [{r.diff_low:+.4f}, {r.diff_high:+.4f}])" for r in close.itertuples()]
+    return ", ".join(parts) + f" ({noise}; bits per byte from the best)"
 
 
 def _epoch(stamp: Any) -> float | None:

@@ -80,7 +80,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     widths = sorted({r["width"] for r in rows})
     colors = dict(zip(widths, plt.get_cmap("viridis")(np.linspace(0, 0.85, len(widths)))))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for ax, p, title in zip(axes, ("sp", "mup"), ("standard parametrization", "muP (base width 64)")):
         for w in widths:
             pts = sorted((r["lr"], r["best_val_bpb"]) for r in rows if r["parametrization"] == p and r["width"] == w)
@@ -90,13 +90,14 @@ def plot(rows: list[dict], path: Path) -> None:
                 lr, bpb = min(good, key=lambda pt: pt[1])
                 ax.scatter([lr], [bpb], marker="*", s=160, color=colors[w], edgecolors="black", zorder=3)
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.set_xlabel("peak learning rate")
-        ax.set_title(f"{title}: best rate per width starred")
-        ax.grid(alpha=0.3)
+        ax.set_title(f"{title}: best rate per width starred", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        low = min(r["best_val_bpb"] for r in rows if r["parametrization"] == p and not math.isnan(r["best_val_bpb"]))
+        ax.set_ylim(low * 0.92, low * 4)
     axes[0].set_ylabel("best val bits per byte")
     axes[1].legend()
-    low = min(r["best_val_bpb"] for r in rows if not math.isnan(r["best_val_bpb"]))
-    axes[0].set_ylim(low * 0.95, low * 1.6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -109,7 +110,11 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=200, help="iterations per run (default 200: 205k tokens)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "bench")
+    parser.add_argument("--replot", action="store_true", help="only redraw OUTPUT/transfer.png from its transfer.json")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads((args.output / "transfer.json").read_text())["rows"], args.output / "transfer.png")
+        return
     rows = sweep(args.widths, args.lrs, args.iters, args.threads)
     result = summary(rows)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,13 @@ _ALL = [
     Metric("val_bpb_context", "min", "validation bits per byte, windows' second halves", "bits per byte",
            tracked="eval"),
     Metric("val_loss", "min", "validation loss", "nats per token", search=True, per_token=True, tracked="eval"),
+    # the evaluation's own noise: the standard error of an eval's mean over its eval_iters batches
+    Metric("val_loss_se", "min", "validation loss standard error", "nats per token", per_token=True, tracked="eval"),
+    Metric("val_bpb_se", "min", "validation bits per byte standard error", "bits per byte", tracked="eval"),
+    Metric("val_bpb_context_se", "min", "validation bits per byte standard error, windows' second halves",
+           "bits per byte", tracked="eval"),
+    Metric("best_val_bpb_se", "min", "standard error of the best validation bits per byte (evaluation)",
+           "bits per byte", summary=True),
     Metric("train_loss", "min", "training loss", "nats per token", per_token=True, tracked="eval,train"),
     Metric("lr", "min", "learning rate", "", tracked="eval,train"),
 ]

@@ -1,6 +1,7 @@
 """The results layout, compare, analysis/ and samples, after a real tiny study."""
 
 import json
+import re
 import shutil
 
 import matplotlib.image as mpimg
@@ -10,6 +11,7 @@ import pytest
 
 from analysis import find_runs, load_runs
 from analysis.export import CSV_COLUMNS, METRICS
+from analysis.significance import COLUMNS as SIGNIFICANCE_COLUMNS
 from analysis.plots import COMPARISON_PANELS, plot_comparison, plot_training_losses
 from analysis.samples import sample_from_file
 from conftest import TINY_SETS, run_cli
@@ -52,7 +54,8 @@ def test_layout_files_and_fields(study_dir):
 def test_csv_one_row_per_experiment_with_mean_std_and_runs(study_dir):
     csv = pd.read_csv(study_dir / "experiments" / "experiment_comparison.csv")
     assert sorted(csv["experiment"]) == EXPERIMENTS
-    assert list(csv.columns) == CSV_COLUMNS + [f"{m}_std" for m in METRICS]
+    assert list(csv.columns) == (CSV_COLUMNS + [f"{m}_std" for m in METRICS] + SIGNIFICANCE_COLUMNS
+                                 + ["best_val_bpb_ci95"])
     assert set(csv["runs"]) == {2} and set(csv["status"]) == {"finished"}
     trials, _ = load_runs(find_runs(study_dir))
     for name, g in trials.groupby("experiment"):
@@ -72,7 +75,7 @@ def test_csv_one_row_per_experiment_with_mean_std_and_runs(study_dir):
 
 def test_details_prints_training_flops_in_a_readable_unit():
     out = run_cli("details", "baseline")
-    assert out.returncode == 0 and "training FLOPs  480.3 TFLOP (4.8e+14)" in out.stdout
+    assert out.returncode == 0 and re.search(r"training FLOPs +479\.9 TFLOP \(4\.8e\+14\)", out.stdout)
 
 
 def test_comparison_figure_has_its_panels(study_dir, tmp_path):
@@ -180,3 +183,20 @@ def test_an_experiments_files_are_written_when_its_trial_ends(tmp_path):
     (tmp_path / "best_model_first.pt").unlink()
     export_study(results, tmp_path, "live")
     assert json.loads(files[0].read_text()) == record and files[2].is_file()
+
+
+def test_compare_names_a_reference_verdicts_and_the_repeats_needed(study_dir):
+    """Two seeds each: Welch intervals against the chosen reference, and the power estimate."""
+    ran = run_cli("compare", "--output-dir", str(study_dir), "--reference", "optimal_fast", "--against", "vocab_small")
+    assert ran.returncode == 0, ran.stderr
+    csv = pd.read_csv(study_dir / "experiments" / "experiment_comparison.csv").set_index("experiment")
+    assert csv.loc["optimal_fast", "verdict"] == "reference" and set(csv["reference"]) == {"optimal_fast"}
+    for name in ("optimal_small", "vocab_small"):
+        row = csv.loc[name]
+        assert row["diff_low"] < row["diff_bpb"] < row["diff_high"] and row["noise"].startswith("seeds (Welch, 2 vs 2")
+        assert row["verdict"] in ("better", "worse", "within noise") and row["p_holm"] >= row["p_value"]
+    assert "vs reference (95%)" in ran.stdout and "Holm" in ran.stdout
+    assert "vocab_small vs optimal_fast: difference" in ran.stdout and ("runs of each" in ran.stdout
+                                                                        or "no difference" in ran.stdout)
+    bad = run_cli("compare", "--output-dir", str(study_dir), "--reference", "optimal_fats")
+    assert bad.returncode == 2 and "did you mean: optimal_fast" in bad.stderr

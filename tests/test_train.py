@@ -36,6 +36,9 @@ def test_val_bpb_is_loss_times_tokens_per_byte_over_ln2():
     train(c, data, report=lambda m, save: reports.append(m))
     r = reports[-1]
     assert r["val_bpb"] == pytest.approx(r["val_loss"] * data.tokens_per_byte() / math.log(2))
+    # the evaluation's standard error (tests/test_significance.py checks it), in both units and the history
+    assert 0 < r["val_loss_se"] < r["val_loss"] / 10
+    assert r["val_bpb_se"] == pytest.approx(r["val_loss_se"] * data.tokens_per_byte() / math.log(2))
     assert r["val_bpb"] > data.entropy_bpb  # no model beats the corpus's true entropy
     # the windows' second halves (tests/test_model.py checks the figure itself): not below it either
     assert data.entropy_bpb < r["val_bpb_context"] < math.log2(c.vocab_size) * data.tokens_per_byte()

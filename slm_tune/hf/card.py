@@ -30,8 +30,8 @@ tags: [slm-tune, {hf_class}, small-language-model]
 
 # {c.name}
 
-{c.description or "A small GPT language model"}, trained with
-[slm-tune](https://github.com/) and exported as transformers' `{hf_class}` (no custom code).
+{c.description or "A small GPT language model"}. Trained with slm-tune (hyperparameter studies of
+small GPT models on Ray Tune) and exported as transformers' `{hf_class}`: no custom code.
 
 - **Architecture**: {c.n_layer} layers, {c.n_embd} wide, {c.n_head} query / {c.kv_heads} key-value heads,
   MLP {c.mlp_width} ({c.mlp}), blocks `{blocks_text(c)}`, head {'tied to' if c.tie_embeddings else 'separate from'}

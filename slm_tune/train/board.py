@@ -16,8 +16,9 @@ from typing import Any, Mapping
 SCALARS = {  # report key -> TensorBoard tag
     "train_loss": "loss/train", "val_loss": "loss/val", "val_bpb": "val_bpb", "best_val_bpb": "best_val_bpb",
     "val_bpb_context": "val_bpb_context", "lr": "lr", "tokens_per_s": "tokens_per_s",
+    "val_loss_se": "loss/val_se", "val_bpb_se": "val_bpb_se",
 }
-EVAL_ONLY = ("val_loss", "val_bpb", "best_val_bpb", "val_bpb_context")  # training-loss reports carry the last eval's
+EVAL_ONLY = ("val_loss", "val_bpb", "best_val_bpb", "val_bpb_context", "val_loss_se", "val_bpb_se")  # training-loss reports carry the last eval's
 FINAL = ("best_val_bpb", "best_val_loss", "val_bpb", "val_loss", "train_loss", "tokens_per_s", "elapsed_s")
 
 

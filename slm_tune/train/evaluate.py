@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,11 +25,24 @@ def eval_offsets(c: ExperimentConfig, n_tokens: int) -> np.ndarray:
     return rng.integers(0, n_tokens - c.block_size - 1, size=(c.eval_iters, c.batch_size))
 
 
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float  # mean over the eval_iters batches, whole windows
+    context_loss: float  # the same over the windows' second halves
+    loss_se: float  # the standard error of `loss`: the batches' std (ddof 1) / sqrt(eval_iters); NaN for 1 batch
+    context_loss_se: float = math.nan  # the same for `context_loss`
+
+
+def standard_error(values: list[float]) -> float:
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
 class Evaluator:
     """Validation loss on the same eval_iters batches at every eval: over whole windows, and over
     their second halves (each prediction there sees at least half a block before it:
-    val_bpb_context, what the corpus's entropy bounds). Eager: a compiled eval graph would cost
-    a compile of its own for little."""
+    val_bpb_context, what the corpus's entropy bounds), and the loss's standard error from the
+    spread of the batches (the evaluation's own noise). Eager: a compiled eval graph would cost a
+    compile of its own for little."""
 
     def __init__(self, c: ExperimentConfig, validation: np.ndarray, autocast: contextlib.AbstractContextManager):
         self.block_size = c.block_size
@@ -37,7 +52,7 @@ class Evaluator:
         self.autocast = autocast
 
     @torch.no_grad()
-    def __call__(self, model) -> tuple[float, float]:
+    def __call__(self, model) -> EvalResult:
         model.eval()
         whole, late = [], []
         with self.autocast:
@@ -47,4 +62,4 @@ class Evaluator:
                 whole.append(a)
                 late.append(b)
         model.train()
-        return float(np.mean(whole)), float(np.mean(late))
+        return EvalResult(float(np.mean(whole)), float(np.mean(late)), standard_error(whole), standard_error(late))

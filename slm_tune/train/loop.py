@@ -32,7 +32,7 @@ from slm_tune.errors import UserError
 from slm_tune.model.checkpoints import load_state
 from slm_tune.model.compiling import PROBE_STEPS, CompileCosts, CompiledOrEager, CompilePlan, shape_key
 from slm_tune.model.gpt import GPT
-from slm_tune.train.evaluate import Evaluator, batch
+from slm_tune.train.evaluate import EvalResult, Evaluator, batch
 from slm_tune.train.optimizer import follow_new_config, lr_at, make_optimizer, set_lr
 from slm_tune.train.reports import Reporter
 
@@ -139,13 +139,13 @@ class Run:
         self.state["elapsed_s"] += dt
         return loss_value, dt
 
-    def evaluate(self, evaluator: Evaluator) -> tuple[float, float]:
+    def evaluate(self, evaluator: Evaluator) -> EvalResult:
         t1 = time.perf_counter()
-        val_loss, val_context = evaluator(self.model)
+        result = evaluator(self.model)
         dt = time.perf_counter() - t1
         self.state["eval_s"] += dt
         self.state["elapsed_s"] += dt
-        return val_loss, val_context
+        return result
 
 
 class CompileWatch:
@@ -200,7 +200,7 @@ def train(
         it = run.state["iteration"]
         watch.observe(dt, it, reporter.first_step)
         if not math.isfinite(loss):
-            reporter.eval_report(loss, math.nan, "diverged")
+            reporter.eval_report(loss, EvalResult(math.nan, math.nan, math.nan), "diverged")
             status = "diverged"
             break
         is_eval = it % c.eval_interval == 0 or it == c.max_iters
@@ -213,13 +213,13 @@ def train(
 
 def _evaluate(run: Run, evaluator: Evaluator, reporter: Reporter, plan: CompilePlan) -> bool:
     """An eval and its report; False if the model has diverged."""
-    val_loss, val_context = run.evaluate(evaluator)
+    result = run.evaluate(evaluator)
     train_loss = reporter.interval_train_loss()
-    if not math.isfinite(val_loss):
-        reporter.eval_report(train_loss, val_loss, "diverged")
+    if not math.isfinite(result.loss):
+        reporter.eval_report(train_loss, result, "diverged")
         return False
     finished = run.state["iteration"] == run.c.max_iters
     if finished:
         plan.too_short()
-    reporter.eval_report(train_loss, val_loss, "finished" if finished else "running", val_context)
+    reporter.eval_report(train_loss, result, "finished" if finished else "running")
     return True

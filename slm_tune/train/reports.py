@@ -11,7 +11,8 @@ from slm_tune.config import ExperimentConfig
 from slm_tune.model.counts import flops_per_token, param_counts
 from slm_tune.train.optimizer import lr_at
 
-HISTORY_KEYS = ("iteration", "train_loss", "val_loss", "val_bpb", "val_bpb_context", "lr", "elapsed_s")
+HISTORY_KEYS = ("iteration", "train_loss", "val_loss", "val_bpb", "val_bpb_context", "lr", "elapsed_s", "val_loss_se",
+                "val_bpb_se")
 CARRIED = ("val_loss", "best_val_loss", "val_bpb", "best_val_bpb")  # the last eval's, in training reports
 
 
@@ -73,15 +74,19 @@ class Reporter:
             "flops_per_token": self.flops_per_token, **{k: self.last_eval.get(k, math.nan) for k in CARRIED},
         }, None)
 
-    def eval_report(self, train_loss: float, val_loss: float, status: str, val_context: float = math.nan) -> None:
+    def eval_report(self, train_loss: float, result, status: str) -> None:
+        """The report of an eval (`result`: slm_tune.train.evaluate.EvalResult), with its checkpoint."""
         state, it = self.run.state, self.run.state["iteration"]
+        val_loss, val_context = result.loss, result.context_loss
         if math.isfinite(val_loss) and val_loss < state["best_val_loss"]:
             state["best_val_loss"] = val_loss
         best = state["best_val_loss"] if math.isfinite(state["best_val_loss"]) else val_loss
         metrics = {
             "iteration": it, "kind": "eval", "eval_iteration": it, "train_loss": train_loss, "val_loss": val_loss,
             "best_val_loss": best, "val_bpb": self.bpb(val_loss), "val_bpb_context": self.bpb(val_context),
-            "best_val_bpb": self.bpb(best), "lr": lr_at(self.c, max(it - 1, 0)),
+            "best_val_bpb": self.bpb(best), "val_loss_se": result.loss_se, "val_bpb_se": self.bpb(result.loss_se),
+            "val_bpb_context_se": self.bpb(result.context_loss_se),
+            "lr": lr_at(self.c, max(it - 1, 0)),
             "tokens_seen": it * self.tokens_per_iter, "elapsed_s": state["elapsed_s"], "eval_s": state["eval_s"],
             "tokens_per_s": it * self.tokens_per_iter / state["train_s"] if state["train_s"] else 0.0,
             "status": status, "precision": self.run.precision, "total_params": self.total_params,

@@ -1,0 +1,82 @@
+"""Differences against the noise (analysis/significance.py), checked against formulas written
+here and scipy's own tests; the evaluation's standard error against a hand computation."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.significance import ci95_half_width, differences, holm, repeats_needed
+
+
+def _trials(runs: dict[str, list[float]], se: float = 0.002) -> pd.DataFrame:
+    rows = [{"experiment": e, "best_val_bpb": v, "best_val_bpb_se": se} for e, vs in runs.items() for v in vs]
+    return pd.DataFrame(rows)
+
+
+def test_welch_interval_matches_the_formula_and_scipy():
+    a, b = [0.51, 0.53, 0.52, 0.55], [0.50, 0.49, 0.505]
+    table = differences(_trials({"baseline": b, "x": a})).set_index("experiment")
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))  # Welch-Satterthwaite
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    diff = np.mean(a) - np.mean(b)
+    row = table.loc["x"]
+    assert row["diff_bpb"] == pytest.approx(diff)
+    assert (row["diff_low"], row["diff_high"]) == pytest.approx((diff - half, diff + half))
+    assert row["p_value"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert table.loc["baseline", "verdict"] == "reference"
+
+
+def test_verdicts_better_worse_and_within_noise():
+    runs = {"baseline": [0.500, 0.504, 0.498], "better": [0.400, 0.402, 0.399], "worse": [0.600, 0.597, 0.603],
+            "same": [0.501, 0.499, 0.503]}
+    verdicts = differences(_trials(runs)).set_index("experiment")["verdict"].to_dict()
+    assert verdicts == {"baseline": "reference", "better": "better", "worse": "worse", "same": "within noise"}
+    # no baseline: the best is the reference
+    assert differences(_trials({k: v for k, v in runs.items() if k != "baseline"}))["reference"].iloc[0] == "better"
+
+
+def test_single_runs_use_the_evaluation_error_and_old_results_say_unknown():
+    table = differences(_trials({"baseline": [0.50], "x": [0.52]}, se=0.004)).set_index("experiment")
+    half = 1.959964 * math.hypot(0.004, 0.004)
+    assert table.loc["x", "noise"] == "evaluation only"
+    assert (table.loc["x", "diff_low"], table.loc["x", "diff_high"]) == pytest.approx((0.02 - half, 0.02 + half))
+    assert table.loc["x", "verdict"] == "worse"
+    old = _trials({"baseline": [0.50], "x": [0.52]}).drop(columns="best_val_bpb_se")
+    assert differences(old).set_index("experiment").loc["x", "verdict"] == "unknown"
+    assert ci95_half_width(_trials({"a": [0.5]}, se=0.01))["a"] == pytest.approx(0.0196, rel=1e-3)
+
+
+def test_holm_and_power_against_known_values():
+    assert holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    # two-sample t-test, effect size 1, 80% power at 5%: 17 per group (the textbook figure)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=200)
+    a = (a - a.mean()) / a.std(ddof=1)
+    assert repeats_needed(a + 1.0, a) == 17
+    assert repeats_needed(a, a) is None
+
+
+def test_eval_standard_error_is_the_batches_spread(tmp_path):
+    import contextlib
+
+    import torch
+
+    from conftest import tiny
+    from slm_tune.data.cache import prepare_tokens
+    from slm_tune.model.gpt import GPT
+    from slm_tune.train.evaluate import Evaluator, batch, eval_offsets
+
+    c = tiny(eval_iters=6)
+    data = prepare_tokens(c.dataset, c.vocab_size)
+    torch.manual_seed(0)
+    model = GPT(c).eval()
+    result = Evaluator(c, data.validation, contextlib.nullcontext())(model)
+    losses = [model.eval_losses(*batch(data.validation, o, c.block_size), c.block_size // 2)[0]
+              for o in eval_offsets(c, len(data.validation))]
+    assert result.loss == pytest.approx(sum(losses) / 6)
+    mean = sum(losses) / 6
+    assert result.loss_se == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in losses) / 5 / 6))
