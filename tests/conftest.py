@@ -178,3 +178,14 @@ def local_ray(_ray_at_the_end):
 
     if not ray.is_initialized():
         start_local_ray(os.cpu_count() or 1)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on one thread: a second thread only spins for them, badly so on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

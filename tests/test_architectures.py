@@ -43,7 +43,7 @@ def _designs():
         yield dict(zip(choices, values))
 
 
-def test_counts_match_built_models_for_every_design():
+def test_counts_match_built_models_for_every_design(one_thread):
     """Parameters against the model's tensors; FLOPs against torch's FLOP counter on a training step
     (attention through the math kernel, whose matmuls the counter sees)."""
     x = torch.randint(0, 300, (2, 16))

@@ -80,7 +80,7 @@ def test_heads_that_do_not_divide_the_width_name_the_rule():
 def test_comparison_parameter_axis_labels_do_not_overlap(tmp_path):
     """Bug 6 (its plot): 14 experiments within one decade of parameters gave overlapping
     labels on the log axis of the quality-against-parameters panel."""
-    names = list(EXPERIMENT_CONFIGS)
+    names = list(EXPERIMENT_CONFIGS)[:14]  # the seed's 14
     summary = pd.DataFrame({"experiment": names, "best_val_loss": np.linspace(2, 3, 14),
                             "best_val_bpb": np.linspace(1, 1.5, 14), "total_params": np.linspace(4e6, 3.9e7, 14),
                             "training_time_s": np.linspace(100, 900, 14), "entropy_bpb": 0.2})

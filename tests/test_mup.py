@@ -64,7 +64,7 @@ def test_mup_attention_scores_scale_as_one_over_head_size():
         c.replace(parametrization="mu")
 
 
-def test_coord_check_is_flat_under_mup_and_grows_under_sp(tmp_path):
+def test_coord_check_is_flat_under_mup_and_grows_under_sp(tmp_path, one_thread):
     ran = run_cli("coord-check", "--experiment", "baseline", "--widths", "64,128,256,512", "--steps", "5",
                   "--set", "vocab_size=1000", "--set", "n_layer=2", "--set", "block_size=32",
                   "--dataset", TINY_DATASET, "--output-dir", str(tmp_path))
