@@ -56,7 +56,7 @@ def logit_difference(model, hf_model, c, batches: int = 2) -> float:
     with torch.no_grad():
         for _ in range(batches):
             idx = torch.randint(0, c.vocab_size, (2, c.block_size), generator=g)
-            ours = torch.nn.functional.linear(model.readout(model.hidden(idx)), model.head_weight)
+            ours = model.output(model.hidden(idx))
             theirs = hf_model(idx).logits
             worst = max(worst, float((ours - theirs).abs().max()))
     return worst

@@ -156,6 +156,10 @@ class GPT(nn.Module):
         """The hidden states the output layer reads: muP's output multiplier applied."""
         return h if self.output_mult == 1.0 else h * self.output_mult
 
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits of hidden states (..., vocab), unfused: the output layer with muP's multiplier."""
+        return F.linear(self.readout(h), self.head_weight)
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -211,7 +215,7 @@ class GPT(nn.Module):
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
         """Next-token logits for the last position of each sequence: (B, vocab)."""
         h = self.hidden(idx[:, -self.config.block_size:])
-        return F.linear(self.readout(h[:, -1, :]), self.head_weight).float()
+        return self.output(h[:, -1, :]).float()
 
     @torch.no_grad()
     def generate(

@@ -53,8 +53,7 @@ def _run_one(c: ExperimentConfig, check: CoordCheck, x: torch.Tensor, y: torch.T
     record: dict[str, list[float]] = {}
     handles = _layer_hooks(model, record)
     for _ in range(check.steps):
-        h = model.hidden(x)
-        logits = F.linear(model.readout(h), model.head_weight)
+        logits = model.output(model.hidden(x))
         record.setdefault("logits", []).append(float(logits.detach().abs().mean()))
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
