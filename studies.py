@@ -150,10 +150,24 @@ def _add_search_command(sub) -> None:
     p.add_argument("--metric", default="best_val_bpb",
                    help="what the search minimises: best_val_bpb (default), val_bpb, or best_val_loss/val_loss "
                         "when the vocabulary is fixed")
+    p.add_argument("--objective", action="append", metavar="METRIC",
+                   help="optimise this (again for several: a Pareto front): %s" % ", ".join(_objective_names()))
+    p.add_argument("--constraint", action="append", metavar="EXPR",
+                   help="e.g. \"params<=5e6\": on params, non_embedding_params or flops_per_token it holds for every "
+                        "sampled trial; on a measured figure it filters the results")
+    p.add_argument("--optuna-storage", metavar="URL",
+                   help="the Optuna storage optuna-dashboard reads the search from (default: "
+                        "sqlite:///OUTPUT_DIR/experiments/optuna.db; none: keep none)")
     p.add_argument("--seed", type=int, help="the sampler's seed, so a search can be repeated (default: chosen "
                                             "and recorded in study.json)")
     p.add_argument("--time-budget", type=_duration, help="stop sampling and running after this long, e.g. 2h")
     _add_run_options(p, schedulers=("fifo", "asha", "pbt"))
+
+
+def _objective_names() -> list[str]:
+    from slm_tune.metrics import METRICS, OBJECTIVE_METRICS
+
+    return [METRICS[m].alias or m for m in OBJECTIVE_METRICS]
 
 
 STORAGE_READ_HELP = ("read the studies from this storage path (default: OUTPUT_DIR/ray_results); s3://... and "
@@ -290,19 +304,25 @@ def _run_study(args: argparse.Namespace, study_name: str, configs, max_iters: di
                                reference=getattr(args, "reference", None))
     _report_written(written)
     for files in written.get("searches", {}).values():
-        for what in ("plot", "importance"):
-            if what in files:
-                _err(f"{what}: {files[what]}")
-        if "best" in files:
-            name = files["best"].stem
-            _err(f"best trial as an experiment: {files['best']}; run it with: python studies.py run {name} "
-                 f"--experiments-file {files['best']}")
-        if "within_noise" in files:
-            _err(f"within the noise of the best: {files['within_noise']}")
+        _report_search(files)
     failed = [r for r in results if r.error is not None]
     if failed:  # every file is written; the exit code tells scripts that some trial did not end well
         _err(f"{len(failed)} of {len(results)} trial(s) errored: the reasons are above, and in each trial's error.txt")
     return 1 if failed else 0
+
+
+def _report_search(files: dict) -> None:
+    for what, label in (("plot", "plot"), ("importance", "importance"), ("feasible", "constraints"),
+                        ("pareto", "Pareto front"), ("pareto_plot", "Pareto plot")):
+        if what in files:
+            _err(f"{label}: {files[what]}")
+    entries = files.get("entries", [])
+    if "best" in files and entries:
+        more = f" (and {len(entries) - 1} more: {', '.join(entries[1:])})" if len(entries) > 1 else ""
+        _err(f"best trial as an experiment: {files['best']}; run it with: python studies.py run {entries[0]} "
+             f"--experiments-file {files['best']}{more}")
+    if "within_noise" in files:
+        _err(f"within the noise of the best: {files['within_noise']}")
 
 
 def _mlflow_tracker(args: argparse.Namespace, output_dir: Path):
@@ -363,6 +383,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """A search: a named space or a file, the study-wide flags applied to its base."""
     from search_spaces import get_search
     from slm_tune.config import parse_overrides
+    from slm_tune.objectives import parse_constraint, parse_objectives
     from slm_tune.space import check_metric, load_space_file
 
     if bool(args.name) == bool(args.space):
@@ -379,11 +400,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         space = get_search(args.name, registry, hard, soft)
     for key in space.pinned:
         _err(f"{key} is fixed at {hard[key]} by the command line, not searched")
-    metric = check_metric(args.metric, space)
+    objectives = parse_objectives(args.objective or [])
+    if objectives and args.metric != "best_val_bpb":
+        raise UserError("give --metric or --objective, not both: --objective is the general form "
+                        "(e.g. --objective best_val_bpb --objective params)")
+    metric = objectives[0] if objectives else check_metric(args.metric, space)
+    constraints = tuple(parse_constraint(k) for k in args.constraint or [])
     search_alg = args.search_alg or ("random" if args.scheduler == "pbt" else "optuna")
     return _run_study(args, space.name, {space.base.name: space.base}, {}, search=space,
                       num_samples=args.num_samples, search_alg=search_alg, sampler_seed=args.seed,
-                      metric=metric, time_budget_s=args.time_budget)
+                      metric=metric, objectives=tuple(objectives), constraints=constraints,
+                      optuna_storage=args.optuna_storage, time_budget_s=args.time_budget)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -400,6 +427,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     written = compare(Path(args.output_dir), studies=args.study, storage_path=args.storage_path,
                       reference=args.reference)
     _report_written(written)
+    for files in written.get("searches", {}).values():
+        _report_search(files)
     if args.against:
         from analysis.significance import power_text
 

@@ -13,6 +13,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 import pandas as pd  # noqa: E402
 
 from slm_tune.describe import short_number as _short  # noqa: E402
+from analysis.pareto import pareto_mask  # noqa: E402
 from slm_tune.metrics import METRICS  # noqa: E402
 
 COMPARISON_PANELS = (
@@ -56,17 +57,6 @@ def plot_training_losses(history: pd.DataFrame, title: str, path: Path) -> plt.F
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return fig
-
-
-def _pareto(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Indices of the points no other point beats on both x and y (lower is better), by x."""
-    order = np.argsort(x)
-    front, best = [], np.inf
-    for i in order:
-        if y[i] < best:
-            front.append(i)
-            best = y[i]
-    return np.array(front, dtype=int)
 
 
 CROWDED = 12  # more experiments than this (a search): no value on each bar, names only for the best
@@ -116,7 +106,7 @@ def plot_comparison(summary: pd.DataFrame, history: pd.DataFrame, title: str, pa
         _tradeoff_panel(a, summary, col, x_scale, names, named, color, crowded)
         a.set(title=COMPARISON_PANELS[6 if col == "training_time_s" else 7], xlabel=label,
               ylabel=METRICS["best_val_bpb"].label)
-    _log_count_axis(ax[7])
+    log_count_axis(ax[7])
     fig.suptitle(title, fontsize=14)
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")
@@ -200,18 +190,20 @@ def _tradeoff_panel(a, summary: pd.DataFrame, col: str, scale: float, names, nam
         if n in named:
             a.annotate(n, (xi, yi), fontsize=8, xytext=(4, 4), textcoords="offset points")
     if len(x):
-        front = _pareto(x, y)
+        on_front = pareto_mask(pd.DataFrame({col: x, "best_val_bpb": y}), [col, "best_val_bpb"])
+        front = np.flatnonzero(on_front)[np.argsort(x[on_front], kind="stable")]
         a.step(x[front], y[front], where="post", color="black", lw=1, ls="--", label="Pareto front")
         a.scatter(x[front], y[front], s=160, facecolors="none", edgecolors="black", zorder=2)
         a.legend(fontsize=8)
     a.grid(alpha=0.3)
 
 
-def _log_count_axis(a) -> None:
+def log_count_axis(a, which: str = "x") -> None:
     """A log-scale axis of counts labelled 1, 2 and 5 per decade in short form (200k, 1M, 5M):
     matplotlib's default labels every minor tick when the values span less than a decade, and
     those labels overlap."""
-    a.set_xscale("log")
-    a.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    a.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _short(v)))
-    a.xaxis.set_minor_formatter(NullFormatter())
+    axis = a.xaxis if which == "x" else a.yaxis
+    (a.set_xscale if which == "x" else a.set_yscale)("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: _short(v)))
+    axis.set_minor_formatter(NullFormatter())

@@ -21,6 +21,8 @@ import pandas as pd
 
 from slm_tune.config import EXPERIMENT_CONFIGS
 from slm_tune.files import atomic_write, write_text
+from slm_tune.metrics import METRICS
+from slm_tune.objectives import constraints_from, measured_filter
 from slm_tune.space import SearchSpace
 from slm_tune.storage import read_study_file
 from slm_tune.study_file import stored_search
@@ -35,18 +37,23 @@ def stored_run_search(run_dir: Path) -> tuple[SearchSpace, dict[str, Any]] | Non
     return (space, meta) if space is not None else None
 
 
-def search_table(trials: pd.DataFrame, space: SearchSpace, metric: str = "best_val_bpb") -> pd.DataFrame:
-    """One row per trial: name, status, the metric, each searched setting; best first."""
+def search_table(trials: pd.DataFrame, space: SearchSpace, metric: str = "best_val_bpb",
+                 also: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per trial: name, status, the metric (and the figures in `also`: further objectives,
+    constrained metrics), each searched setting; best first, in the metric's direction."""
+    figures = list(dict.fromkeys([metric, *also]))
     rows = []
     for _, t in trials.iterrows():
         searched = t.get("searched") if isinstance(t.get("searched"), dict) else {}
-        rows.append({"trial": t["experiment"], "status": t["status"], metric: _metric(t, metric),
+        rows.append({"trial": t["experiment"], "status": t["status"], **{m: _metric(t, m) for m in figures},
                      "iterations": t["iterations"], "ended_at": t["ended_at"],
                      "training_time_s": t["training_time_s"],
                      **{k: searched.get(k) for k in space.searched}})
-    table = pd.DataFrame(rows, columns=["trial", "status", metric, "iterations", "ended_at", "training_time_s",
-                                        *space.searched])
-    return table.sort_values(metric, na_position="last", kind="stable").reset_index(drop=True)
+    columns = list(dict.fromkeys(["trial", "status", *figures, "iterations", "ended_at", "training_time_s",
+                                  *space.searched]))
+    table = pd.DataFrame(rows, columns=columns)
+    ascending = METRICS[metric].direction == "min" if metric in METRICS else True
+    return table.sort_values(metric, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
 
 
 def _metric(trial: pd.Series, metric: str) -> float | None:
@@ -115,22 +122,27 @@ def _spearman(table: pd.DataFrame, key: str, metric: str) -> float | None:
 
 
 def best_trial(table: pd.DataFrame, metric: str = "best_val_bpb") -> pd.Series | None:
+    """The first row with the metric (search_table sorts best first)."""
     ok = table[table[metric].notna()]
     return ok.iloc[0] if len(ok) else None
 
 
 def best_experiment_toml(name: str, search: str, trial: str, config: Mapping[str, Any], metric: str,
-                         value: float, output_dir_hint: str = "experiments", close: str = "") -> str:
-    """The best trial as an experiments-file entry: every setting that differs from baseline.
-    `close`: the trials within the noise of it, named in a comment."""
+                         value: float, output_dir_hint: str = "experiments", close: str = "",
+                         figures: str = "", file: str | None = None) -> str:
+    """A trial as an experiments-file entry: every setting that differs from baseline.
+    `close`: the trials within the noise of it, named in a comment; `figures`: its objectives, for
+    a Pareto entry; `file`: the TOML's name, when it holds several entries."""
     base = EXPERIMENT_CONFIGS["baseline"].to_dict()
+    what = f"A Pareto trial of search {search!r}: {trial}, {figures}." if figures else \
+        f"The best trial of search {search!r}: {trial}, {metric} {value:.4f}."
     lines = [
-        f"# The best trial of search {search!r}: {trial}, {metric} {value:.4f}.",
+        f"# {what}",
         *([f"# Within the noise of it: {close}."] if close else []),
-        f"# Run it: python studies.py run {name} --experiments-file {output_dir_hint}/{name}.toml",
+        f"# Run it: python studies.py run {name} --experiments-file {output_dir_hint}/{file or name}.toml",
         f"[{name}]",
         'base = "baseline"',
-        f"description = {json.dumps(f'best of search {search} ({trial}, {metric} {value:.4f})')}",
+        f"description = {json.dumps(f'{search} {trial}: {figures}' if figures else f'best of search {search} ({trial}, {metric} {value:.4f})')}",
     ]
     for key, v in config.items():
         if key in ("name", "description") or base.get(key) == v:
@@ -149,9 +161,11 @@ def _toml_value(v: Any) -> str:
     return json.dumps(str(v))
 
 
-def export_search(run_dir: Path, trials: pd.DataFrame, output_dir: Path) -> dict[str, Path]:
+def export_search(run_dir: Path, trials: pd.DataFrame, output_dir: Path) -> dict[str, Any]:
     """`search_{name}.png`, `search_{name}_importance.csv` and `search_{name}_best.toml` for one
-    stored search run (its trials as analysis.load returns them)."""
+    stored search run (its trials as analysis.load returns them); with several objectives also
+    `search_{name}_pareto.csv` and `.png`, and the front's trials in the best TOML. The best trial
+    and the front are chosen among the trials that meet the search's constraints."""
     from analysis.search_plots import plot_search
 
     found = stored_run_search(run_dir)
@@ -159,10 +173,12 @@ def export_search(run_dir: Path, trials: pd.DataFrame, output_dir: Path) -> dict
         return {}
     space, meta = found
     metric = meta.get("metric", "best_val_bpb")
+    objectives = list(meta.get("objectives") or [metric])
+    constraints = constraints_from(meta.get("constraints", []))
     name = meta.get("study", space.name)
     exp_dir = Path(output_dir) / "experiments"
-    table = search_table(trials, space, metric)
-    written: dict[str, Path] = {}
+    table = search_table(trials, space, metric, [*objectives, *(k.metric for k in constraints)])
+    written: dict[str, Any] = {}
     imp = importance(table, space, metric)
     written["importance"] = atomic_write(exp_dir / f"search_{name}_importance.csv",
                                          lambda tmp: imp.to_csv(tmp, index=False))
@@ -172,16 +188,63 @@ def export_search(run_dir: Path, trials: pd.DataFrame, output_dir: Path) -> dict
         lambda tmp: plot_search(table, space, metric, started, f"search {name}: {len(table)} trials, "
                                 f"{meta.get('search_alg', '?')} sampler, {meta.get('scheduler', 'fifo')} scheduler",
                                 tmp))
-    best = best_trial(table, metric)
-    if best is not None:
-        row = trials[trials["experiment"] == best["trial"]].iloc[0]
-        best_name = f"search_{name}_best"
-        close = within_noise_of(trials, best["trial"])
-        written["best"] = write_text(exp_dir / f"{best_name}.toml", best_experiment_toml(
-            best_name, name, best["trial"], row["config"], metric, float(best[metric]), close=close))
-        if close:
-            written["within_noise"] = close
+    feasible = table[[measured_filter(constraints)(r) for r in table.to_dict("records")]]
+    if constraints:
+        written["feasible"] = f"{len(feasible)} of {len(table)} trials meet {', '.join(k.text for k in constraints)}"
+    entries = _best_entry(feasible, trials, name, metric, written)
+    if len(objectives) > 1:
+        entries += _export_front(table, feasible, trials, space, name, objectives, exp_dir, written)
+    if entries:
+        written["best"] = write_text(exp_dir / f"search_{name}_best.toml", "\n".join(text for _, text in entries))
+        written["entries"] = [entry for entry, _ in entries]
     return written
+
+
+def _best_entry(feasible: pd.DataFrame, trials: pd.DataFrame, name: str, metric: str,
+                written: dict[str, Any]) -> list[tuple[str, str]]:
+    """[(entry name, TOML text)] for the best trial by the (first) metric, or []; the trials
+    within the noise of it go to written["within_noise"]."""
+    best = best_trial(feasible, metric)
+    if best is None:
+        return []
+    row = trials[trials["experiment"] == best["trial"]].iloc[0]
+    entry = f"search_{name}_best"
+    close = within_noise_of(trials, best["trial"]) if "val_" in metric else ""  # a loss: it has an eval's noise
+    if close:
+        written["within_noise"] = close
+    return [(entry, best_experiment_toml(entry, name, best["trial"], row["config"], metric, float(best[metric]),
+                                         close=close))]
+
+
+def _export_front(table: pd.DataFrame, feasible: pd.DataFrame, trials: pd.DataFrame, space: SearchSpace, name: str,
+                  objectives: list[str], exp_dir: Path, written: dict[str, Any]) -> list[tuple[str, str]]:
+    """The Pareto front's CSV and plot; its trials as best-TOML entries."""
+    from analysis.pareto import PARETO_PREFIX, pareto_table
+    from analysis.pareto_plots import plot_pareto
+
+    front = pareto_table(feasible, objectives)
+    columns = [PARETO_PREFIX, "trial", *objectives, "status", "iterations", *space.searched]
+    written["pareto"] = atomic_write(exp_dir / f"search_{name}_pareto.csv",
+                                     lambda tmp: front[columns].to_csv(tmp, index=False))
+    shown = table.assign(feasible=table["trial"].isin(feasible["trial"]))
+    written["pareto_plot"] = atomic_write(
+        exp_dir / f"search_{name}_pareto.png",
+        lambda tmp: plot_pareto(shown, front, objectives, f"search {name}: Pareto front of {len(front)} among "
+                                f"{int(shown[objectives].notna().all(axis=1).sum())} trials", tmp))
+    entries = []
+    for r in front.itertuples(index=False):
+        row = trials[trials["experiment"] == r.trial].iloc[0]
+        entry = f"search_{name}_{PARETO_PREFIX}_{getattr(r, PARETO_PREFIX)}"
+        figures = ", ".join(f"{o} {_short(getattr(r, o))}" for o in objectives)
+        entries.append((entry, best_experiment_toml(entry, name, r.trial, row["config"], objectives[0],
+                                                    float(getattr(r, objectives[0])), figures=figures,
+                                                    file=f"search_{name}_best")))
+    return entries
+
+
+def _short(value: Any) -> str:
+    v = float(value)
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
 
 
 def within_noise_of(trials: pd.DataFrame, best: str) -> str:

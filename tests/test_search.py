@@ -267,6 +267,15 @@ def test_search_killed_mid_run_resumes_to_num_samples_without_duplicates_or_gaps
         assert list(history[history["experiment"] == n]["iteration"]) == list(range(20, 301, 20)), n
     state = pickle.loads(sorted(run.glob("searcher-state-*.pkl"))[-1].read_bytes())
     assert [t.state.name for t in state["_ot_study"].trials] == ["COMPLETE"] * 4
+    # the Optuna study optuna-dashboard reads: each trial once, finished with its own figures and evals
+    import optuna
+
+    db = optuna.load_study(study_name="tiny", storage=f"sqlite:///{(tmp_path / 'experiments' / 'optuna.db').as_posix()}")
+    trials = pd.read_parquet(tmp_path / "experiments" / "trials.parquet").set_index("experiment")
+    assert sorted(t.user_attrs["trial"] for t in db.trials) == names
+    for t in db.trials:
+        assert t.state.name == "COMPLETE" and t.value == pytest.approx(trials.loc[t.user_attrs["trial"], "best_val_bpb"])
+        assert sorted(t.intermediate_values) == list(range(20, 301, 20))
 
 
 def test_time_budget_ends_a_search_early_as_finished(tmp_path, local_ray):

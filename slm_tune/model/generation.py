@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from slm_tune.model.gpt import GPT
 
 SAMPLE_PROMPT = "Once upon a time"
 SAMPLE_TOKENS = 48
+TIMED_TOKENS = 32  # ms_per_token: the mean over this many generated tokens
 
 
 def load_model(path: Path) -> tuple[GPT, ExperimentConfig, dict[str, Any]]:
@@ -46,3 +49,22 @@ def generate_text(model: GPT, vocab_size: int, prompt: str = SAMPLE_PROMPT, max_
                          stop_token=enc.eot_token)
     tokens = [t for t in out[0].tolist() if t != enc.eot_token]
     return enc.decode(tokens)
+
+
+@torch.no_grad()
+def ms_per_token(model: GPT, autocast=None, tokens: int = TIMED_TOKENS) -> float:
+    """Milliseconds per generated token at batch 1 on this process's threads: greedy decoding of
+    `tokens` tokens after a one-token prompt (one untimed token first), as `sample` generates
+    (every step reads the whole context: there is no KV cache). No random numbers are drawn, so
+    timing a model leaves its run's random state as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast or contextlib.nullcontext():
+            idx = model.generate(torch.zeros((1, 1), dtype=torch.long), 1, temperature=0)
+            start = time.perf_counter()
+            model.generate(idx, tokens, temperature=0)
+            seconds = time.perf_counter() - start
+    finally:
+        model.train(was_training)
+    return 1000.0 * seconds / tokens

@@ -31,6 +31,7 @@ from slm_tune.data.cache import TokenData, check_data
 from slm_tune.errors import UserError
 from slm_tune.model.checkpoints import load_state
 from slm_tune.model.compiling import PROBE_STEPS, CompileCosts, CompiledOrEager, CompilePlan, shape_key
+from slm_tune.model.generation import ms_per_token
 from slm_tune.model.gpt import GPT
 from slm_tune.train.evaluate import EvalResult, Evaluator, batch
 from slm_tune.train.optimizer import follow_new_config, lr_at, make_optimizer, set_lr
@@ -221,5 +222,6 @@ def _evaluate(run: Run, evaluator: Evaluator, reporter: Reporter, plan: CompileP
     finished = run.state["iteration"] == run.c.max_iters
     if finished:
         plan.too_short()
+        run.state["ms_per_token"] = ms_per_token(run.model, run.autocast)
     reporter.eval_report(train_loss, result, "finished" if finished else "running")
     return True

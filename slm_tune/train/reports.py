@@ -81,10 +81,12 @@ class Reporter:
         if math.isfinite(val_loss) and val_loss < state["best_val_loss"]:
             state["best_val_loss"] = val_loss
         best = state["best_val_loss"] if math.isfinite(state["best_val_loss"]) else val_loss
+        contexts = [h.get("val_bpb_context", math.nan) for h in state["history"]] + [self.bpb(val_context)]
+        best_context = min((v for v in contexts if math.isfinite(v)), default=math.nan)
         metrics = {
             "iteration": it, "kind": "eval", "eval_iteration": it, "train_loss": train_loss, "val_loss": val_loss,
             "best_val_loss": best, "val_bpb": self.bpb(val_loss), "val_bpb_context": self.bpb(val_context),
-            "best_val_bpb": self.bpb(best), "val_loss_se": result.loss_se, "val_bpb_se": self.bpb(result.loss_se),
+            "best_val_bpb": self.bpb(best), "best_val_bpb_context": best_context, "val_loss_se": result.loss_se, "val_bpb_se": self.bpb(result.loss_se),
             "val_bpb_context_se": self.bpb(result.context_loss_se),
             "lr": lr_at(self.c, max(it - 1, 0)),
             "tokens_seen": it * self.tokens_per_iter, "elapsed_s": state["elapsed_s"], "eval_s": state["eval_s"],
@@ -96,6 +98,8 @@ class Reporter:
         }
         if state.get("config_changes"):
             metrics["config_changes"] = state["config_changes"]
+        if "ms_per_token" in state:  # timed once training has ended (slm_tune.model.generation)
+            metrics["ms_per_token"] = state["ms_per_token"]
         state["history"].append({k: metrics[k] for k in HISTORY_KEYS})
         self.last_eval.update({k: metrics[k] for k in CARRIED})
         if self.report is not None:

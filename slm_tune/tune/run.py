@@ -31,13 +31,15 @@ from slm_tune.checkpoint_files import CHECKPOINT_FILE
 from slm_tune.config import ExperimentConfig
 from slm_tune.errors import UserError
 from slm_tune.legacy import old_module_names
+from slm_tune.objectives import check_possible, constraints_from
 from slm_tune.storage import Storage, read_study_file
 from slm_tune.study_file import stored_configs, stored_search, trial_label
 from slm_tune.tune.callbacks.loggers import CSVLogger, JsonLogger
+from slm_tune.tune.callbacks.optuna_study import OptunaStudyMirror
 from slm_tune.tune.data_prep import prepare_data
 from slm_tune.tune.local_ray import check_reachable, start_local_ray
 from slm_tune.tune.resources import default_cpus_per_trial, speedup, threads_that_pay
-from slm_tune.tune.schedulers import check_search, make_scheduler, make_search_alg, search_trial_name
+from slm_tune.tune.schedulers import check_search, make_scheduler, make_search_alg, sampler_name, search_trial_name
 from slm_tune.tune.study_record import mark_study_ended, write_study_file
 from slm_tune.tune.study_run import StudyRun
 from slm_tune.tune.trainable import run_trial
@@ -187,6 +189,8 @@ def _stored_search(run: StudyRun, doc: Mapping[str, Any]) -> StudyRun:
     return replace(run, search=search, configs={search.base.name: search.base},
                    search_alg=doc.get("search_alg", run.search_alg), sampler_seed=doc.get("sampler_seed"),
                    metric=doc.get("metric", run.metric), num_samples=doc.get("num_samples", run.num_samples),
+                   objectives=tuple(doc.get("objectives", ())), constraints=tuple(constraints_from(doc.get("constraints", []))),
+                   optuna_storage=doc.get("optuna_storage") or "none",
                    scheduler=doc.get("scheduler", run.scheduler))
 
 
@@ -254,8 +258,13 @@ def _announce(run: StudyRun) -> StudyRun:
         if run.sampler_seed is None:
             run = replace(run, sampler_seed=int.from_bytes(os.urandom(3), "little"))
         run.log(f"search {run.study}: {run.n_trials} trials of {', '.join(run.search.searched)} from "
-                f"{run.search.base.name}, {run.search_alg} sampler (seed {run.sampler_seed}), {run.scheduler} "
-                f"scheduler, metric {run.metric}")
+                f"{run.search.base.name}, {sampler_name(run)} (seed {run.sampler_seed}), {run.scheduler} "
+                f"scheduler, {'objectives' if len(run.goals) > 1 else 'metric'} {', '.join(run.goals)}"
+                + (f", constraints {', '.join(k.text for k in run.constraints)}" if run.constraints else ""))
+        if run.early_constraints:
+            share = check_possible(run.search, run.early_constraints, run.sampler_seed)
+            run.log(f"{share:.0%} of the space's points meet {', '.join(k.text for k in run.early_constraints)}: "
+                    "the sampler draws again until one does, so no trial is spent on the others")
     return run
 
 
@@ -381,13 +390,19 @@ def _fit(run: StudyRun, name: str, storage: Storage, concurrent: int, scheduler,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage.uri(), verbose=2 if run.verbose else 0,
-            callbacks=[*run.callbacks, CSVLogger(), JsonLogger()],
+            callbacks=[*run.callbacks, CSVLogger(), JsonLogger(), *optuna_mirror(run, name)],
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=keep, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
             failure_config=tune.FailureConfig(max_failures=run.max_failures),
         ),
     )
     return tuner.fit()
+
+
+def optuna_mirror(run: StudyRun, name: str) -> list[tune.Callback]:
+    """The callback that keeps a search's Optuna study for optuna-dashboard, if it has one."""
+    url = run.optuna_url
+    return [OptunaStudyMirror(url, name, run.search, run.goals)] if url else []
 
 
 def seeds_for(base_seed: int, repeats: int) -> list[int]:

@@ -1,5 +1,12 @@
 """A study's scheduler (FIFO, ASHA, PBT) and a search's algorithm (Optuna's TPE, random), as Ray
-Tune builds them, with the combinations Ray would refuse deep inside fit() checked first."""
+Tune builds them, with the combinations Ray would refuse deep inside fit() checked first.
+
+Several objectives go to Ray's OptunaSearch as lists of metrics and modes, sampled by Optuna's
+multi-objective TPE: at a few dozen trials it models the front from the first trials on, where
+NSGA-II's default population (50) is more than the whole search. ASHA and PBT rank trials on one
+metric, so a multi-objective search refuses them. A search with constraints on figures the config
+decides samples through slm_tune.tune.constrained (random search then through Optuna's
+RandomSampler, which can draw again)."""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
 from slm_tune.errors import UserError
+from slm_tune.objectives import directions, report_keys
 from slm_tune.space import clip_to_space
 from slm_tune.tune.study_run import StudyRun
 
@@ -35,39 +43,68 @@ def horizon(run: StudyRun) -> tuple[str, float, float]:
 
 
 def make_scheduler(run: StudyRun) -> tuple[Any, str | None, str | None]:
-    metric = run.metric if run.search is not None else "val_loss"
+    """(scheduler, metric, mode) for Tune's config: a multi-objective search gives its metrics to
+    its searcher instead (Tune's own metric is one name)."""
+    if run.search is None:
+        metric, mode = "val_loss", "min"
+    elif len(run.goals) > 1:
+        metric, mode = None, None
+    else:
+        metric, mode = report_keys(run.goals)[0], directions(run.goals)[0]
     if run.scheduler == "fifo":
-        return FIFOScheduler(), (metric if run.search is not None else None), ("min" if run.search is not None else None)
+        return FIFOScheduler(), (metric if run.search is not None else None), (mode if run.search is not None else None)
     time_attr, max_t, interval = horizon(run)
     if run.scheduler == "asha":
         grace = max(interval, (max_t // 8) // interval * interval)
         return (ASHAScheduler(time_attr=time_attr, max_t=max_t, grace_period=grace, reduction_factor=2),
-                metric, "min")
+                metric, mode)
     if run.scheduler == "pbt":
         return (PopulationBasedTraining(
             time_attr=time_attr, perturbation_interval=interval,
             hyperparam_mutations=run.search.pbt_mutations(), require_attrs=False,
-            custom_explore_fn=functools.partial(clip_to_space, run.search)), metric, "min")
+            custom_explore_fn=functools.partial(clip_to_space, run.search)), metric, mode)
     raise UserError(f"unknown scheduler {run.scheduler!r}; use one of {', '.join(SCHEDULERS)}")
 
 
 def make_search_alg(run: StudyRun, concurrent: int):
-    """Ray's search algorithm for a search: Optuna's TPE behind a ConcurrencyLimiter, or random."""
-    if run.search_alg == "random":
+    """Ray's search algorithm for a search: Optuna's TPE (or, for random search with constraints,
+    its RandomSampler) behind a ConcurrencyLimiter, or Ray's random search."""
+    if run.search_alg not in SEARCH_ALGS:
+        raise UserError(f"unknown search algorithm {run.search_alg!r}; use one of {', '.join(SEARCH_ALGS)}")
+    if run.search_alg == "random" and not run.early_constraints:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         return BasicVariantGenerator(random_state=run.sampler_seed)
-    if run.search_alg == "optuna":
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
-        import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+    import optuna
 
-        if not run.verbose:  # optuna sets its logger's level when first imported: "A new study created..."
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-
+    if not run.verbose:  # optuna sets its logger's level when first imported: "A new study created..."
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if run.search_alg == "random":
+        sampler = optuna.samplers.RandomSampler(seed=run.sampler_seed)
+    else:
         sampler = optuna.samplers.TPESampler(seed=run.sampler_seed, **tpe_settings(run.num_samples))
-        return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=concurrent)
-    raise UserError(f"unknown search algorithm {run.search_alg!r}; use one of {', '.join(SEARCH_ALGS)}")
+    several = len(run.goals) > 1
+    searcher = OptunaSearch(sampler=sampler, metric=report_keys(run.goals) if several else None,
+                            mode=directions(run.goals) if several else None)
+    if run.early_constraints:
+        from slm_tune.tune.constrained import ConstrainedSearcher
+
+        searcher = ConstrainedSearcher(searcher, run.search, run.early_constraints)
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
+
+
+def sampler_name(run: StudyRun) -> str:
+    """The sampler, as a search's first line names it."""
+    if run.search_alg == "random":
+        return "random sampler" + (" (Optuna's, redrawing for the constraints)" if run.early_constraints else "")
+    return "Optuna's multi-objective TPE sampler" if len(run.goals) > 1 else "Optuna's TPE sampler"
+
+
+def sampler_settings(run: StudyRun) -> dict[str, Any]:
+    """The sampler's settings, as study.json records them."""
+    return tpe_settings(run.num_samples) if run.search_alg == "optuna" else {}
 
 
 def tpe_settings(num_samples: int) -> dict[str, Any]:
@@ -98,6 +135,20 @@ def check_search(run: StudyRun) -> None:
     if run.repeats != 1:
         raise UserError("--repeats applies to studies of named experiments; a search samples one seed per trial "
                         "(put seed = { choice = [...] } in the space to search over seeds)")
+    _check_objectives(run)
+
+
+def _check_objectives(run: StudyRun) -> None:
+    if len(run.goals) > 1 and run.scheduler != "fifo":
+        raise UserError(f"--scheduler {run.scheduler} stops or copies trials by one metric, and this search has "
+                        f"{len(run.goals)} objectives ({', '.join(run.goals)}); use --scheduler fifo (the default) "
+                        "with several --objective, or give one")
+    if run.early_constraints and run.scheduler == "pbt":
+        raise UserError("--constraint on parameters or FLOPs redraws points that break it, which PBT's own "
+                        "population cannot; use --scheduler fifo or asha with it")
+    if run.early_constraints and run.search.has_grid:
+        raise UserError("--constraint on parameters or FLOPs redraws sampled points, and a grid entry is not "
+                        "sampled; write choice = [...] instead of grid = [...]")
 
 
 def search_trial_name(search: str, offset: int, trial) -> str:

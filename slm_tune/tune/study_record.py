@@ -12,7 +12,7 @@ import ray
 
 from slm_tune.files import STUDY_FILE, write_json
 from slm_tune.storage import Storage, read_study_file
-from slm_tune.tune.schedulers import tpe_settings
+from slm_tune.tune.schedulers import sampler_settings
 from slm_tune.tune.study_run import StudyRun
 
 
@@ -55,8 +55,10 @@ def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str
     }
     if run.search is not None:
         doc.update(search=run.search.to_dict(), search_alg=run.search_alg, sampler_seed=run.sampler_seed,
-                   sampler=tpe_settings(run.num_samples) if run.search_alg == "optuna" else {},
-                   metric=run.metric, num_samples=run.num_samples, time_budget_s=run.time_budget_s)
+                   sampler=sampler_settings(run),
+                   metric=run.metric, objectives=run.goals, constraints=[k.to_dict() for k in run.constraints],
+                   num_samples=run.num_samples, time_budget_s=run.time_budget_s,
+                   optuna_storage=run.optuna_url, optuna_study=run_dir.name if run.optuna_url else None)
     _publish(write_json(path, doc), storage)
 
 

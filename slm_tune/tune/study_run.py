@@ -9,6 +9,7 @@ from typing import Callable, Mapping
 from ray import tune
 
 from slm_tune.config import ExperimentConfig
+from slm_tune.objectives import Constraint
 from slm_tune.space import SearchSpace
 from slm_tune.storage import mirror_root
 
@@ -42,8 +43,31 @@ class StudyRun:
     search_alg: str = "optuna"
     sampler_seed: int | None = None
     metric: str = "best_val_bpb"
+    objectives: tuple[str, ...] = ()  # two or more: a multi-objective search (metric is the first)
+    constraints: tuple[Constraint, ...] = ()
+    # the Optuna study optuna-dashboard reads: an RDB URL; None: OUTPUT_DIR/experiments/optuna.db; "none": off
+    optuna_storage: str | None = None
     time_budget_s: float | None = None
     tensorboard: bool = True  # trials write TensorBoard event files into their directories (local storage)
+
+    @property
+    def goals(self) -> list[str]:
+        """The search's objectives, in order: --objective's, or --metric alone."""
+        return list(self.objectives) or [self.metric]
+
+    @property
+    def early_constraints(self) -> list[Constraint]:
+        """The constraints checked when a point is sampled (on figures the config decides)."""
+        return [k for k in self.constraints if k.before_training]
+
+    @property
+    def optuna_url(self) -> str | None:
+        """Where a search keeps its Optuna study for optuna-dashboard (None: nowhere)."""
+        from slm_tune.tune.callbacks.optuna_study import default_storage_url
+
+        if self.search is None or self.optuna_storage == "none":
+            return None
+        return self.optuna_storage or default_storage_url(self.output_dir)
 
     @property
     def n_trials(self) -> int:
