@@ -10,11 +10,17 @@ It prints best val bits per byte for every width and rate, the best rate per wid
 it moves over the widths, and what the widest model loses at the rate found at the narrowest;
 it writes OUTPUT/transfer.json and OUTPUT/transfer.png (bits per byte against rate, one line
 per width, sp and muP side by side).
+
+    python bench/transfer.py --output-mults 1 4 16 --widths 64 512 --lrs 7.8e-3 1.6e-2
+
+sweeps muP's output multiplier (mup_output_mult) instead, under muP only, and writes
+OUTPUT/transfer_output_mult.json: whether the multiplier best at the narrow width is best wide too.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -30,7 +36,7 @@ BASE = dict(vocab_size=2000, n_layer=2, n_head=4, block_size=64, batch_size=16, 
             min_lr_ratio=0.1, eval_iters=16, compile=False, dataset="storyworld", mup_base_width=64)
 
 
-def sweep(widths, lrs, iters: int, threads: int) -> list[dict]:
+def sweep(widths, lrs, iters: int, threads: int, parametrizations=("sp", "mup"), mults=(1.0,)) -> list[dict]:
     from slm_tune.config import ExperimentConfig
     from slm_tune.data.cache import prepare_tokens
     from slm_tune.train import train
@@ -38,18 +44,16 @@ def sweep(widths, lrs, iters: int, threads: int) -> list[dict]:
     base = ExperimentConfig(name="transfer", **BASE, max_iters=iters, eval_interval=iters)
     data = prepare_tokens(base.dataset, base.vocab_size)
     rows = []
-    for parametrization in ("sp", "mup"):
-        for width in widths:
-            for lr in lrs:
-                c = base.replace(n_embd=width, learning_rate=lr, parametrization=parametrization)
-                t = time.perf_counter()
-                result = train(c, data, threads=threads)
-                evals = [h["val_bpb"] for h in result.history if math.isfinite(h["val_bpb"])]
-                bpb = min(evals) if result.status == "finished" and evals else math.nan
-                rows.append({"parametrization": parametrization, "width": width, "lr": lr, "best_val_bpb": bpb,
-                             "seconds": time.perf_counter() - t})
-                print(f"{parametrization:<4} width {width:>4} lr {lr:.2e}: {bpb:.4f} bits/byte "
-                      f"({rows[-1]['seconds']:.0f} s)", flush=True)
+    for parametrization, width, lr, mult in itertools.product(parametrizations, widths, lrs, mults):
+        c = base.replace(n_embd=width, learning_rate=lr, parametrization=parametrization, mup_output_mult=mult)
+        t = time.perf_counter()
+        result = train(c, data, threads=threads)
+        evals = [h["val_bpb"] for h in result.history if math.isfinite(h["val_bpb"])]
+        bpb = min(evals) if result.status == "finished" and evals else math.nan
+        rows.append({"parametrization": parametrization, "width": width, "lr": lr, "mup_output_mult": mult,
+                     "best_val_bpb": bpb, "seconds": time.perf_counter() - t})
+        print(f"{parametrization:<4} width {width:>4} lr {lr:.2e} output mult {mult:g}: {bpb:.4f} bits/byte "
+              f"({rows[-1]['seconds']:.0f} s)", flush=True)
     return rows
 
 
@@ -111,7 +115,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "bench")
     parser.add_argument("--replot", action="store_true", help="only redraw OUTPUT/transfer.png from its transfer.json")
+    parser.add_argument("--output-mults", nargs="+", type=float, help="sweep mup_output_mult under muP instead")
     args = parser.parse_args()
+    if args.output_mults:
+        rows = sweep(args.widths, args.lrs, args.iters, args.threads, ("mup",), args.output_mults)
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "transfer_output_mult.json").write_text(json.dumps({"rows": rows}, indent=1))
+        for w in sorted({r["width"] for r in rows}):
+            best = min((r for r in rows if r["width"] == w), key=lambda r: r["best_val_bpb"])
+            print(f"width {w}: best {best['best_val_bpb']:.4f} at lr {best['lr']:.2e}, output mult {best['mup_output_mult']:g}")
+        return
     if args.replot:
         plot(json.loads((args.output / "transfer.json").read_text())["rows"], args.output / "transfer.png")
         return

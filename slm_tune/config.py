@@ -58,6 +58,7 @@ class ExperimentConfig:
     parametrization: str = "sp"
     mup_base_width: int = 256  # the width at which mup and sp are the same model and optimizer
     mup_base_head_size: int = 0  # the head size at the base width; 0: mup_base_width / n_head
+    mup_output_mult: float = 1.0  # muP's logit multiplier at the base width (tunable at the proxy width)
     # optimisation
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -104,6 +105,12 @@ class ExperimentConfig:
     def width_mult(self) -> float:
         """muP's width multiplier n_embd / mup_base_width (1 under sp)."""
         return self.n_embd / self.mup_base_width if self.parametrization == "mup" else 1.0
+
+    @property
+    def output_multiplier(self) -> float:
+        """What the hidden states the output layer reads are multiplied by: muP's
+        mup_output_mult x base/width (1 under sp)."""
+        return self.mup_output_mult / self.width_mult if self.parametrization == "mup" else 1.0
 
     @property
     def attention_scale(self) -> float | None:
@@ -268,6 +275,9 @@ def _validate_architecture(c: ExperimentConfig, rule) -> None:
     rule(c.parametrization in PARAMETRIZATIONS, "parametrization", f"must be one of {', '.join(PARAMETRIZATIONS)}")
     rule(c.mup_base_width > 0, "mup_base_width", "must be a positive whole number")
     rule(c.mup_base_head_size >= 0, "mup_base_head_size", "must be >= 0 (0: mup_base_width / n_head)")
+    rule(c.mup_output_mult > 0, "mup_output_mult", "must be positive")
+    rule(c.mup_output_mult == 1.0 or c.parametrization == "mup", "mup_output_mult",
+         "applies under parametrization=mup only; add --set parametrization=mup, or leave it at 1")
     if c.pos == "rope":
         rule(c.head_size % 2 == 0, "n_head", f"must leave an even head size for rope (n_embd={c.n_embd} / "
                                              f"n_head={c.n_head} = {c.n_embd / c.n_head:g})")

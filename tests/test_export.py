@@ -19,7 +19,7 @@ DESIGNS = {
     "gpt2_full_vocab": dict(vocab_size=50_257),
     "llama_gqa": dict(**LLAMA, n_kv_head=1),
     "llama_untied_bias": dict(LLAMA, bias=True, tie_embeddings=False, rope_theta=500.0),
-    "llama_mup": dict(**LLAMA, n_kv_head=1, parametrization="mup", mup_base_width=16, n_embd=64),
+    "llama_mup": dict(**LLAMA, n_kv_head=1, parametrization="mup", mup_base_width=16, n_embd=64, mup_output_mult=2.5),
     "gpt2_mup_no_bias": dict(parametrization="mup", mup_base_width=16, bias=False),
 }
 

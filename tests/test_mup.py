@@ -36,6 +36,11 @@ def test_mup_init_multipliers_and_learning_rates_follow_the_width():
     idx = torch.randint(0, c.vocab_size, (2, 16))
     expected = F.linear(model.hidden(idx)[:, -1] * (64 / 256), model.wte.weight)
     torch.testing.assert_close(model.logits(idx), expected)
+    model.output_mult = c.replace(mup_output_mult=3.0).output_multiplier  # the tunable logit multiplier
+    torch.testing.assert_close(model.logits(idx), F.linear(model.hidden(idx)[:, -1] * (3.0 * 64 / 256),
+                                                           model.wte.weight))
+    with pytest.raises(UserError, match="mup_output_mult=2.0 is invalid: applies under parametrization=mup only"):
+        tiny(mup_output_mult=2.0)
 
     optimizer = make_optimizer(model, c)
     set_lr(optimizer, 1e-3)

@@ -77,6 +77,25 @@ def test_pareto_front_and_hypervolume_against_their_definitions():
     assert hv == pytest.approx(covered, abs=5e-3)
 
 
+def test_every_report_carries_every_objective_and_the_last_its_generation_time():
+    """Ray checks that each result has its searcher's metrics: training-loss reports between evals too."""
+    from slm_tune.data.cache import prepare_tokens
+    from slm_tune.metrics import METRICS, OBJECTIVE_METRICS
+    from slm_tune.train import train
+    from conftest import tiny
+
+    c = tiny(max_iters=20, eval_interval=10, log_interval=5)
+    reports = []
+    train(c, prepare_tokens(c.dataset, c.vocab_size), report=lambda m, _save: reports.append(m))
+    assert {r["kind"] for r in reports} == {"train", "eval"}
+    for r in reports:
+        assert {METRICS[o].report_key for o in OBJECTIVE_METRICS} <= set(r), r["kind"]
+    assert np.isnan(reports[0]["ms_per_token"]) and 0 < reports[-1]["ms_per_token"] < 1e4
+    evals = [r for r in reports if r["kind"] == "eval"]
+    assert reports[-1]["best_val_bpb_context"] == min(r["val_bpb_context"] for r in evals)
+    assert reports[-1]["total_params"] == param_counts(c)[0]
+
+
 # ----------------------------------------------------------------------------- refusals, before anything runs
 
 @pytest.mark.parametrize("extra, said", [
@@ -104,7 +123,7 @@ def two_objective_search(tmp_path_factory, local_ray):
     (out / "tiny.toml").write_text(SPACE)
     ran = run_cli("search", "--space", str(out / "tiny.toml"), "--objective", "best_val_bpb", "--objective", "params",
                   "--constraint", f"params<={BOUND}", "--num-samples", "6", "--seed", "11", "--output-dir", str(out),
-                  "--max-iters", "20", "--set", "eval_interval=10", *TINY)
+                  "--max-iters", "20", "--set", "eval_interval=10", "--set", "log_interval=5", *TINY)
     assert ran.returncode == 0, ran.stderr[-3000:]
     return out, ran
 

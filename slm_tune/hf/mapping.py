@@ -82,7 +82,7 @@ def _bias(state: dict[str, torch.Tensor], name: str, size: int) -> torch.Tensor:
 
 def _final_norm(c: ExperimentConfig, state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """ln_f with muP's output multiplier folded in (it scales the hidden states the head reads)."""
-    mult = 1.0 / c.width_mult
+    mult = c.output_multiplier
     out = {f"{prefix}.weight": state["ln_f.weight"] * mult}
     if c.norm == "layernorm":
         out[f"{prefix}.bias"] = _bias(state, "ln_f.bias", c.n_embd) * mult

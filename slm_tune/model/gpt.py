@@ -140,8 +140,8 @@ class GPT(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
         # muP: hidden matrices' initial variance falls as 1/width relative to the base, and the
-        # logits are multiplied by base/width (both 1 under sp and at the base width).
-        self.output_mult = 1.0 / c.width_mult
+        # logits are multiplied by mup_output_mult x base/width (all 1 under sp and at the base width).
+        self.output_mult = c.output_multiplier
         if c.width_mult != 1.0:
             with torch.no_grad():
                 for p in hidden_matrices(self):

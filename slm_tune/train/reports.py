@@ -13,7 +13,8 @@ from slm_tune.train.optimizer import lr_at
 
 HISTORY_KEYS = ("iteration", "train_loss", "val_loss", "val_bpb", "val_bpb_context", "lr", "elapsed_s", "val_loss_se",
                 "val_bpb_se")
-CARRIED = ("val_loss", "best_val_loss", "val_bpb", "best_val_bpb")  # the last eval's, in training reports
+# the last eval's, in training reports: Tune wants a searcher's metrics (every --objective) in every report
+CARRIED = ("val_loss", "best_val_loss", "val_bpb", "best_val_bpb", "best_val_bpb_context")
 
 
 class Reporter:
@@ -24,6 +25,8 @@ class Reporter:
         self.tokens_per_iter = c.batch_size * c.block_size
         self.total_params, self.non_embedding = param_counts(c)
         self.flops_per_token = flops_per_token(c)
+        self.sizes = {"total_params": self.total_params, "non_embedding_params": self.non_embedding,
+                      "flops_per_token": self.flops_per_token}
         self.tokens_per_byte = run.data.tokens_per_byte("validation")
         self.interval_losses: list[float] = []
         self._reset_log()
@@ -32,11 +35,17 @@ class Reporter:
         self.last_eval: dict[str, float] = {}
         if state["history"]:
             self.last_eval = {k: state["history"][-1].get(k, math.nan) for k in ("val_loss", "val_bpb")}
-            self.last_eval.update(best_val_loss=state["best_val_loss"], best_val_bpb=self.bpb(state["best_val_loss"]))
+            self.last_eval.update(best_val_loss=state["best_val_loss"], best_val_bpb=self.bpb(state["best_val_loss"]),
+                                  best_val_bpb_context=self.best_context())
 
     def bpb(self, loss: float) -> float:
         """Nats per token -> bits per byte of validation text."""
         return loss * self.tokens_per_byte / math.log(2)
+
+    def best_context(self, current: float = math.nan) -> float:
+        """The best val_bpb_context over the run's evals (and the current one's)."""
+        values = [h.get("val_bpb_context", math.nan) for h in self.run.state["history"]] + [current]
+        return min((v for v in values if math.isfinite(v)), default=math.nan)
 
     def _reset_log(self) -> None:
         self.log_losses: list[float] = []
@@ -70,8 +79,9 @@ class Reporter:
         self.report({
             "iteration": it, "kind": "train", "train_loss": float(np.mean(self.log_losses)),
             "lr": lr_at(self.c, it - 1), "tokens_seen": it * self.tokens_per_iter, "elapsed_s": state["elapsed_s"],
-            "tokens_per_s": speed, "status": "running", "max_iters": self.c.max_iters,
-            "flops_per_token": self.flops_per_token, **{k: self.last_eval.get(k, math.nan) for k in CARRIED},
+            "tokens_per_s": speed, "status": "running", "max_iters": self.c.max_iters, **self.sizes,
+            "ms_per_token": state.get("ms_per_token", math.nan),
+            **{k: self.last_eval.get(k, math.nan) for k in CARRIED},
         }, None)
 
     def eval_report(self, train_loss: float, result, status: str) -> None:
@@ -81,25 +91,23 @@ class Reporter:
         if math.isfinite(val_loss) and val_loss < state["best_val_loss"]:
             state["best_val_loss"] = val_loss
         best = state["best_val_loss"] if math.isfinite(state["best_val_loss"]) else val_loss
-        contexts = [h.get("val_bpb_context", math.nan) for h in state["history"]] + [self.bpb(val_context)]
-        best_context = min((v for v in contexts if math.isfinite(v)), default=math.nan)
         metrics = {
             "iteration": it, "kind": "eval", "eval_iteration": it, "train_loss": train_loss, "val_loss": val_loss,
             "best_val_loss": best, "val_bpb": self.bpb(val_loss), "val_bpb_context": self.bpb(val_context),
-            "best_val_bpb": self.bpb(best), "best_val_bpb_context": best_context, "val_loss_se": result.loss_se, "val_bpb_se": self.bpb(result.loss_se),
+            "best_val_bpb": self.bpb(best), "best_val_bpb_context": self.best_context(self.bpb(val_context)),
+            "val_loss_se": result.loss_se, "val_bpb_se": self.bpb(result.loss_se),
             "val_bpb_context_se": self.bpb(result.context_loss_se),
             "lr": lr_at(self.c, max(it - 1, 0)),
             "tokens_seen": it * self.tokens_per_iter, "elapsed_s": state["elapsed_s"], "eval_s": state["eval_s"],
             "tokens_per_s": it * self.tokens_per_iter / state["train_s"] if state["train_s"] else 0.0,
-            "status": status, "precision": self.run.precision, "total_params": self.total_params,
-            "non_embedding_params": self.non_embedding, "flops_per_token": self.flops_per_token,
+            "status": status, "precision": self.run.precision, **self.sizes,
+            # timed once training has ended (slm_tune.model.generation); NaN until then
+            "ms_per_token": state.get("ms_per_token", math.nan),
             "train_flops": it * self.tokens_per_iter * self.flops_per_token, "max_iters": self.c.max_iters,
             **(self.plan.summary() if self.plan.decided else {"compiled": False, "compile_note": "auto: timing eager steps"}),
         }
         if state.get("config_changes"):
             metrics["config_changes"] = state["config_changes"]
-        if "ms_per_token" in state:  # timed once training has ended (slm_tune.model.generation)
-            metrics["ms_per_token"] = state["ms_per_token"]
         state["history"].append({k: metrics[k] for k in HISTORY_KEYS})
         self.last_eval.update({k: metrics[k] for k in CARRIED})
         if self.report is not None:
