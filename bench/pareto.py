@@ -94,15 +94,17 @@ def plot(results: list[dict], path: Path) -> None:
     from analysis.plots import log_count_axis
 
     fig, ax = plt.subplots(figsize=(9, 6))
-    colors = {"2-objective TPE": "tab:blue", "TPE on bpb": "tab:red", "random": "tab:gray"}
-    for r in results:
-        c = colors[r["method"]]
-        ax.scatter([p for _, p, _ in r["points"]], [b for b, _, _ in r["points"]], s=18, color=c, alpha=0.35)
+    style = {"random": ("tab:gray", "o", 70), "TPE on bpb": ("tab:red", "s", 50), "2-objective TPE": ("tab:blue", "D", 36)}
+    # the TPE searches share their first (random) trials: drawn one over another, largest marker first
+    for r in sorted(results, key=lambda r: -style[r["method"]][2]):
+        c, marker, size = style[r["method"]]
+        ax.scatter([p for _, p, _ in r["points"]], [b for b, _, _ in r["points"]], s=18, color=c, alpha=0.35,
+                   marker=marker)
         fb, fp = [b for b, _, _ in r["front"]], [p for _, p, _ in r["front"]]
         order = sorted(range(len(fp)), key=fp.__getitem__)
         ax.step([fp[i] for i in order], [fb[i] for i in order], where="post", color=c, lw=1.8,
                 label=f"{r['method']}: hypervolume {r['hypervolume']:.3f}, front of {len(fb)}")
-        ax.scatter(fp, fb, s=50, color=c, edgecolor="black", zorder=3)
+        ax.scatter(fp, fb, s=size, color=c, edgecolor="black", zorder=3, marker=marker)
     log_count_axis(ax)
     ax.set_xlabel("parameters, lower is better")
     ax.set_ylabel("best validation bits per byte, lower is better")
@@ -121,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--output", type=Path, default=ROOT / "bench")
     p.add_argument("--smoke", action="store_true", help="4 tiny trials per search, on a small corpus")
+    p.add_argument("--replot", action="store_true", help="only redraw OUTPUT/pareto_bench.png from its JSON")
     args = p.parse_args(argv)
+    if args.replot:
+        plot(json.loads((args.output / "pareto_bench.json").read_text()), args.output / "pareto_bench.png")
+        return 0
     extra = []
     if args.smoke:
         args.samples, args.iters = 4, 6
