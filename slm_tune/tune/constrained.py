@@ -14,7 +14,6 @@ import copy
 from typing import Any, Optional
 
 from ray.tune.search import Searcher
-from ray.tune.search.util import _set_search_properties_backwards_compatible
 
 from slm_tune.objectives import Constraint, holds_for
 from slm_tune.space import SearchSpace
@@ -31,8 +30,7 @@ class ConstrainedSearcher(Searcher):
         super().__init__(metric=searcher.metric, mode=searcher.mode)
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
-        return _set_search_properties_backwards_compatible(self.searcher.set_search_properties, metric, mode,
-                                                           config, **spec)
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def set_max_concurrency(self, max_concurrent: int) -> bool:
         return self.searcher.set_max_concurrency(max_concurrent)

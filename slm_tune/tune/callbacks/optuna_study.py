@@ -53,6 +53,7 @@ class OptunaStudyMirror(tune.Callback):
         self._storage = None
         self._study_id: int | None = None
         self._ids: dict[str, int] = {}  # trial name -> Optuna trial id
+        self._with_params: set[str] = set()  # trials whose params this driver has written
         self._broken = False
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with the study's state
@@ -100,10 +101,11 @@ class OptunaStudyMirror(tune.Callback):
             self._storage.set_trial_user_attr(tid, "trial", name)
             self._ids[name] = tid
         tid = self._ids[name]
-        if not self._storage.get_trial(tid).state.is_finished():
+        if name not in self._with_params and not self._storage.get_trial(tid).state.is_finished():
             for key, dist in ((k, self.space.dists[k].optuna()) for k in self.space.searched):
-                if key in trial.config:
+                if key in trial.config:  # a resumed trial's params are written again: the point Ray ran
                     self._storage.set_trial_param(tid, key, dist.to_internal_repr(trial.config[key]), dist)
+            self._with_params.add(name)
         return tid
 
     def on_trial_start(self, iteration, trials, trial, **info):
