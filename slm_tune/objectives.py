@@ -121,7 +121,7 @@ def check_possible(space, constraints: list[Constraint], seed: int = 0) -> float
         c = space.config_for(dict(zip(keys, point)))
         for metric in values:
             values[metric].append(config_value(c, metric))
-        ok += holds_for(c, early)
+        ok += all(k.holds(values[k.metric][-1]) for k in early)
     if ok == 0:
         shown = "; ".join(f"{k.text}, but the space's {METRICS[k.metric].label} run from "
                           f"{min(values[k.metric]):.4g} to {max(values[k.metric]):.4g}" for k in early)
