@@ -332,9 +332,10 @@ def significance_note(summary: pd.DataFrame) -> str:
     ref = summary["reference"].dropna().iloc[0] if summary["reference"].notna().any() else "-"
     text = (f"differences in best val bits per byte from {ref}, with 95% intervals; verdicts at 5% after Holm's "
             f"correction over {len(compared)} comparison(s)")
-    if any(n == "evaluation only" for n in noise):
-        text += ("; 'evaluation only' rows have no repeats: their intervals come from the evaluation's standard "
-                 "error and leave out seed-to-seed noise, so they are too narrow (run with --repeats 3)")
+    if any(n.startswith("evaluation") for n in noise):
+        text += ("; 'evaluation' rows have no repeats: their intervals measure the evaluation's noise alone "
+                 "(paired over shared windows where they can be) and leave out seed-to-seed noise, usually the "
+                 "larger part (run with --repeats 3)")
     return text
 
 

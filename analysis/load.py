@@ -41,9 +41,12 @@ TRIAL_COLUMNS = [
     "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_bpb", "final_val_bpb",
     "best_val_bpb_context", "best_val_bpb_se", "best_val_bpb_context_se", "tokens_per_s", "ms_per_token",
     "flops_per_token", "iterations", "max_iters", "dataset", "tokenizer", "precision", "entropy_bpb",
-    "trial_id", "trial_path", "ended_at", "compiled", "compile_note",
+    "trial_id", "trial_path", "ended_at", "compiled", "compile_note", "eval_windows",
 ]
-DICT_COLUMNS = ["config", "searched", "config_changes"]  # per-trial dicts: in JSON, not in parquet
+# per-trial dicts and lists, not in parquet: config, searched and config_changes go to the results
+# JSON; best_window_bpb (each eval window's bits per byte at the best eval, for paired differences)
+# stays in the trial's result.json
+DICT_COLUMNS = ["config", "searched", "config_changes", "best_window_bpb"]
 _RAY_STATUS = {"ERROR": "errored", "RUNNING": "interrupted", "PENDING": "interrupted", "PAUSED": "interrupted"}
 
 
@@ -163,6 +166,14 @@ def _best_eval_se(evals: list[dict[str, Any]], key: str = "val_bpb") -> float | 
     return _finite(min(scored, key=lambda vr: vr[0])[1].get(f"{key}_se")) if scored else None
 
 
+def _best_windows(evals: list[dict[str, Any]]) -> dict[str, Any]:
+    """The eval windows' fingerprint and their bits per byte at the best eval: the last eval that
+    carries them (a run reports them at each new best); None for runs from before they existed."""
+    carrying = [r for r in evals if isinstance(r.get("window_bpb"), list)]
+    return {"eval_windows": carrying[-1].get("eval_windows") if carrying else None,
+            "best_window_bpb": carrying[-1]["window_bpb"] if carrying else None}
+
+
 def _trial_row(meta: Mapping[str, Any], search, run_dir: Path, name: str, params: dict[str, Any],
                reports: list[dict[str, Any]], ray_info: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's row of the trials table: its settings, status and key figures."""
@@ -194,6 +205,7 @@ def _trial_row(meta: Mapping[str, Any], search, run_dir: Path, name: str, params
         "ended_at": last.get("timestamp"), "config": config, "searched": searched,
         "config_changes": last.get("config_changes") or [],
         "compiled": last_eval.get("compiled"), "compile_note": last_eval.get("compile_note"),
+        **_best_windows(evals),
     }
 
 

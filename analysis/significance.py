@@ -1,20 +1,34 @@
 """Whether a difference is larger than the noise: each experiment's best val bits per byte against a
 reference's, with a 95% interval, a p-value, a Holm-adjusted p-value and a verdict.
 
-- With repeats (two or more seeds on both sides): Welch's t-test over the seeds (scipy's
-  ttest_ind, equal_var=False, and its confidence interval). This is seed-to-seed noise, which
-  includes the evaluation's own.
-- Without: the evaluation's standard errors alone (each best eval's mean over eval_iters
-  batches has a standard error from their spread), as a normal interval. It leaves out
-  seed-to-seed noise, so it understates the real noise: such rows say "evaluation only".
-- Holm's correction over the experiments compared with the reference: with many experiments
-  some unadjusted "better" verdicts are luck; the verdict uses the adjusted p-value (family-wise
-  error 5%), the interval is the unadjusted 95% one.
+Every run is evaluated on the same fixed windows (slm_tune/train/evaluate.py: the eval batches
+depend on the data and the window shape, not on the run's seed). The `noise` column says which
+of three intervals a row has:
+
+- "seeds (Welch, n vs m runs)", with two or more runs on both sides: Welch's t-test over the seeds
+  (scipy's ttest_ind, equal_var=False, and its confidence interval). This is seed-to-seed noise
+  measured on those fixed windows: it does not include the windows' own sampling error (another
+  draw of windows would shift both sides), which the paired evaluation interval measures.
+- "evaluation, paired over N windows": single runs (on either side) whose evaluations share their
+  windows (the same data, tokenizer and window shape: the same `eval_windows` fingerprint). The
+  standard error of the mean per-window difference, as a normal interval: the evaluation's noise
+  of this difference exactly, much tighter than two separate errors since the windows' difficulty
+  cancels. It leaves out seed-to-seed noise, which is usually the larger part.
+- "evaluation, unpaired": single runs on different windows (another corpus or vocabulary): the two
+  evaluations' standard errors combined (hypot), a normal interval. It too leaves out seed noise.
+
+Several runs of one experiment are evaluated on the same windows, so their mean's evaluation error
+is not smaller than one run's: nothing here divides it by the number of runs.
+
+Holm's correction over the experiments compared with the reference: with many experiments some
+unadjusted "better" verdicts are luck; the verdict uses the adjusted p-value (family-wise error 5%),
+the interval is the unadjusted 95% one.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -48,14 +62,19 @@ def welch(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, flo
     return float(a.mean() - b.mean()), float(ci.low), float(ci.high), float(result.pvalue)
 
 
-def from_eval_errors(a: float, se_a: float, b: float, se_b: float, level: float = 0.95):
-    """a - b, its normal interval and p-value from the two evaluation standard errors."""
-    se = math.hypot(se_a, se_b)
-    diff = a - b
+def normal_interval(diff: float, se: float, level: float = 0.95) -> tuple[float, float, float, float]:
+    """diff, its normal interval at this standard error, and the two-sided p-value."""
     if not se > 0:
         return diff, math.nan, math.nan, math.nan
     z = stats.norm.ppf(0.5 + level / 2)
     return diff, diff - z * se, diff + z * se, float(2 * stats.norm.sf(abs(diff) / se))
+
+
+def paired_se(a_windows: np.ndarray, b_windows: np.ndarray) -> float:
+    """The standard error of the mean per-window difference (ddof 1) of two evaluations on the
+    same windows."""
+    d = np.asarray(a_windows, float) - np.asarray(b_windows, float)
+    return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -79,33 +98,57 @@ def verdict(diff: float, p_adjusted: float) -> str:
     return "better" if diff < 0 else "worse"  # bits per byte: lower is better
 
 
-def _values(trials: pd.DataFrame, experiment: str) -> tuple[np.ndarray, float]:
-    """The experiment's best val bpb per run, and its mean evaluation standard error."""
+@dataclass(frozen=True)
+class Side:
+    """One experiment's runs: best val bpb per run, one evaluation's standard error (the runs'
+    mean: they share windows, so it does not shrink with runs), and the per-window bits per byte
+    averaged over the runs where every run reported them on the same windows."""
+
+    values: np.ndarray
+    eval_se: float
+    windows: str | None = None
+    window_bpb: np.ndarray | None = None
+
+
+def _side(trials: pd.DataFrame, experiment: str) -> Side:
     g = trials[trials["experiment"] == experiment]
-    values = pd.to_numeric(g[METRIC], errors="coerce").dropna().to_numpy(float)
+    finite = pd.to_numeric(g[METRIC], errors="coerce").notna()
+    g = g[finite]
+    values = pd.to_numeric(g[METRIC], errors="coerce").to_numpy(float)
     se = pd.to_numeric(g.get("best_val_bpb_se", pd.Series(dtype=float)), errors="coerce").dropna()
-    return values, float(se.mean() / math.sqrt(len(se))) if len(se) else math.nan
+    eval_se = float(se.mean()) if len(se) else math.nan
+    ids = {w if isinstance(w, str) else None for w in g.get("eval_windows", pd.Series([None] * len(g)))} or {None}
+    lists = [w for w in g.get("best_window_bpb", pd.Series(dtype=object)) if isinstance(w, (list, np.ndarray))]
+    if len(ids) != 1 or None in ids or len(lists) != len(g) or len({len(w) for w in lists}) != 1:
+        return Side(values, eval_se)
+    return Side(values, eval_se, ids.pop(), np.mean(np.asarray(lists, float), axis=0))
+
+
+def compare(a: Side, b: Side) -> tuple[tuple[float, float, float, float], str]:
+    """(diff, low, high, p) of mean(a) - mean(b) and the kind of interval (see the module's doc)."""
+    if len(a.values) >= 2 and len(b.values) >= 2:
+        return welch(a.values, b.values), f"seeds (Welch, {len(a.values)} vs {len(b.values)} runs)"
+    if not (len(a.values) and len(b.values)):
+        return (math.nan,) * 4, "no result"
+    diff = float(a.values.mean() - b.values.mean())
+    if a.windows is not None and a.windows == b.windows:
+        return normal_interval(diff, paired_se(a.window_bpb, b.window_bpb)), \
+            f"evaluation, paired over {len(a.window_bpb)} windows"
+    return normal_interval(diff, math.hypot(a.eval_se, b.eval_se)), "evaluation, unpaired"
 
 
 def differences(trials: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
     """One row per experiment: COLUMNS against the reference (the reference's own row says so)."""
     experiments = list(dict.fromkeys(trials["experiment"]))
-    values = {e: _values(trials, e) for e in experiments}
-    means = {e: float(v.mean()) if len(v) else math.nan for e, (v, _) in values.items()}
+    sides = {e: _side(trials, e) for e in experiments}
+    means = {e: float(s.values.mean()) if len(s.values) else math.nan for e, s in sides.items()}
     ref = choose_reference(experiments, means, reference)
     rows = []
-    b, se_b = values[ref]
     for e in experiments:
-        a, se_a = values[e]
         if e == ref:
             rows.append({"experiment": e, "reference": ref, "verdict": "reference"})
             continue
-        if len(a) >= 2 and len(b) >= 2:
-            found, noise = welch(a, b), f"seeds (Welch, {len(a)} vs {len(b)} runs)"
-        elif len(a) and len(b):
-            found, noise = from_eval_errors(a.mean(), se_a, b.mean(), se_b), "evaluation only"
-        else:
-            found, noise = (math.nan,) * 4, "no result"
+        found, noise = compare(sides[e], sides[ref])
         rows.append({"experiment": e, "reference": ref, **dict(zip(COLUMNS[1:5], found)), "noise": noise})
     table = pd.DataFrame(rows, columns=["experiment", *COLUMNS])
     compared = table["verdict"] != "reference"
@@ -119,26 +162,31 @@ def ci95_half_width(trials: pd.DataFrame) -> dict[str, float]:
     repeats, else 1.96 evaluation standard errors (the error bars of the comparison plot)."""
     out = {}
     for e in dict.fromkeys(trials["experiment"]):
-        v, se = _values(trials, e)
+        side = _side(trials, e)
+        v = side.values
         if len(v) >= 2:
             out[e] = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
         else:
-            out[e] = float(stats.norm.ppf(0.975) * se) if np.isfinite(se) else math.nan
+            out[e] = float(stats.norm.ppf(0.975) * side.eval_se) if np.isfinite(side.eval_se) else math.nan
     return out
 
 
-def repeats_needed(a: np.ndarray, b: np.ndarray, power: float = 0.8, alpha: float = ALPHA,
+def repeats_needed(a: np.ndarray, b: np.ndarray, power: float = 0.8, alpha: float = ALPHA, family: int = 1,
                    most: int = 10_000) -> int | None:
-    """Runs per experiment for a two-sided Welch-like t-test to resolve mean(a) - mean(b) with this
-    power at the measured spread (the pooled seed standard deviation); None if there is no
-    difference or no spread to measure."""
+    """Runs per experiment (n on each side) for a two-sided two-sample Student t-test with pooled
+    variance (df 2n - 2) to resolve mean(a) - mean(b) with this power at the measured spread: the
+    pooled seed standard deviation, power from the noncentral t. Not Welch's test: with equal n
+    and similar spreads the two agree closely. `family` > 1 tests at alpha / family, the level
+    Holm's correction asks of the smallest of that many p-values (so the answer is enough for
+    any rank). None if there is no difference or no spread to measure."""
     delta = abs(a.mean() - b.mean())
     sigma = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2) if len(a) > 1 and len(b) > 1 else math.nan
     if not (delta > 0 and sigma > 0):
         return None
+    level = alpha / max(family, 1)
     for n in range(2, most + 1):
         df = 2 * n - 2
-        crit = stats.t.ppf(1 - alpha / 2, df)
+        crit = stats.t.ppf(1 - level / 2, df)
         ncp = delta / (sigma * math.sqrt(2 / n))
         if stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp) >= power:
             return n
@@ -146,12 +194,12 @@ def repeats_needed(a: np.ndarray, b: np.ndarray, power: float = 0.8, alpha: floa
 
 
 def power_text(trials: pd.DataFrame, reference: str, against: str) -> str:
-    """One paragraph: the two experiments' difference, and the repeats that would resolve it."""
+    """One paragraph: the two experiments' difference, and the repeats that would resolve it, alone
+    and within the study's Holm family (every experiment compared with the reference)."""
     experiments = list(dict.fromkeys(trials["experiment"]))
     if against not in experiments:
         raise UserError(f"--against {against!r} is not among the compared experiments{closest(against, experiments)}")
-    a, _ = _values(trials, against)
-    b, _ = _values(trials, reference)
+    a, b = _side(trials, against).values, _side(trials, reference).values
     if len(a) < 2 or len(b) < 2:
         return (f"{against} vs {reference}: the spread between seeds needs two or more runs of each "
                 f"({len(a)} and {len(b)} here); run the study with --repeats 3")
@@ -161,4 +209,8 @@ def power_text(trials: pd.DataFrame, reference: str, against: str) -> str:
             f"deviation {spread:.4f} ({len(a)} and {len(b)} runs)")
     if n is None:
         return f"{head}; no difference to resolve"
-    return f"{head}; {n} runs of each would resolve it with 80% power at 5% (two-sided t-test)"
+    text = f"{head}; {n} runs of each would resolve it with 80% power at 5% (two-sided pooled t-test)"
+    family = len(experiments) - 1
+    if family > 1:
+        text += f", {repeats_needed(a, b, family=family)} within Holm's correction over {family} comparisons"
+    return text

@@ -222,6 +222,8 @@ def main() -> None:
                    help="only: the quick study as 2 trials x 1 thread and as 1 trial x 2 threads")
     p.add_argument("--architectures", action="store_true",
                    help="only: tokens/s and memory of the block designs (arch_*) against baseline")
+    p.add_argument("--generation", action="store_true",
+                   help="only: generation tokens/s with the key/value cache against without, at 64 and 512 tokens of context")
     p.add_argument("--tracking", action="store_true",
                    help="only: what watching a study costs (training-loss reports, TensorBoard files)")
     args = p.parse_args()
@@ -230,6 +232,9 @@ def main() -> None:
         return
     if args.tracking:
         tracking_costs()
+        return
+    if args.generation:
+        generation_table(args.smoke)
         return
     if args.architectures:
         architecture_table(args.smoke)
@@ -244,6 +249,7 @@ def main() -> None:
     base, rows = _rows(args.smoke, args.all_rows)
     _speed_table(base, rows, peak_size=512 if args.smoke else 2048)
     _quality_line(args.smoke)
+    generation_table(args.smoke)
     corpus = "storyworld:train=3000,validation=150" if args.smoke else "storyworld"
     tok = tokenization(corpus)
     print(f"tokenization: {tok['mb']:.1f} MB of {corpus} in {tok['tokenize_s']:.2f} s = {tok['mb_per_s']:.1f} MB/s "
@@ -301,6 +307,35 @@ def _speed_table(base: dict, rows: list, peak_size: int = 2048) -> None:
     fast = results["fast path (default)"]["tokens_per_s"]
     print(f"speed-up of the default path over the float32 reference: {fast / ref:.2f}x")
 
+
+
+def generation_table(smoke: bool) -> None:
+    """Generation speed at batch 1, float32, 2 threads: tokens/s with the key/value cache against
+    recomputing the context every token, after 64 and 512 tokens of context (baseline's shape with
+    a 1024-token window; untrained weights: speed does not depend on them)."""
+    import torch
+
+    from slm_tune.config import ExperimentConfig
+    from slm_tune.model.gpt import GPT
+
+    torch.set_num_threads(2)
+    overrides = {"n_layer": 1, "n_embd": 64, "n_head": 2, "vocab_size": 1000} if smoke else {}
+    c = ExperimentConfig.from_name("baseline", block_size=1024, **overrides)
+    torch.manual_seed(0)
+    model = GPT(c).eval()
+    new = 8 if smoke else 32
+    print(f"generation, {c.name} shape ({c.n_layer} x {c.n_embd}, block 1024), batch 1, float32, 2 threads, "
+          f"{new} new tokens, median of 3:")
+    for context in (64, 512):
+        prompt = torch.randint(0, c.vocab_size, (1, context))
+        speeds = {}
+        for use_cache in (True, False):
+            model.generate(prompt, 2, temperature=0, use_cache=use_cache)  # warm-up
+            seconds = statistics.median(_timed(lambda: model.generate(prompt, new, temperature=0, use_cache=use_cache))
+                                        for _ in range(3))
+            speeds[use_cache] = new / seconds
+        print(f"  context {context:>4}: cached {speeds[True]:>7.1f} tokens/s, uncached {speeds[False]:>7.1f} "
+              f"tokens/s ({speeds[True] / speeds[False]:.1f}x)", flush=True)
 
 
 ARCHITECTURES = ("baseline", "arch_llama", "arch_gqa", "arch_deep_thin", "arch_untied")

@@ -9,10 +9,11 @@ Each search runs through `studies.py search` in its own process and output direc
 storyworld, over a shape space (depth, heads, head size, vocabulary) at a fixed learning rate and
 token budget: Optuna's multi-objective TPE on (best_val_bpb, params); TPE on best_val_bpb alone;
 random search. Every search's trials are then read as a front of (bits per byte, parameters), and
-its hypervolume is measured in (bits per byte, log10 parameters), up to a reference point shared
-by all searches (the worst bits per byte any trial reached, the space's largest model): the larger,
+its hypervolume is measured in (bits per byte, log10 parameters), up to one fixed reference point
+for every search and seed (REFERENCE_BPB bits per byte, the space's largest model): the larger,
 the more of the trade-off the search found. Prints a table; writes OUTPUT/pareto_bench.json and
-OUTPUT/pareto_bench.png (every search's trials and front).
+OUTPUT/pareto_bench.png (every search's trials and front). `--rescore FILE.json ...` recomputes
+stored runs' hypervolumes with today's reference and redraws their plots.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ METHODS = {"2-objective TPE": ["--objective", "best_val_bpb", "--objective", "pa
            "TPE on bpb": ["--metric", "best_val_bpb"],
            "random": ["--search-alg", "random"]}
 OBJECTIVES = ["best_val_bpb", "total_params"]
+# the bits-per-byte side of the reference point, the same for every seed (a reference taken from
+# each seed's worst trial would make seeds' hypervolumes incomparable): above every trial measured
+REFERENCE_BPB = 2.0
 
 
 def run_search(method: str, space: Path, samples: int, iters: int, seed: int, out: Path, extra: list[str]) -> dict:
@@ -66,13 +70,12 @@ def run_search(method: str, space: Path, samples: int, iters: int, seed: int, ou
 
 
 def score(results: list[dict], largest_params: float) -> None:
-    """Each search's front and hypervolume in (bpb, log10 params), from one shared reference."""
+    """Each search's front and hypervolume in (bpb, log10 params), from the one fixed reference."""
     import pandas as pd
 
     from analysis.pareto import hypervolume, pareto_mask
 
-    worst = max(b for r in results for b, _, _ in r["points"])
-    reference = [worst, math.log10(largest_params)]
+    reference = [REFERENCE_BPB, math.log10(largest_params)]
     for r in results:
         table = pd.DataFrame([(b, math.log10(p), n) for b, p, n in r["points"]], columns=[*OBJECTIVES, "trial"])
         mask = pareto_mask(table, OBJECTIVES)
@@ -81,8 +84,17 @@ def score(results: list[dict], largest_params: float) -> None:
         r["hypervolume"] = hypervolume(table, OBJECTIVES, reference)
         r["best_bpb"] = float(table.best_val_bpb.min())
         r["smallest_params"] = float(10 ** table.total_params.min())
-    for r in results:
         r["reference"] = reference
+
+
+def rescore(paths: list[Path]) -> None:
+    """Stored runs' hypervolumes again from today's reference; their plots redrawn."""
+    for path in paths:
+        results = json.loads(path.read_text())
+        score(results, 10 ** results[0]["reference"][1])
+        path.write_text(json.dumps(results, indent=1))
+        plot(results, path.with_suffix(".png"))
+        print(path.name, ", ".join(f"{r['method']} {r['hypervolume']:.4f}" for r in results))
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -124,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=ROOT / "bench")
     p.add_argument("--smoke", action="store_true", help="4 tiny trials per search, on a small corpus")
     p.add_argument("--replot", action="store_true", help="only redraw OUTPUT/pareto_bench.png from its JSON")
+    p.add_argument("--rescore", type=Path, nargs="+", metavar="JSON", help="rescore stored runs' JSON files")
     args = p.parse_args(argv)
+    if args.rescore:
+        rescore(args.rescore)
+        return 0
     if args.replot:
         plot(json.loads((args.output / "pareto_bench.json").read_text()), args.output / "pareto_bench.png")
         return 0

@@ -75,6 +75,8 @@ def test_eval_losses_are_whole_windows_and_their_later_positions(tiny_config):
         model = GPT(c).eval()
         x, y = torch.randint(0, 5000, (3, 16)), torch.randint(0, 5000, (3, 16))
         whole, late = model.eval_losses(x, y, 10)
+        assert whole.shape == late.shape == (3,)
+        whole, late = whole.mean().item(), late.mean().item()  # every window has 16 (or 6) positions
         with torch.no_grad():
             per_token = F.cross_entropy(F.linear(model.hidden(x), model.wte.weight).reshape(-1, 5000),
                                         y.reshape(-1), reduction="none").view(3, 16)

@@ -44,7 +44,11 @@ def test_mup_init_multipliers_and_learning_rates_follow_the_width():
 
     optimizer = make_optimizer(model, c)
     set_lr(optimizer, 1e-3)
-    hidden = {id(p) for n, p in model.named_parameters() if n.startswith("blocks.") and p.dim() == 2}
+    # muP's hidden matrices, by name: both fan-ins grow with width (Tensor Programs V, table 3);
+    # the embeddings, norms and biases keep the base rate
+    params = dict(model.named_parameters())
+    hidden = {id(params[f"blocks.{i}.{m}.weight"]) for i in range(2)
+              for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
     for group in optimizer.param_groups:
         ids = {id(p) for p in group["params"]}
         assert ids <= hidden or not ids & hidden

@@ -200,3 +200,19 @@ def test_compare_names_a_reference_verdicts_and_the_repeats_needed(study_dir):
                                                                         or "no difference" in ran.stdout)
     bad = run_cli("compare", "--output-dir", str(study_dir), "--reference", "optimal_fats")
     assert bad.returncode == 2 and "did you mean: optimal_fast" in bad.stderr
+
+
+def test_single_runs_on_shared_windows_compare_paired(study_dir):
+    """Each run stores its best eval's per-window bits per byte and the windows' fingerprint; single
+    runs on the same windows (one tokenizer, one window shape: this study's) compare paired."""
+    from analysis.significance import differences
+
+    trials, _ = load_runs(find_runs(study_dir))
+    for _, t in trials.iterrows():
+        windows = np.asarray(t["best_window_bpb"])
+        assert len(windows) == t["config"]["eval_iters"] * t["config"]["batch_size"] == 8
+        assert windows.mean() == pytest.approx(t["best_val_bpb"], abs=1e-4)
+    assert trials["eval_windows"].nunique() == 1
+    first = trials[trials["seed"] == trials["seed"].min()]
+    table = differences(first, reference="optimal_fast").set_index("experiment")
+    assert list(table.loc[["optimal_small", "vocab_small"], "noise"]) == ["evaluation, paired over 8 windows"] * 2

@@ -39,15 +39,48 @@ def test_verdicts_better_worse_and_within_noise():
     assert differences(_trials({k: v for k, v in runs.items() if k != "baseline"}))["reference"].iloc[0] == "better"
 
 
-def test_single_runs_use_the_evaluation_error_and_old_results_say_unknown():
+def test_single_runs_on_different_windows_combine_the_two_evaluation_errors():
     table = differences(_trials({"baseline": [0.50], "x": [0.52]}, se=0.004)).set_index("experiment")
     half = 1.959964 * math.hypot(0.004, 0.004)
-    assert table.loc["x", "noise"] == "evaluation only"
+    assert table.loc["x", "noise"] == "evaluation, unpaired"
     assert (table.loc["x", "diff_low"], table.loc["x", "diff_high"]) == pytest.approx((0.02 - half, 0.02 + half))
     assert table.loc["x", "verdict"] == "worse"
     old = _trials({"baseline": [0.50], "x": [0.52]}).drop(columns="best_val_bpb_se")
     assert differences(old).set_index("experiment").loc["x", "verdict"] == "unknown"
     assert ci95_half_width(_trials({"a": [0.5]}, se=0.01))["a"] == pytest.approx(0.0196, rel=1e-3)
+
+
+def _windowed(experiment: str, windows: list[float], fingerprint: str = "w1") -> dict:
+    return {"experiment": experiment, "best_val_bpb": float(np.mean(windows)), "best_val_bpb_se": 0.3,
+            "eval_windows": fingerprint, "best_window_bpb": windows}
+
+
+def test_runs_on_the_same_windows_pair_their_differences():
+    # four windows; x is worse by 0.1, 0.1, 0.3, 0.1: mean 0.15, sd 0.1 (by hand), se 0.1 / 2
+    base, x = [1.0, 2.0, 3.0, 4.0], [1.1, 2.1, 3.3, 4.1]
+    table = differences(pd.DataFrame([_windowed("baseline", base), _windowed("x", x)])).set_index("experiment")
+    row = table.loc["x"]
+    assert row["noise"] == "evaluation, paired over 4 windows"
+    assert row["diff_bpb"] == pytest.approx(0.15)
+    assert (row["diff_low"], row["diff_high"]) == pytest.approx((0.15 - 1.959964 * 0.05, 0.15 + 1.959964 * 0.05))
+    assert row["p_value"] == pytest.approx(2 * (1 - 0.998650), abs=1e-5)  # z = 3: 2 * (1 - Phi(3))
+    assert row["verdict"] == "worse"  # unpaired, hypot(0.3, 0.3) would call it within noise
+    # other windows (another corpus, say): no pairing
+    other = differences(pd.DataFrame([_windowed("baseline", base), _windowed("x", x, "w2")])).set_index("experiment")
+    assert other.loc["x", "noise"] == "evaluation, unpaired" and other.loc["x", "verdict"] == "within noise"
+
+
+def test_runs_sharing_windows_do_not_shrink_the_evaluation_error():
+    # two runs of one experiment on the same windows: the error of their mean is one run's, not / sqrt(2)
+    trials = _trials({"a": [0.50, 0.52], "b": [0.60]}, se=0.01)
+    assert ci95_half_width(trials)["b"] == pytest.approx(1.959964 * 0.01, rel=1e-5)
+    row = differences(trials, reference="b").set_index("experiment").loc["a"]
+    assert row["diff_high"] - row["diff_bpb"] == pytest.approx(1.959964 * math.hypot(0.01, 0.01), rel=1e-5)
+    # runs of one experiment average their windows before pairing
+    runs = [_windowed("a", [1.0, 2.0, 3.0]), _windowed("a", [1.2, 2.0, 3.2]), _windowed("b", [1.0, 2.2, 3.0])]
+    paired = differences(pd.DataFrame(runs), reference="b").set_index("experiment").loc["a"]
+    # a's window means 1.1, 2.0, 3.1 against 1.0, 2.2, 3.0: differences 0.1, -0.2, 0.1 (sd 0.1732, se 0.1)
+    assert paired["diff_high"] - paired["diff_bpb"] == pytest.approx(1.959964 * 0.1, rel=1e-3)
 
 
 def test_holm_and_power_against_known_values():
@@ -58,6 +91,8 @@ def test_holm_and_power_against_known_values():
     a = (a - a.mean()) / a.std(ddof=1)
     assert repeats_needed(a + 1.0, a) == 17
     assert repeats_needed(a, a) is None
+    # Holm over 3 comparisons asks the smallest p-value for 5% / 3: the same test at alpha 0.0167
+    assert repeats_needed(a + 1.0, a, family=3) == repeats_needed(a + 1.0, a, alpha=0.05 / 3) > 17
 
 
 def test_eval_standard_error_is_the_batches_spread(tmp_path):
@@ -75,8 +110,13 @@ def test_eval_standard_error_is_the_batches_spread(tmp_path):
     torch.manual_seed(0)
     model = GPT(c).eval()
     result = Evaluator(c, data.validation, contextlib.nullcontext())(model)
-    losses = [model.eval_losses(*batch(data.validation, o, c.block_size), c.block_size // 2)[0]
-              for o in eval_offsets(c, len(data.validation))]
-    assert result.loss == pytest.approx(sum(losses) / 6)
+    batches = [batch(data.validation, o, c.block_size) for o in eval_offsets(c, len(data.validation))]
+    with torch.no_grad():
+        losses = [model(x, y).item() for x, y in batches]  # the training loss's own path, per batch
+        windows = torch.cat([torch.nn.functional.cross_entropy(model.output(model.hidden(x)).transpose(1, 2), y,
+                                                               reduction="none").mean(1) for x, y in batches])
+    assert result.loss == pytest.approx(sum(losses) / 6, rel=1e-6)
     mean = sum(losses) / 6
-    assert result.loss_se == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in losses) / 5 / 6))
+    assert result.loss_se == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in losses) / 5 / 6), rel=1e-4)  # float32 losses
+    assert result.window_losses.shape == (6 * c.batch_size,)
+    assert result.window_losses == pytest.approx(windows.numpy(), rel=1e-5)

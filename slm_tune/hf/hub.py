@@ -3,19 +3,21 @@ the token from HF_TOKEN or the login cache, as huggingface_hub finds it)."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from slm_tune.errors import UserError
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
+    """What a failed upload raises: huggingface_hub's HTTP client's errors are not OSErrors (httpx
+    before huggingface_hub 2, httpx2 from it)."""
     errors: tuple[type[BaseException], ...] = (OSError, ValueError)
-    try:
-        import httpx  # huggingface_hub's HTTP client: its connection errors are not OSErrors
-
-        errors += (httpx.HTTPError,)
-    except ImportError:
-        pass
+    for client in ("httpx", "httpx2"):
+        try:
+            errors += (importlib.import_module(client).HTTPError,)
+        except (ImportError, AttributeError):
+            pass
     return errors
 
 

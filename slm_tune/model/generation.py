@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from slm_tune.model.gpt import GPT
 
 SAMPLE_PROMPT = "Once upon a time"
 SAMPLE_TOKENS = 48
-TIMED_TOKENS = 32  # ms_per_token: the mean over this many generated tokens
+TIMED_TOKENS = 32  # ms_per_token: each timed generation makes this many tokens...
+TIMED_REPEATS = 5  # ...and the figure is the median of this many of them
 
 
 def load_model(path: Path) -> tuple[GPT, ExperimentConfig, dict[str, Any]]:
@@ -52,19 +54,23 @@ def generate_text(model: GPT, vocab_size: int, prompt: str = SAMPLE_PROMPT, max_
 
 
 @torch.no_grad()
-def ms_per_token(model: GPT, autocast=None, tokens: int = TIMED_TOKENS) -> float:
-    """Milliseconds per generated token at batch 1 on this process's threads: greedy decoding of
-    `tokens` tokens after a one-token prompt (one untimed token first), as `sample` generates
-    (every step reads the whole context: there is no KV cache). No random numbers are drawn, so
-    timing a model leaves its run's random state as it was."""
+def ms_per_token(model: GPT, autocast=None, tokens: int = TIMED_TOKENS, repeats: int = TIMED_REPEATS) -> float:
+    """Milliseconds per generated token at batch 1 on this process's threads, as `sample` and an
+    export's sample generate (with the key/value cache): greedy decoding of `tokens` tokens after
+    a one-token prompt, timed `repeats` times after an untimed warm-up generation; the median of
+    the repeats. No random numbers are drawn, so timing a model leaves its run's random state as it
+    was."""
     was_training = model.training
     model.eval()
+    prompt = torch.zeros((1, 1), dtype=torch.long)
+    times = []
     try:
         with autocast or contextlib.nullcontext():
-            idx = model.generate(torch.zeros((1, 1), dtype=torch.long), 1, temperature=0)
-            start = time.perf_counter()
-            model.generate(idx, tokens, temperature=0)
-            seconds = time.perf_counter() - start
+            model.generate(prompt, tokens, temperature=0)  # warm-up: allocations, kernels' first calls
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model.generate(prompt, tokens, temperature=0)
+                times.append(time.perf_counter() - start)
     finally:
         model.train(was_training)
-    return 1000.0 * seconds / tokens
+    return 1000.0 * statistics.median(times) / tokens

@@ -20,7 +20,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from slm_tune.config import ExperimentConfig
-from slm_tune.model.losses import linear_cross_entropy
+from slm_tune.model.kv_cache import KVCache, LayerCache
+from slm_tune.model.losses import linear_cross_entropy, token_losses
 
 NORM_EPS = 1e-5
 
@@ -61,7 +62,9 @@ class CausalSelfAttention(nn.Module):
         self.scale = c.attention_scale  # None: 1/sqrt(head_size)
         self.resid_dropout = nn.Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        """x: (B, T, C), the T positions after the `cache`'s (if any), which they attend to as well."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.sizes, dim=2)
         q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)
@@ -70,8 +73,13 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        mask = None
+        if cache is not None:
+            k, v = cache.extend(k, v)
+            if k.shape[2] > T and T > 1:  # queries are the last T positions: causal, bottom-right aligned
+                mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - T)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
+            q, k, v, attn_mask=mask, is_causal=k.shape[2] == T, dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.n_kv_head != self.n_head, scale=self.scale,
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -106,8 +114,9 @@ class Block(nn.Module):
         self.ln_2 = make_norm(c, c.n_embd)
         self.mlp = MLP(c)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope)
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -169,20 +178,24 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """The final hidden states (B, T, C), before the output layer."""
-        T = idx.shape[1]
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, C), before the output layer; with a `cache`, of the T
+        positions after the cached ones (which it then holds too)."""
+        start = cache.length if cache is not None else 0
+        end = start + idx.shape[1]
+        if end > self.config.block_size:
+            raise ValueError(f"sequence of {end} tokens is longer than block_size={self.config.block_size}")
         x = self.wte(idx)
         rope = None
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
+            x = x + self.wpe(torch.arange(start, end, device=idx.device))
         else:
-            rope = (self.rope_cos[:T], self.rope_sin[:T])
+            rope = (self.rope_cos[start:end], self.rope_sin[start:end])
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, rope)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, cache.layers[i] if cache is not None else None)
+        if cache is not None:
+            cache.length = end
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -202,20 +215,44 @@ class GPT(nn.Module):
         return linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head_weight, targets.reshape(-1))
 
     @torch.no_grad()
-    def eval_losses(self, idx: torch.Tensor, targets: torch.Tensor, context: int) -> tuple[float, float]:
-        """Mean loss over every position, and over the positions from `context` on, from one pass.
+    def eval_losses(self, idx: torch.Tensor, targets: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each window's mean loss over every position, and over the positions from `context` on:
+        two float32 (B,) tensors from one pass.
 
         A window's first tokens are predicted with little or nothing before them, so the
         window-averaged loss has a floor above the corpus's entropy; the later positions are the
-        ones a corpus's entropy (and a scaling law's E) describes."""
-        h = self.hidden(idx)
-        return self._loss(h, targets).item(), self._loss(h[:, context:], targets[:, context:]).item()
+        ones a corpus's entropy (and a scaling law's E) describes. Per window, so that two models
+        evaluated on the same windows can be compared window by window (a paired difference)."""
+        h = self.readout(self.hidden(idx))
+        rows, width = targets.shape
+        if self.config.fused_loss:
+            per_token = token_losses(h.reshape(rows * width, -1), self.head_weight, targets.reshape(-1))
+        else:
+            logits = F.linear(h, self.head_weight).reshape(rows * width, -1).float()
+            per_token = F.cross_entropy(logits, targets.reshape(-1), reduction="none")
+        per_token = per_token.view(rows, width)
+        return per_token.mean(1), per_token[:, context:].mean(1)
 
     @torch.no_grad()
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
         """Next-token logits for the last position of each sequence: (B, vocab)."""
         h = self.hidden(idx[:, -self.config.block_size:])
         return self.output(h[:, -1, :]).float()
+
+    @torch.no_grad()
+    def next_logits(self, idx: torch.Tensor, cache: KVCache | None) -> tuple[torch.Tensor, KVCache | None]:
+        """logits(idx) from the key/value cache of idx[:, :-1] where there is one (one position
+        computed), else a new cache filled from idx. Past block_size tokens of context the window
+        slides and every position's keys change, so each step computes its whole window, exactly
+        as logits() does (no cache)."""
+        if idx.shape[1] > self.config.block_size:
+            return self.logits(idx), None
+        if cache is None or cache.length != idx.shape[1] - 1:
+            cache = KVCache(self.config.n_layer, self.config.block_size)
+            h = self.hidden(idx, cache)
+        else:
+            h = self.hidden(idx[:, -1:], cache)
+        return self.output(h[:, -1, :]).float(), cache
 
     @torch.no_grad()
     def generate(
@@ -226,9 +263,16 @@ class GPT(nn.Module):
         top_k: int | None = 50,
         generator: torch.Generator | None = None,
         stop_token: int | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
+        """idx (B, T) extended by up to max_new_tokens sampled tokens (greedy at temperature 0);
+        with a key/value cache unless use_cache=False (the same tokens, recomputing the context)."""
+        cache = None
         for _ in range(max_new_tokens):
-            logits = self.logits(idx)
+            if use_cache:
+                logits, cache = self.next_logits(idx, cache)
+            else:
+                logits = self.logits(idx)
             if temperature <= 0:
                 nxt = logits.argmax(dim=-1, keepdim=True)
             else:

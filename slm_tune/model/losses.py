@@ -118,13 +118,19 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         with torch.autocast(h.device.type, enabled=False):
             return _LinearCrossEntropy.apply(h, weight, targets, dtype)
-    # Inference: no gradients to keep, just the chunked loss.
-    with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
+    return token_losses(h, weight, targets).mean()  # inference: no gradients to keep
+
+
+@torch.no_grad()
+def token_losses(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """cross_entropy(h @ weight.T, targets) per row in float32, in chunks of logits (inference)."""
+    dtype = _compute_dtype(h)
+    with torch.autocast(h.device.type, enabled=False):
         n = h.shape[0]
         hc_all, w = h.to(dtype), weight.to(dtype)
-        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        out = torch.empty(n, dtype=torch.float32, device=h.device)
         step = chunk_rows(n, weight.shape[0])
         for s in range(0, n, step):
             logits = (hc_all[s:s + step] @ w.t()).float()
-            total += F.cross_entropy(logits, targets[s:s + step], reduction="sum")
-        return total / n
+            out[s:s + step] = F.cross_entropy(logits, targets[s:s + step], reduction="none")
+        return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -25,23 +26,33 @@ def eval_offsets(c: ExperimentConfig, n_tokens: int) -> np.ndarray:
     return rng.integers(0, n_tokens - c.block_size - 1, size=(c.eval_iters, c.batch_size))
 
 
+def windows_id(validation: np.ndarray, offsets: np.ndarray, block_size: int) -> str:
+    """A fingerprint of the eval windows' tokens: two runs with the same id were evaluated on the
+    same windows (same data, tokenizer and window shape), so their losses pair window by window."""
+    rows = validation[offsets.reshape(-1)[:, None] + np.arange(block_size + 1)].astype(np.int64)
+    return hashlib.sha256(rows.tobytes()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class EvalResult:
     loss: float  # mean over the eval_iters batches, whole windows
     context_loss: float  # the same over the windows' second halves
     loss_se: float  # the standard error of `loss`: the batches' std (ddof 1) / sqrt(eval_iters); NaN for 1 batch
     context_loss_se: float = math.nan  # the same for `context_loss`
+    window_losses: np.ndarray | None = None  # each window's mean loss (eval_iters * batch_size, float32)
+    windows: str = ""  # windows_id of the windows evaluated
 
 
-def standard_error(values: list[float]) -> float:
+def standard_error(values) -> float:
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
 class Evaluator:
     """Validation loss on the same eval_iters batches at every eval: over whole windows, and over
     their second halves (each prediction there sees at least half a block before it:
-    val_bpb_context, what the corpus's entropy bounds), and the loss's standard error from the
-    spread of the batches (the evaluation's own noise). Eager: a compiled eval graph would cost a
+    val_bpb_context, what the corpus's entropy bounds), the loss's standard error from the
+    spread of the batches (the evaluation's own noise), and every window's own loss (what a paired
+    comparison of two runs on the same windows needs). Eager: a compiled eval graph would cost a
     compile of its own for little."""
 
     def __init__(self, c: ExperimentConfig, validation: np.ndarray, autocast: contextlib.AbstractContextManager):
@@ -49,6 +60,7 @@ class Evaluator:
         self.context = c.block_size // 2
         self.validation = validation
         self.offsets = eval_offsets(c, len(validation))
+        self.windows = windows_id(validation, self.offsets, c.block_size)
         self.autocast = autocast
 
     @torch.no_grad()
@@ -59,7 +71,9 @@ class Evaluator:
             for offsets in self.offsets:
                 x, y = batch(self.validation, offsets, self.block_size)
                 a, b = model.eval_losses(x, y, self.context)
-                whole.append(a)
-                late.append(b)
+                whole.append(a.numpy())
+                late.append(b.numpy())
         model.train()
-        return EvalResult(float(np.mean(whole)), float(np.mean(late)), standard_error(whole), standard_error(late))
+        whole, late = np.stack(whole).astype(np.float64), np.stack(late).astype(np.float64)  # (eval_iters, batch)
+        return EvalResult(float(whole.mean()), float(late.mean()), standard_error(whole.mean(1)),
+                          standard_error(late.mean(1)), whole.reshape(-1).astype(np.float32), self.windows)

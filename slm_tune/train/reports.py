@@ -88,7 +88,8 @@ class Reporter:
         """The report of an eval (`result`: slm_tune.train.evaluate.EvalResult), with its checkpoint."""
         state, it = self.run.state, self.run.state["iteration"]
         val_loss, val_context = result.loss, result.context_loss
-        if math.isfinite(val_loss) and val_loss < state["best_val_loss"]:
+        improved = math.isfinite(val_loss) and val_loss < state["best_val_loss"]
+        if improved:
             state["best_val_loss"] = val_loss
         best = state["best_val_loss"] if math.isfinite(state["best_val_loss"]) else val_loss
         metrics = {
@@ -108,6 +109,10 @@ class Reporter:
         }
         if state.get("config_changes"):
             metrics["config_changes"] = state["config_changes"]
+        if result.windows:
+            metrics["eval_windows"] = result.windows
+        if improved and result.window_losses is not None:  # the best eval's, for paired comparisons (a few KB)
+            metrics["window_bpb"] = [round(self.bpb(float(v)), 5) for v in result.window_losses]
         state["history"].append({k: metrics[k] for k in HISTORY_KEYS})
         self.last_eval.update({k: metrics[k] for k in CARRIED})
         if self.report is not None:

@@ -133,12 +133,49 @@ class OptunaStudyMirror(tune.Callback):
         tid = self._trial_id(trial)
         if self._storage.get_trial(tid).state.is_finished():
             return  # a trial Ray ran again after a resume: its first ending stands
+        self._fill_gaps(trial, tid)
         last = trial.last_result or {}
         values = [_finite(last.get(METRICS[o].report_key)) for o in self.objectives]
         if errored or any(v is None for v in values):
             self._storage.set_trial_state_values(tid, TrialState.FAIL)
         else:
             self._storage.set_trial_state_values(tid, TrialState.COMPLETE, values)
+
+
+    def _fill_gaps(self, trial, tid: int) -> None:
+        """Evals the callback never saw: a driver killed after it logged a report (or before, with
+        the report's checkpoint on disk) resumes the trial after that eval, which is not reported
+        again. They are read back from the driver's result.json and the newest local checkpoint."""
+        key = METRICS[self.objectives[0]].report_key
+        seen = self._storage.get_trial(tid).intermediate_values
+        for report in _logged_evals(trial):
+            value, step = _finite(report.get(key)), int(report.get("eval_iteration", report.get("iteration", 0)))
+            if value is not None and step not in seen:
+                self._storage.set_trial_intermediate_value(tid, step, value)
+                seen = {**seen, step: value}
+
+
+def _logged_evals(trial) -> list[dict[str, Any]]:
+    """The eval reports of a trial in its driver's result.json, then its newest local checkpoint's history."""
+    import json
+
+    from slm_tune.checkpoint_files import read_history
+
+    reports = []
+    for d in (trial.local_path, trial.path):
+        try:
+            lines = Path(d, "result.json").read_text(encoding="utf-8").splitlines() if d else []
+        except OSError:
+            lines = []
+        for line in lines:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill
+            if r.get("kind", "eval") == "eval":
+                reports.append(r)
+    checkpoints = sorted(Path(trial.path).glob("checkpoint_*")) if trial.path and Path(trial.path).is_dir() else []
+    return reports + (read_history(checkpoints[-1]) or [] if checkpoints else [])
 
 
 def _finite(value: Any) -> float | None:
