@@ -25,12 +25,16 @@ NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope")
 MLPS = ("gelu", "swiglu")
 PARAMETRIZATIONS = ("sp", "mup")
+# depth_parametrization: how residual branches and rates follow depth (README "Tune small, train large"):
+# none is GPT-2's; completep (Dey et al. 2025) scales each branch by base_depth/n_layer; depth_mup
+# (Yang et al. 2023) by its square root, with hidden rates scaled by the square root too
+DEPTH_ALPHA = {"none": 0.0, "completep": 1.0, "depth_mup": 0.5}
 SWIGLU_MULTIPLE = 64  # swiglu's default hidden size: 8/3 x n_embd rounded up to a multiple of this
 # The settings that shape the model: a trial continuing from another trial's weights (PBT's
 # exploit) must keep every one of them (slm_tune/space.py keeps them out of PBT's mutations).
 ARCHITECTURE = ("vocab_size", "n_embd", "n_layer", "n_head", "block_size", "norm", "pos", "rope_theta", "mlp",
                 "mlp_hidden", "n_kv_head", "tie_embeddings", "bias", "qk_norm", "parametrization", "mup_base_width",
-                "mup_base_head_size")
+                "mup_base_head_size", "depth_parametrization", "base_depth")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class ExperimentConfig:
     mup_base_width: int = 256  # the width at which mup and sp are the same model and optimizer
     mup_base_head_size: int = 0  # the head size at the base width; 0: mup_base_width / n_head
     mup_output_mult: float = 1.0  # muP's logit multiplier at the base width (tunable at the proxy width)
+    depth_parametrization: str = "none"  # none | completep | depth_mup (DEPTH_ALPHA)
+    base_depth: int = 0  # the depth at which a depth parametrization is the standard model (required with one)
     # optimisation
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -111,6 +117,28 @@ class ExperimentConfig:
         """What the hidden states the output layer reads are multiplied by: muP's
         mup_output_mult x base/width (1 under sp)."""
         return self.mup_output_mult / self.width_mult if self.parametrization == "mup" else 1.0
+
+    @property
+    def depth_mult(self) -> float:
+        """n_layer / base_depth under a depth parametrization (1 without one)."""
+        return self.n_layer / self.base_depth if self.depth_parametrization != "none" else 1.0
+
+    @property
+    def branch_multiplier(self) -> float:
+        """What each residual branch's output (attention, MLP) is multiplied by: depth_mult^-alpha."""
+        return self.depth_mult ** -DEPTH_ALPHA[self.depth_parametrization] if self.depth_mult != 1.0 else 1.0
+
+    @property
+    def depth_lr_scale(self) -> float:
+        """The rate of the blocks' parameters over the base depth's: depth_mult^(alpha - 1) for
+        Adam (1 under completep, 1/sqrt(depth_mult) under depth_mup)."""
+        return self.depth_mult ** (DEPTH_ALPHA[self.depth_parametrization] - 1) if self.depth_mult != 1.0 else 1.0
+
+    @property
+    def residual_init_layers(self) -> int:
+        """The depth in GPT-2's residual-projection init 0.02/sqrt(2 L): n_layer, or base_depth
+        under a depth parametrization (whose branch multiplier then carries the depth)."""
+        return self.base_depth if self.depth_parametrization != "none" else self.n_layer
 
     @property
     def attention_scale(self) -> float | None:
@@ -250,7 +278,7 @@ def _validate(c: ExperimentConfig) -> None:
 
 
 BLOCK_DESIGN = ("norm", "pos", "rope_theta", "mlp", "mlp_hidden", "n_kv_head", "tie_embeddings", "bias", "qk_norm",
-                "parametrization", "mup_base_width", "mup_base_head_size")
+                "parametrization", "mup_base_width", "mup_base_head_size", "depth_parametrization", "base_depth")
 
 
 def block_design(c: ExperimentConfig) -> str:
@@ -278,6 +306,13 @@ def _validate_architecture(c: ExperimentConfig, rule) -> None:
     rule(c.mup_output_mult > 0, "mup_output_mult", "must be positive")
     rule(c.mup_output_mult == 1.0 or c.parametrization == "mup", "mup_output_mult",
          "applies under parametrization=mup only; add --set parametrization=mup, or leave it at 1")
+    rule(c.depth_parametrization in DEPTH_ALPHA, "depth_parametrization", f"must be one of {', '.join(DEPTH_ALPHA)}")
+    if c.depth_parametrization in DEPTH_ALPHA and c.depth_parametrization != "none":
+        rule(c.base_depth > 0, "base_depth", "must be set with a depth parametrization: the depth it was tuned at, "
+                                             "e.g. --set base_depth=2")
+    else:
+        rule(c.base_depth == 0, "base_depth", "applies with a depth parametrization only; add --set "
+                                              "depth_parametrization=completep, or leave it at 0")
     if c.pos == "rope":
         rule(c.head_size % 2 == 0, "n_head", f"must leave an even head size for rope (n_embd={c.n_embd} / "
                                              f"n_head={c.n_head} = {c.n_embd / c.n_head:g})")

@@ -86,7 +86,8 @@ def run_cli(*args: str) -> Ran:
 
 # ------------------------------------------------------------------ a study killed mid-run, built once
 
-LONG = ["--max-iters", "400", "--set", "eval_interval=20", *TINY_SETS]
+LONG_ITERS = 240  # long enough to be killed mid-way through its second trial
+LONG = ["--max-iters", str(LONG_ITERS), "--set", "eval_interval=20", *TINY_SETS]
 
 
 def _lines(path: Path) -> list[dict]:

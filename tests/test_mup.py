@@ -53,6 +53,8 @@ def test_mup_init_multipliers_and_learning_rates_follow_the_width():
         ids = {id(p) for p in group["params"]}
         assert ids <= hidden or not ids & hidden
         assert group["lr"] == pytest.approx(1e-3 * 64 / 256 if ids <= hidden else 1e-3)
+        if ids <= hidden:  # MuAdamW's rule: each hidden matrix decays by the base width's lr x wd per step
+            assert group["lr"] * group["weight_decay"] == pytest.approx(1e-3 * c.weight_decay) and c.weight_decay > 0
     # PBT's exploit: the donor's optimizer state under a new learning rate stays scaled per group
     restored = make_optimizer(model, c)
     restored.load_state_dict(optimizer.state_dict())

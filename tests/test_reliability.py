@@ -16,28 +16,28 @@ from analysis.load import load_run
 from analysis.export import export_live
 from slm_tune.tune.callbacks.live_export import ResultsExporter
 from slm_tune.tune.run import StudyRun, run_study
-from conftest import LONG, TINY_SETS, _evals, _lines, _start, _wait_mid_second_trial, copy_study, run_cli, tiny
+from conftest import LONG, LONG_ITERS, TINY_SETS, _evals, _lines, _start, _wait_mid_second_trial, copy_study, run_cli, tiny
 
 def _check_resumed(out: Path, killed_at: int, first_pid: int) -> None:
     run = out / "ray_results" / "run_optimal_fast"
     first = _evals(_lines(run / "optimal_fast_seed1337" / "result.json"))
     second = _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))
     # The finished trial was not run again: its reports are exactly the first run's.
-    assert [r["iteration"] for r in first] == list(range(20, 401, 20))
+    assert [r["iteration"] for r in first] == list(range(20, LONG_ITERS + 1, 20))
     assert {r["pid"] for r in first} == {first_pid}
     # The unfinished one continued from its last checkpoint, redoing at most one interval.
     resumed = [r for r in second if r["pid"] != second[0]["pid"]]
     assert resumed and resumed[0]["iteration"] >= killed_at
-    assert second[-1]["iteration"] == 400 and second[-1]["status"] == "finished"
+    assert second[-1]["iteration"] == LONG_ITERS and second[-1]["status"] == "finished"
     trials, history = load_run(run)
     assert set(trials["status"]) == {"finished"}
     history = history[history["kind"] == "eval"]
     for seed in (1337, 1338):
         its = list(history[history["seed"] == seed]["iteration"])
-        assert its == list(range(20, 401, 20))  # the loss history continues, no gaps, no repeats
+        assert its == list(range(20, LONG_ITERS + 1, 20))  # the loss history continues, no gaps, no repeats
     record = json.loads((out / "experiments" / "optimal_fast_results.json").read_text())
     assert record["runs"] == 2 and record["status"] == "finished"
-    assert all(len(r["history"]) == 20 for r in record["per_run"])
+    assert all(len(r["history"]) == LONG_ITERS // 20 for r in record["per_run"])
 
 
 def _interrupt_with_ctrl_c(out: Path) -> tuple[int, int]:
@@ -62,7 +62,7 @@ def test_interrupted_study_resumes(tmp_path, how, killed_study, local_ray):
     else:
         out = tmp_path / "study"
         first_pid, killed_at = _interrupt_with_ctrl_c(out)
-    assert killed_at < 400
+    assert killed_at < LONG_ITERS
 
     again = run_cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(out), *LONG)
     assert again.returncode == 2 and "unfinished trials" in again.stderr and "--resume" in again.stderr

@@ -95,6 +95,7 @@ def _gpt2_weights(c: ExperimentConfig, s: dict[str, torch.Tensor]) -> dict[str, 
            **_final_norm(c, s, "transformer.ln_f")}
     gain = torch.ones(3 * C)
     gain[:C] = _query_gain(c)
+    branch = c.branch_multiplier  # a depth parametrization's branch scale, folded into each branch's last layer
     for i in range(c.n_layer):
         src, dst = f"blocks.{i}.", f"transformer.h.{i}."
         for name in ("ln_1", "ln_2"):
@@ -102,12 +103,12 @@ def _gpt2_weights(c: ExperimentConfig, s: dict[str, torch.Tensor]) -> dict[str, 
             out[f"{dst}{name}.bias"] = _bias(s, f"{src}{name}.bias", C)
         out[f"{dst}attn.c_attn.weight"] = (s[f"{src}attn.c_attn.weight"] * gain[:, None]).T  # Conv1D: (in, out)
         out[f"{dst}attn.c_attn.bias"] = _bias(s, f"{src}attn.c_attn.bias", 3 * C) * gain
-        out[f"{dst}attn.c_proj.weight"] = s[f"{src}attn.c_proj.weight"].T
-        out[f"{dst}attn.c_proj.bias"] = _bias(s, f"{src}attn.c_proj.bias", C)
+        out[f"{dst}attn.c_proj.weight"] = s[f"{src}attn.c_proj.weight"].T * branch
+        out[f"{dst}attn.c_proj.bias"] = _bias(s, f"{src}attn.c_proj.bias", C) * branch
         out[f"{dst}mlp.c_fc.weight"] = s[f"{src}mlp.c_fc.weight"].T
         out[f"{dst}mlp.c_fc.bias"] = _bias(s, f"{src}mlp.c_fc.bias", H)
-        out[f"{dst}mlp.c_proj.weight"] = s[f"{src}mlp.c_proj.weight"].T
-        out[f"{dst}mlp.c_proj.bias"] = _bias(s, f"{src}mlp.c_proj.bias", C)
+        out[f"{dst}mlp.c_proj.weight"] = s[f"{src}mlp.c_proj.weight"].T * branch
+        out[f"{dst}mlp.c_proj.bias"] = _bias(s, f"{src}mlp.c_proj.bias", C) * branch
     out["lm_head.weight"] = s["wte.weight"] if c.tie_embeddings else s["lm_head.weight"]
     return out
 
@@ -115,7 +116,7 @@ def _gpt2_weights(c: ExperimentConfig, s: dict[str, torch.Tensor]) -> dict[str, 
 def _llama_weights(c: ExperimentConfig, s: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     C, H, kv = c.n_embd, c.mlp_width, c.kv_heads * c.head_size
     out = {"model.embed_tokens.weight": s["wte.weight"], **_final_norm(c, s, "model.norm")}
-    gain = _query_gain(c)
+    gain, branch = _query_gain(c), c.branch_multiplier
     for i in range(c.n_layer):
         src, dst = f"blocks.{i}.", f"model.layers.{i}."
         out[f"{dst}input_layernorm.weight"] = s[f"{src}ln_1.weight"]
@@ -126,13 +127,13 @@ def _llama_weights(c: ExperimentConfig, s: dict[str, torch.Tensor]) -> dict[str,
             if c.bias:
                 out[f"{dst}self_attn.{name}.bias"] = s[f"{src}attn.c_attn.bias"][a:b] * g
         mlp = {"gate_proj": s[f"{src}mlp.c_fc.weight"][:H], "up_proj": s[f"{src}mlp.c_fc.weight"][H:],
-               "down_proj": s[f"{src}mlp.c_proj.weight"]}
+               "down_proj": s[f"{src}mlp.c_proj.weight"] * branch}
         out.update({f"{dst}mlp.{k}.weight": v for k, v in mlp.items()})
-        out[f"{dst}self_attn.o_proj.weight"] = s[f"{src}attn.c_proj.weight"]
+        out[f"{dst}self_attn.o_proj.weight"] = s[f"{src}attn.c_proj.weight"] * branch
         if c.bias:
-            out[f"{dst}self_attn.o_proj.bias"] = s[f"{src}attn.c_proj.bias"]
+            out[f"{dst}self_attn.o_proj.bias"] = s[f"{src}attn.c_proj.bias"] * branch
             out[f"{dst}mlp.gate_proj.bias"] = s[f"{src}mlp.c_fc.bias"][:H]
             out[f"{dst}mlp.up_proj.bias"] = s[f"{src}mlp.c_fc.bias"][H:]
-            out[f"{dst}mlp.down_proj.bias"] = s[f"{src}mlp.c_proj.bias"]
+            out[f"{dst}mlp.down_proj.bias"] = s[f"{src}mlp.c_proj.bias"] * branch
     out["lm_head.weight"] = s["wte.weight"] if c.tie_embeddings else s["lm_head.weight"]
     return out

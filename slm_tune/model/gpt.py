@@ -113,9 +113,13 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(c)
         self.ln_2 = make_norm(c, c.n_embd)
         self.mlp = MLP(c)
+        self.branch = c.branch_multiplier  # a depth parametrization's residual-branch scale (1: none)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 cache: LayerCache | None = None) -> torch.Tensor:
+        if self.branch != 1.0:
+            x = x + self.branch * self.attn(self.ln_1(x), rope, cache)
+            return x + self.branch * self.mlp(self.ln_2(x))
         x = x + self.attn(self.ln_1(x), rope, cache)
         return x + self.mlp(self.ln_2(x))
 
@@ -144,10 +148,11 @@ class GPT(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
         # GPT-2's scaled init: residual projections shrink with depth so the stream's variance
-        # does not grow with the number of layers.
+        # does not grow with the number of layers (under a depth parametrization, the base depth's
+        # init, and the branch multiplier does that).
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.residual_init_layers))
         # muP: hidden matrices' initial variance falls as 1/width relative to the base, and the
         # logits are multiplied by mup_output_mult x base/width (all 1 under sp and at the base width).
         self.output_mult = c.output_multiplier

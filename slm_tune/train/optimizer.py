@@ -20,22 +20,42 @@ def lr_at(c: ExperimentConfig, it: int) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, c: ExperimentConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases and norm gains). Under muP the
-    hidden matrices (model.gpt.hidden_matrices) are a group of their own whose learning rate is
-    scaled by base/width (`lr_scale`, which set_lr keeps whatever the schedule or PBT sets);
-    embeddings, the head, norms and biases keep the rate."""
+    """AdamW with weight decay on matrices only (not on biases and norm gains), in groups of a fixed
+    order: [0] matrices, [1] vectors, then under muP or a depth parametrization [2] the hidden
+    matrices (model.gpt.hidden_matrices) and, where depth changes the blocks' rate, [3] the
+    blocks' vectors. The hidden matrices' rate is scaled by base/width under muP and by
+    depth_lr_scale under a depth parametrization (`lr_scale`, which set_lr keeps whatever the
+    schedule or PBT sets), and their weight decay by the inverse, so that each matrix's decay per
+    step (torch's AdamW decays by lr x weight_decay) is the base model's at every width and depth,
+    as Microsoft's mup (MuAdamW) applies muP; embeddings, the head and the other vectors keep the
+    rate and the decay."""
     from slm_tune.model.gpt import hidden_matrices
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    scaled = {id(p) for p in hidden_matrices(model)} if c.parametrization == "mup" else set()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    scaled = {id(p) for p in hidden_matrices(model)} if c.parametrization == "mup" or c.depth_lr_scale != 1.0 else set()
+    block_vectors = {id(p) for n, p in named if n.startswith("blocks.") and p.dim() < 2} if c.depth_lr_scale != 1.0 else set()
+    params = [p for _, p in named]
     groups = [
         {"params": [p for p in params if p.dim() >= 2 and id(p) not in scaled], "weight_decay": c.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p in params if p.dim() < 2 and id(p) not in block_vectors], "weight_decay": 0.0},
     ]
     if scaled:
-        groups.append({"params": [p for p in params if id(p) in scaled], "weight_decay": c.weight_decay,
-                       "lr_scale": 1.0 / c.width_mult})
+        groups.append({"params": [p for p in params if id(p) in scaled], "weight_decay": hidden_decay(c),
+                       "lr_scale": hidden_lr_scale(c)})
+    if block_vectors:
+        groups.append({"params": [p for p in params if id(p) in block_vectors], "weight_decay": 0.0,
+                       "lr_scale": c.depth_lr_scale})
     return torch.optim.AdamW(groups, lr=c.learning_rate, betas=(c.beta1, c.beta2), fused=True)
+
+
+def hidden_lr_scale(c: ExperimentConfig) -> float:
+    """The hidden matrices' rate over learning_rate: base/width (muP) x depth_lr_scale."""
+    return c.depth_lr_scale / c.width_mult
+
+
+def hidden_decay(c: ExperimentConfig) -> float:
+    """The hidden matrices' weight decay: weight_decay / hidden_lr_scale, so lr x decay stays the base's."""
+    return c.weight_decay / hidden_lr_scale(c)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -55,8 +75,10 @@ def follow_new_config(c: ExperimentConfig, saved: dict[str, Any], state: dict[st
         return
     for group in optimizer.param_groups:
         group["betas"] = (c.beta1, c.beta2)
-    for i, group in enumerate(optimizer.param_groups):
-        if i == 0 or "lr_scale" in group:  # the matrices (make_optimizer)
+    for i, group in enumerate(optimizer.param_groups):  # make_optimizer's order
+        if i == 0:
             group["weight_decay"] = c.weight_decay
+        elif i == 2:
+            group["weight_decay"] = hidden_decay(c)
     state.setdefault("config_changes", []).append(
         {"iteration": state["iteration"], "trial": c.name, "from": saved.get("name"), "changes": changes})

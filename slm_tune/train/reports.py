@@ -11,7 +11,7 @@ from slm_tune.config import ExperimentConfig
 from slm_tune.model.counts import flops_per_token, param_counts
 from slm_tune.train.optimizer import lr_at
 
-HISTORY_KEYS = ("iteration", "train_loss", "val_loss", "val_bpb", "val_bpb_context", "lr", "elapsed_s", "val_loss_se",
+HISTORY_KEYS = ("iteration", "train_loss", "val_loss", "val_bpb", "best_val_bpb", "val_bpb_context", "lr", "elapsed_s", "val_loss_se",
                 "val_bpb_se")
 # the last eval's, in training reports: Tune wants a searcher's metrics (every --objective) in every report
 CARRIED = ("val_loss", "best_val_loss", "val_bpb", "best_val_bpb", "best_val_bpb_context")
