@@ -101,7 +101,7 @@ def test_comparison_parameter_axis_labels_do_not_overlap(tmp_path):
 def test_a_checkpoint_ray_names_but_deleted_is_restored_from_the_newest(tmp_path):
     """Found on the way: after a kill, Ray's lagging record can name a checkpoint that num_to_keep
     deleted since, and restoring from it failed the trial on every retry."""
-    from slm_tune.tune.run import restore_missing_checkpoints
+    from slm_tune.tune.killed_state import restore_missing_checkpoints
 
     trial = tmp_path / "run" / "t_seed1338"
     for i, it in ((2, 60), (3, 80)):
@@ -113,3 +113,34 @@ def test_a_checkpoint_ray_names_but_deleted_is_restored_from_the_newest(tmp_path
     assert restore_missing_checkpoints(tmp_path / "run") == ["t_seed1338/checkpoint_000001"]
     assert (trial / "checkpoint_000001" / "state.pt").read_bytes() == b"state 80"  # the newest's copy
     assert restore_missing_checkpoints(tmp_path / "run") == []  # nothing missing any more
+
+
+def test_a_record_cut_off_by_a_kill_is_taken_back_whole_or_refused_in_one_line(tmp_path):
+    """Found in CI: a SIGKILL while Ray copied its record into the run left it empty, and --resume
+    started a study of no trials, which crashed naming its trials. The record comes back from Ray's
+    whole staging copy; with none whole, resuming is refused and the run counts as not resumable."""
+    from slm_tune.errors import UserError
+    from slm_tune.tune.killed_state import repair_state
+    from slm_tune.tune.run import unfinished_trials
+
+    run = tmp_path / "run_optimal_fast"
+    run.mkdir()
+    whole = json.dumps({"trial_data": [], "runner_data": {}, "stats": {}})
+    state = run / "experiment_state-2026-12-03_13-14-20.json"
+    state.write_text(whole[:10])
+    roots = [tmp_path / "ray"]
+    staged = roots[0] / "session_1" / "artifacts" / "2026-12-03_13-14-20" / run.name / "driver_artifacts" / state.name
+    staged.parent.mkdir(parents=True)
+    staged.write_text(whole[:20])  # this copy was cut off too
+    with pytest.raises(UserError, match=r"was cut off when the study was killed and no whole copy is left.*without --resume"):
+        repair_state(run, roots=roots)
+    assert unfinished_trials(run) == []  # not resumable: a new run may start beside it
+    other = roots[0] / "session_1" / "artifacts" / "ts" / "another_study" / "driver_artifacts" / state.name
+    other.parent.mkdir(parents=True)
+    other.write_text(whole)  # another study's record is never taken
+    with pytest.raises(UserError):
+        repair_state(run, roots=roots)
+    staged.write_text(whole)
+    assert "taken back from Ray's own copy" in repair_state(run, roots=roots)
+    assert state.read_text() == whole
+    assert repair_state(run, roots=roots) is None  # whole now: nothing to do

@@ -15,6 +15,7 @@ import pytest
 from analysis.load import load_run
 from analysis.export import export_live
 from slm_tune.tune.callbacks.live_export import ResultsExporter
+from slm_tune.tune.killed_state import newest_state
 from slm_tune.tune.run import StudyRun, run_study
 from conftest import LONG, LONG_ITERS, TINY_SETS, _evals, _lines, _start, _wait_mid_second_trial, copy_study, run_cli, tiny
 
@@ -54,8 +55,19 @@ def _interrupt_with_ctrl_c(out: Path) -> tuple[int, int]:
             _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))[-1]["iteration"])
 
 
+def _cut_off_record(run: Path, ray_tmp: Path, monkeypatch) -> None:
+    """Ray's record of the run cut off half-way, as a SIGKILL during Ray's copy leaves it, and its
+    whole staging copy where Ray keeps one (a session of the Ray temporary directory RAY_TMPDIR)."""
+    state = newest_state(run)
+    staged = ray_tmp / "ray" / "session_x" / "artifacts" / "ts" / run.name / "driver_artifacts" / state.name
+    staged.parent.mkdir(parents=True)
+    shutil.copyfile(state, staged)
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+
+
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
-def test_interrupted_study_resumes(tmp_path, how, killed_study, local_ray):
+def test_interrupted_study_resumes(tmp_path, how, killed_study, local_ray, monkeypatch):
     if how == "SIGKILL":  # the driver and its Ray processes died at once, as when a machine goes down
         out = copy_study(killed_study, tmp_path / "study")
         first_pid, killed_at = killed_study["first_pid"], killed_study["killed_at"]
@@ -66,11 +78,15 @@ def test_interrupted_study_resumes(tmp_path, how, killed_study, local_ray):
 
     again = run_cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(out), *LONG)
     assert again.returncode == 2 and "unfinished trials" in again.stderr and "--resume" in again.stderr
+    if how == "SIGKILL":  # killed as Ray copied its record into the run: cut off, whole in Ray's staging copy
+        _cut_off_record(out / "ray_results" / "run_optimal_fast", tmp_path / "raytmp", monkeypatch)
 
     resumed = run_cli("run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(out),
                       *LONG, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _check_resumed(out, killed_at, first_pid)
+    if how == "SIGKILL":
+        assert "was cut off when the study was killed" in resumed.stderr, resumed.stderr[-2000:]
 
 
 def test_crashed_trial_is_retried_from_its_checkpoint(tmp_path, local_ray):

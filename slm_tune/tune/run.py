@@ -17,7 +17,6 @@ import itertools
 import logging
 import os
 import re
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from slm_tune.study_file import stored_configs, stored_search, trial_label
 from slm_tune.tune.callbacks.loggers import CSVLogger, JsonLogger
 from slm_tune.tune.callbacks.optuna_study import OptunaStudyMirror
 from slm_tune.tune.data_prep import prepare_data
+from slm_tune.tune.killed_state import is_whole, newest_state, repair_state, restore_missing_checkpoints
 from slm_tune.tune.local_ray import check_reachable, start_local_ray
 from slm_tune.tune.resources import default_cpus_per_trial, speedup, threads_that_pay
 from slm_tune.tune.schedulers import check_search, make_scheduler, make_search_alg, sampler_name, search_trial_name
@@ -86,34 +86,12 @@ def _is_state_file(rel: str) -> bool:
     return rel.endswith(CHECKPOINT_FILE)
 
 
-def restore_missing_checkpoints(run_dir: Path) -> list[str]:
-    """Checkpoints that Ray's stored state names but that are gone, each replaced by a copy of its
-    trial's newest complete one; what was replaced. Ray snapshots its state every few seconds and
-    deletes checkpoints past num_to_keep as new ones arrive, so after a kill its record can name one
-    deleted since; restoring from it fails the trial ("does not exist on storage anymore") on every
-    retry. From the newest copy the trainable continues where the run really got to (it takes the
-    newest checkpoint of the same run in any case)."""
-    states = sorted(Path(run_dir).glob("experiment_state-*.json"))
-    if not states:
-        return []
-    text = states[-1].read_text(encoding="utf-8", errors="replace")
-    replaced = []
-    for trial_dir in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
-        named = set(re.findall(rf"{re.escape(trial_dir.name)}/(checkpoint_\d+)", text))
-        present = sorted(d for d in trial_dir.glob("checkpoint_*") if (d / CHECKPOINT_FILE).is_file())
-        for name in sorted(named):
-            if present and not (trial_dir / name).exists():
-                shutil.copytree(present[-1], trial_dir / name)
-                replaced.append(f"{trial_dir.name}/{name}")
-    return replaced
-
-
 def unfinished_trials(run_dir: Path, count_unsampled: bool = True) -> list[str]:
     """Names of the trials a stored run has not run to their end (errored ones did: --resume
     retries them, but a study whose trials all ended is not unfinished); for a search that has
     not ended, also the trials it has yet to sample."""
-    if not tune.Tuner.can_restore(str(run_dir)):
-        return []
+    if not tune.Tuner.can_restore(str(run_dir)) or not is_whole(newest_state(run_dir)):
+        return []  # a record cut off by a kill: the study cannot be resumed, a new run may start
     analysis = tune.ExperimentAnalysis(str(run_dir))
     pending = [str(t) for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
     meta = read_study_file(run_dir)
@@ -299,6 +277,8 @@ def _resume_target(run: StudyRun, storage: Storage) -> tuple[StudyRun, str]:
     if not tune.Tuner.can_restore(storage.uri(name)):
         raise UserError(f"--resume: there is no stored study {run.study!r} under {storage.where}; "
                         f"start it with `python studies.py {run.study}` (without --resume)")
+    if not storage.remote and (note := repair_state(run.local_root / name)):
+        run.log(note)
     if not storage.remote and (replaced := restore_missing_checkpoints(run.local_root / name)):
         run.log(f"note: Ray's record of this study names {len(replaced)} checkpoint(s) deleted before it stopped "
                 "(its record lags); each trial continues from its newest checkpoint instead")
