@@ -6,6 +6,7 @@
     python studies.py quick                     run a study (vocab, embedding, ..., all)
     python studies.py run lr_high               one experiment as a one-trial study
     python studies.py search lr                 a hyperparameter search (lr, shape, compute, --space FILE)
+    python studies.py transfer mup_lr --to n_embd=512   search at the proxy shape, train the best at the target
     python studies.py compare                   rebuild the comparison files from storage
     python studies.py fit --budget 1e15         fit a scaling law to the stored runs, predict
     python studies.py sample baseline           text from a trained model
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import gc
 import os
 import sys
@@ -22,8 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from slm_tune.errors import UserError, closest
+from slm_tune.search_options import SCHEDULERS, SEARCH_ALGS
 
-COMMANDS = ("list", "details", "run", "search", "compare", "fit", "sample", "export", "coord-check", "interactive")
+COMMANDS = ("list", "details", "run", "search", "transfer", "compare", "fit", "sample", "export", "coord-check", "interactive")
 
 
 def _out(text: str) -> None:
@@ -86,9 +89,7 @@ def _add_run_options(p: argparse.ArgumentParser, schedulers: tuple[str, ...] = (
     p.add_argument("--output-dir", default=".", help="where results land (default: current directory)")
     p.add_argument("--repeats", type=_positive_int, default=1, help="runs per experiment, with seeds seed, seed+1, ...")
     p.add_argument("--scheduler", choices=schedulers, default="fifo",
-                   help="asha stops hopeless trials early" + (", pbt evolves a population's optimisation settings "
-                        "from each other's checkpoints" if "pbt" in schedulers else "")
-                   + " (default: fifo, every trial runs to the end)")
+                   help="; ".join(f"{k}: {SCHEDULERS[k]}" for k in schedulers) + " (default: fifo)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted study in --output-dir")
     p.add_argument("--address", help="connect to this Ray cluster instead of starting a local one")
     p.add_argument("--storage-path", help="where Ray keeps the study (default: OUTPUT_DIR/ray_results; s3://, gs://)")
@@ -141,12 +142,26 @@ def _add_search_command(sub) -> None:
 
     p = sub.add_parser("search", help="a hyperparameter search: a named space (%s) or --space FILE"
                        % ", ".join(search_files()))
+    _add_search_options(p)
+    p = sub.add_parser("transfer", help="tune small, train large: a search at its proxy shape, then its best "
+                                        "settings trained once at the target shape (--to n_embd=512)")
+    _add_search_options(p)
+    p.add_argument("--to", action="append", metavar="KEY=VALUE", required=True,
+                   help="the target's shape (repeatable), e.g. --to n_embd=512 --to n_layer=8; --repeats N trains "
+                        "it N times")
+    p.add_argument("--against", metavar="STUDY", help="a study in --output-dir that tuned the target directly: "
+                                                       "the report compares result and compute with it")
+
+
+def _add_search_options(p) -> None:
+    from search_spaces import search_files
+
     p.add_argument("name", nargs="?", help=f"a named search: {', '.join(search_files())}")
     p.add_argument("--space", help="a TOML or JSON search space: base = \"EXPERIMENT\", then e.g. "
                                    "learning_rate = { loguniform = [1e-5, 3e-3] } (see README, Search)")
     p.add_argument("--num-samples", type=_positive_int, default=16, help="trials to sample (default: 16)")
-    p.add_argument("--search-alg", choices=("optuna", "random"),
-                   help="optuna: TPE (the default; random with --scheduler pbt); random: random search")
+    p.add_argument("--search-alg", choices=tuple(SEARCH_ALGS),
+                   help="; ".join(f"{k}: {v}" for k, v in SEARCH_ALGS.items()) + " (random with --scheduler pbt)")
     p.add_argument("--metric", default="best_val_bpb",
                    help="what the search minimises: best_val_bpb (default), val_bpb, or best_val_loss/val_loss "
                         "when the vocabulary is fixed")
@@ -161,7 +176,7 @@ def _add_search_command(sub) -> None:
     p.add_argument("--seed", type=int, help="the sampler's seed, so a search can be repeated (default: chosen "
                                             "and recorded in study.json)")
     p.add_argument("--time-budget", type=_duration, help="stop sampling and running after this long, e.g. 2h")
-    _add_run_options(p, schedulers=("fifo", "asha", "pbt"))
+    _add_run_options(p, schedulers=tuple(SCHEDULERS))
 
 
 def _objective_names() -> list[str]:
@@ -381,6 +396,12 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """A search: a named space or a file, the study-wide flags applied to its base."""
+    space, search = _search_setup(args)
+    return _run_study(args, space.name, {space.base.name: space.base}, {}, search=space, **search)
+
+
+def _search_setup(args: argparse.Namespace):
+    """(the search space, the search's StudyRun settings) from the search flags."""
     from search_spaces import get_search
     from slm_tune.config import parse_overrides
     from slm_tune.objectives import parse_constraint, parse_objectives
@@ -407,10 +428,81 @@ def cmd_search(args: argparse.Namespace) -> int:
     metric = objectives[0] if objectives else check_metric(args.metric, space)
     constraints = tuple(parse_constraint(k) for k in args.constraint or [])
     search_alg = args.search_alg or ("random" if args.scheduler == "pbt" else "optuna")
-    return _run_study(args, space.name, {space.base.name: space.base}, {}, search=space,
-                      num_samples=args.num_samples, search_alg=search_alg, sampler_seed=args.seed,
-                      metric=metric, objectives=tuple(objectives), constraints=constraints,
-                      optuna_storage=args.optuna_storage, time_budget_s=args.time_budget)
+    return space, dict(num_samples=args.num_samples, search_alg=search_alg, sampler_seed=args.seed,
+                       metric=metric, objectives=tuple(objectives), constraints=constraints,
+                       optuna_storage=args.optuna_storage, time_budget_s=args.time_budget)
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """Tune small, train large: the search at its proxy shape (resumed or skipped with --resume
+    when stored), then its best trial's settings at the --to shape (--repeats times), then the
+    report (experiments/transfer_SEARCH_report.json)."""
+    from analysis.transfer import report_text, transfer_report
+    from slm_tune.config import load_experiments_file, parse_overrides
+    from slm_tune.files import write_text
+
+    targets = parse_overrides(args.to)
+    space, search = _search_setup(argparse.Namespace(**{**vars(args), "repeats": 1}))
+    _check_target(space, targets)
+    output_dir, target = Path(args.output_dir), f"transfer_{space.name}"
+    stage_args = argparse.Namespace(**{**vars(args), "repeats": 1})
+    code = _run_stage(stage_args, space.name, lambda a: _run_study(
+        a, space.name, {space.base.name: space.base}, {}, search=space, **search))
+    if code:
+        return code
+    best_file = output_dir / "experiments" / f"search_{space.name}_best.toml"
+    entry = f"search_{space.name}_best"
+    registry = load_experiments_file(best_file, _registry(args)) if best_file.is_file() else {}
+    if entry not in registry:
+        raise UserError(f"search {space.name} stored no best trial ({best_file} has none): no trial finished with "
+                        "a result; see the trials' error.txt files, then run the transfer again")
+    config = registry[entry].replace(name=target, description=f"{entry} at {_shape_text(targets)}", **targets)
+    target_args = argparse.Namespace(**{**vars(args), "scheduler": "fifo", "max_iters": None})
+    code = _run_stage(target_args, target, lambda a: _run_study(a, target, {target: config}, {target: config.max_iters}))
+    if code:
+        return code
+    report = transfer_report(output_dir, space.name, target, targets, args.against)
+    written = write_text(output_dir / "experiments" / f"{target}_report.json", json.dumps(report, indent=2, default=str))
+    _err(f"transfer report: {written}")
+    _out(report_text(report))
+    return 0
+
+
+def _run_stage(args: argparse.Namespace, study: str, run: Callable[[argparse.Namespace], int]) -> int:
+    """One stage of a workflow: run it; with --resume, resume it where it was cut off, start it
+    where it never started, and skip it where it finished."""
+    from analysis.load import find_runs
+    from slm_tune.tune.run import unfinished_trials
+
+    if not args.resume:
+        return run(args)
+    runs = find_runs(Path(args.output_dir), [study])
+    if runs and not unfinished_trials(runs[-1]):
+        _err(f"{study}: finished before, kept as it is")
+        return 0
+    return run(argparse.Namespace(**{**vars(args), "resume": bool(runs)}))
+
+
+def _check_target(space, targets: dict[str, Any]) -> None:
+    """A target is the proxy made larger: refused in one line before anything runs where it is
+    narrower or shallower than the proxy, or narrower than muP's base width, or not a model."""
+    proxy = space.config_for({})
+    for key, what in (("n_embd", "narrower"), ("n_layer", "shallower")):
+        if key in targets and key not in space.searched and targets[key] < getattr(proxy, key):
+            raise UserError(f"--to {key}={targets[key]} is {what} than the proxy ({key}={getattr(proxy, key)}): "
+                            "a transfer trains a larger model than the one searched")
+    width = targets.get("n_embd", proxy.n_embd)
+    if proxy.parametrization == "mup" and width < proxy.mup_base_width:
+        raise UserError(f"the target's width {width} is narrower than muP's base width ({proxy.mup_base_width}); "
+                        "give --to n_embd=N with N at least the base")
+    if any(k in space.searched for k in targets):
+        raise UserError(f"--to {', '.join(k for k in targets if k in space.searched)}: the search searches it; "
+                        "the target takes the search's best value of what it searches")
+    proxy.replace(**targets)  # a setting the model refuses (heads that do not divide the width, ...)
+
+
+def _shape_text(targets: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in targets.items())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -509,7 +601,8 @@ def cmd_interactive(args: argparse.Namespace, read: Callable[[str], str] = input
     return Menu(output_dir=Path(args.output_dir), read=read, write=_out, dispatch=main).loop()
 
 
-HANDLERS = {"list": cmd_list, "details": cmd_details, "run": cmd_run, "search": cmd_search, "compare": cmd_compare, "fit": cmd_fit,
+HANDLERS = {"list": cmd_list, "details": cmd_details, "run": cmd_run, "search": cmd_search, "transfer": cmd_transfer,
+            "compare": cmd_compare, "fit": cmd_fit,
             "sample": cmd_sample, "export": cmd_export, "coord-check": cmd_coord_check, "interactive": cmd_interactive}
 
 

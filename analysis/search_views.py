@@ -69,7 +69,8 @@ def importance(table: pd.DataFrame, space: SearchSpace, metric: str = "best_val_
     import optuna
 
     done = table[table[metric].notna()]
-    done = done[[all(_in(space, k, v) for k, v in zip(space.searched, r)) for r in done[space.searched].values]]
+    inside = [all(_in(space, k, v) for k, v in zip(space.searched, r)) for r in done[space.searched].values]
+    done = done[pd.Series(inside, index=done.index, dtype=bool)]  # a plain [] would select no columns
     n = len(done)
     rows = {k: {"setting": k, "importance": None, "spearman": _spearman(done, k, metric), "trials": n,
                 "evaluator": "fanova", "note": ""} for k in space.searched}

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 from slm_tune.config import EXPERIMENT_CONFIGS, ExperimentConfig
 from search_spaces.equal_flops import equal_flops_family
 from search_spaces.scaling import scaling_family
+from search_spaces.tabular import tabular_family
 from slm_tune.errors import UserError, closest
 
 
@@ -67,6 +68,9 @@ STUDIES: dict[str, Study] = {
         Study("scaling", "Scaling laws: 5 sizes (50k to 3.2M non-embedding parameters) x 3 token budgets, one "
               "vocabulary; `fit` fits L(N, D) (36 minutes on 2 cores; --max-iters 40 rehearses it in minutes)",
               tuple(scaling_family()), family=scaling_family),
+        Study("tabular", "The replay benchmark's table: 288 tiny configurations (rate, warmup, decay, beta2, batch, "
+              "width, depth, positions) with their learning curves, 4 at 3 seeds (bench/tabular.py; about an hour "
+              "on 2 cores)", tuple(tabular_family()), family=tabular_family),
     ]
 }
 

@@ -11,17 +11,17 @@ RandomSampler, which can draw again)."""
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, PopulationBasedTraining
 
 from slm_tune.errors import UserError
 from slm_tune.objectives import directions, report_keys
 from slm_tune.space import clip_to_space
 from slm_tune.tune.study_run import StudyRun
 
-SCHEDULERS = ("fifo", "asha", "pbt")
-SEARCH_ALGS = ("optuna", "random")
+from slm_tune.search_options import SCHEDULERS, SEARCH_ALGS
 
 
 
@@ -38,7 +38,8 @@ def horizon(run: StudyRun) -> tuple[str, float, float]:
     if space.flops_budget:
         reports = max(1, round(space.base.max_iters / space.base.eval_interval))
         return "train_flops", space.flops_budget, space.flops_budget / reports
-    smallest = min(space.dists["eval_interval"].probes()) if "eval_interval" in space.dists else space.base.eval_interval
+    # a fixed eval_interval is the space's, not its base experiment's
+    smallest = min(space.dists["eval_interval"].probes()) if "eval_interval" in space.dists else space.largest("eval_interval")
     return "eval_iteration", space.largest("max_iters"), smallest
 
 
@@ -54,10 +55,12 @@ def make_scheduler(run: StudyRun) -> tuple[Any, str | None, str | None]:
     if run.scheduler == "fifo":
         return FIFOScheduler(), (metric if run.search is not None else None), (mode if run.search is not None else None)
     time_attr, max_t, interval = horizon(run)
-    if run.scheduler == "asha":
-        grace = max(interval, (max_t // 8) // interval * interval)
-        return (ASHAScheduler(time_attr=time_attr, max_t=max_t, grace_period=grace, reduction_factor=2),
-                metric, mode)
+    grace = max(interval, (max_t // 8) // interval * interval)
+    if run.scheduler in ("asha", "hyperband"):  # hyperband: Ray's asynchronous HyperBand, ASHA in 3 brackets
+        return (ASHAScheduler(time_attr=time_attr, max_t=max_t, grace_period=grace, reduction_factor=2,
+                              brackets=3 if run.scheduler == "hyperband" else 1), metric, mode)
+    if run.scheduler == "median":
+        return (MedianStoppingRule(time_attr=time_attr, grace_period=grace, min_samples_required=3), metric, mode)
     if run.scheduler == "pbt":
         return (PopulationBasedTraining(
             time_attr=time_attr, perturbation_interval=interval,
@@ -67,8 +70,8 @@ def make_scheduler(run: StudyRun) -> tuple[Any, str | None, str | None]:
 
 
 def make_search_alg(run: StudyRun, concurrent: int):
-    """Ray's search algorithm for a search: Optuna's TPE (or, for random search with constraints,
-    its RandomSampler) behind a ConcurrencyLimiter, or Ray's random search."""
+    """Ray's search algorithm for a search: an Optuna sampler (make_sampler) behind a
+    ConcurrencyLimiter, or Ray's random search."""
     if run.search_alg not in SEARCH_ALGS:
         raise UserError(f"unknown search algorithm {run.search_alg!r}; use one of {', '.join(SEARCH_ALGS)}")
     if run.search_alg == "random" and not run.early_constraints:
@@ -77,16 +80,9 @@ def make_search_alg(run: StudyRun, concurrent: int):
         return BasicVariantGenerator(random_state=run.sampler_seed)
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
-    import optuna
 
-    if not run.verbose:  # optuna sets its logger's level when first imported: "A new study created..."
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if run.search_alg == "random":
-        sampler = optuna.samplers.RandomSampler(seed=run.sampler_seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=run.sampler_seed, **tpe_settings(run.num_samples))
     several = len(run.goals) > 1
-    searcher = OptunaSearch(sampler=sampler, metric=report_keys(run.goals) if several else None,
+    searcher = OptunaSearch(sampler=make_sampler(run), metric=report_keys(run.goals) if several else None,
                             mode=directions(run.goals) if several else None)
     if run.early_constraints:
         from slm_tune.tune.constrained import ConstrainedSearcher
@@ -95,11 +91,38 @@ def make_search_alg(run: StudyRun, concurrent: int):
     return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
 
 
+def make_sampler(run: StudyRun):
+    """The Optuna sampler of a search (also what a replay asks and tells: slm_tune.tune.replay)."""
+    import optuna
+
+    if not run.verbose:  # optuna sets its logger's level when first imported: "A new study created..."
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = run.sampler_seed
+    if run.search_alg == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if run.search_alg == "optuna":
+        return optuna.samplers.TPESampler(seed=seed, **tpe_settings(run.num_samples))
+    if run.search_alg == "tpe-independent":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(run.num_samples), multivariate=False,
+                                          constant_liar=True)
+    if run.search_alg == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials(run.num_samples))
+    if run.search_alg == "qmc":
+        with warnings.catch_warnings():  # "QMCSampler is experimental": it is what was asked for
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+    if run.search_alg == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, startup_trials(run.num_samples)))
+    raise UserError(f"unknown search algorithm {run.search_alg!r}; use one of {', '.join(SEARCH_ALGS)}")
+
+
 def sampler_name(run: StudyRun) -> str:
     """The sampler, as a search's first line names it."""
     if run.search_alg == "random":
         return "random sampler" + (" (Optuna's, redrawing for the constraints)" if run.early_constraints else "")
-    return "Optuna's multi-objective TPE sampler" if len(run.goals) > 1 else "Optuna's TPE sampler"
+    if run.search_alg == "optuna":
+        return "Optuna's multi-objective TPE sampler" if len(run.goals) > 1 else "Optuna's TPE sampler"
+    return SEARCH_ALGS[run.search_alg].split(" (")[0]
 
 
 def sampler_settings(run: StudyRun) -> dict[str, Any]:
@@ -112,7 +135,12 @@ def tpe_settings(num_samples: int) -> dict[str, Any]:
     trials at random, which is all of a 10-trial search and most of a 16-trial one: here the
     first quarter (2 to 10 trials) explores at random. Multivariate TPE models the settings
     jointly (learning rate and depth interact); constant liar keeps concurrent trials apart."""
-    return {"n_startup_trials": min(10, max(2, num_samples // 4)), "multivariate": True, "constant_liar": True}
+    return {"n_startup_trials": startup_trials(num_samples), "multivariate": True, "constant_liar": True}
+
+
+def startup_trials(num_samples: int) -> int:
+    """The random trials a model-based sampler starts from: a quarter of the search, 2 to 10."""
+    return min(10, max(2, num_samples // 4))
 
 
 def check_search(run: StudyRun) -> None:
@@ -128,7 +156,7 @@ def check_search(run: StudyRun) -> None:
     if run.scheduler == "pbt" and run.search_alg != "random":
         raise UserError("PBT evolves its own population and cannot be combined with a search algorithm (Ray's rule); "
                         "use --search-alg random with --scheduler pbt")
-    if run.search.has_grid and run.search_alg == "optuna":
+    if run.search.has_grid and run.search_alg != "random":
         grid = [k for k, d in run.search.dists.items() if d.kind == "grid"]
         raise UserError(f"{', '.join(grid)}: grid entries need --search-alg random (Optuna samples; write "
                         "choice = [...] to let it choose among the values)")

@@ -1,0 +1,99 @@
+"""The report of `studies.py transfer`: a proxy search and the target run trained from its best
+settings, read back from the stored runs: what each found, what each spent (training FLOPs: each
+trial's FLOPs per token x the tokens it trained, so trials a scheduler stopped count what they
+trained), and, where the user names one, a directly tuned target to compare with."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import find_runs, load_runs
+from slm_tune.errors import UserError
+
+
+def trained_flops(trials: pd.DataFrame) -> float:
+    """Training FLOPs the trials spent: FLOPs per token x iterations x tokens per iteration."""
+    total = 0.0
+    for _, t in trials.iterrows():
+        c = t["config"] or {}
+        if t["flops_per_token"] and t["iterations"] and c:
+            total += float(t["flops_per_token"]) * float(t["iterations"]) * c["batch_size"] * c["block_size"]
+    return total
+
+
+def study_trials(output_dir: Path, study: str) -> pd.DataFrame:
+    trials, _ = load_runs(find_runs(output_dir, [study]))
+    return trials
+
+
+def _side(trials: pd.DataFrame) -> dict[str, Any]:
+    done = trials[trials["status"] == "finished"]
+    values = done["best_val_bpb"].dropna().to_numpy(dtype=float)
+    return {"trials": int(len(trials)), "finished": int(len(done)), "flops": trained_flops(trials),
+            "best_val_bpb": float(values.min()) if len(values) else None,
+            "mean_best_val_bpb": float(values.mean()) if len(values) else None,
+            "sd_best_val_bpb": float(values.std(ddof=1)) if len(values) > 1 else None,
+            "runs_best_val_bpb": values.tolist()}
+
+
+def transfer_report(output_dir: Path, search: str, target: str, targets: dict[str, Any],
+                    against: str | None = None) -> dict[str, Any]:
+    """The proxy search's best and spend, the target's result and spend, and against a directly
+    tuned study (`against`: a study in the same output dir) its best and spend, with a Welch
+    interval when both sides have repeats."""
+    proxy, tuned = study_trials(output_dir, search), study_trials(output_dir, target)
+    if proxy.empty or tuned.empty:
+        raise UserError(f"no stored runs of {search if proxy.empty else target} in {output_dir}: "
+                        "run the transfer first (without --report-only)")
+    best = proxy.loc[proxy["best_val_bpb"].idxmin()] if proxy["best_val_bpb"].notna().any() else None
+    report = {"search": search, "target": target, "to": targets,
+              "proxy": {**_side(proxy), "best_trial": None if best is None else best["experiment"],
+                        "best_settings": {} if best is None else dict(best["searched"] or {})},
+              "target_run": _side(tuned)}
+    report["compute"] = {"proxy_flops": report["proxy"]["flops"], "target_flops": report["target_run"]["flops"],
+                         "total_flops": report["proxy"]["flops"] + report["target_run"]["flops"]}
+    if against:
+        report["against"] = _against(output_dir, against, report)
+    return report
+
+
+def _against(output_dir: Path, study: str, report: dict[str, Any]) -> dict[str, Any]:
+    from analysis.significance import verdict, welch
+
+    direct = study_trials(output_dir, study)
+    if direct.empty:
+        raise UserError(f"--against {study!r}: no stored runs of that study in {output_dir}")
+    side = _side(direct)
+    out = {"study": study, **side, "compute_share": report["compute"]["total_flops"] / side["flops"]
+           if side["flops"] else math.nan}
+    mine = np.asarray(report["target_run"]["runs_best_val_bpb"])
+    theirs = np.asarray(sorted(side["runs_best_val_bpb"])[:max(1, len(mine))])  # its best runs, as many as ours
+    if len(mine) > 1 and len(theirs) > 1:
+        diff, lo, hi, p = welch(mine, theirs)
+        out.update(diff=diff, lo=lo, hi=hi, p=p, verdict=verdict(diff, p))
+    return out
+
+
+def report_text(report: dict[str, Any]) -> str:
+    p, t, c = report["proxy"], report["target_run"], report["compute"]
+    lines = [f"proxy search {report['search']}: best {_bpb(p['best_val_bpb'])} bits per byte "
+             f"({p['best_trial']}), {p['trials']} trials, {c['proxy_flops']:.3g} training FLOPs",
+             f"target {report['target']} ({', '.join(f'{k}={v}' for k, v in report['to'].items())}): "
+             f"{_bpb(t['mean_best_val_bpb'])} bits per byte over {t['finished']} run(s), "
+             f"{c['target_flops']:.3g} training FLOPs; all in all {c['total_flops']:.3g}"]
+    a = report.get("against")
+    if a:
+        interval = (f"; difference {a['diff']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}], {a['verdict']}"
+                    if "diff" in a else "")
+        lines.append(f"against {a['study']} (tuned directly): best {_bpb(a['best_val_bpb'])} for "
+                     f"{a['flops']:.3g} training FLOPs; this transfer spent {a['compute_share']:.0%} of that{interval}")
+    return "\n".join(lines)
+
+
+def _bpb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
