@@ -9,7 +9,7 @@ at a rate where some seeds diverge). Every
 run is tiny (vocabulary 2,000, 64-token windows, 240 iterations, compile off): 5 to 60 s here.
 
 A searcher replayed against the table proposes a point of the space (search_spaces/searches/
-tabular.toml, the same levels as ranges) and gets the nearest trained configuration's curve
+tiny_lm.toml, the same levels as ranges) and gets the nearest trained configuration's curve
 (slm_tune.tune.replay), so every searcher sees one fixed, piecewise-constant objective.
 """
 

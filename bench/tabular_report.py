@@ -1,0 +1,187 @@
+"""The replay benchmark's figures (bench/tabular.py): normalised regret against compute, the compute
+each pairing needs to reach a regret, how it compares with random search, and 2-objective
+hypervolumes. Reads what `bench/tabular.py replay` stored; the plot is its own function."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+THRESHOLDS = (0.05, 0.01)
+REFERENCE = "random+fifo"
+
+
+def regret(data: dict, best: list[float]) -> np.ndarray:
+    """Normalised regret: 0 at the table's best run, 1 at its worst (the worst run's final best
+    val_bpb); an early eval worse than every run's end counts 1."""
+    facts = data["table"]
+    return np.minimum(1.0, (np.asarray(best) - facts["best"]) / (facts["worst"] - facts["best"]))
+
+
+def compute_to(data: dict, run: dict, threshold: float) -> float:
+    """Training FLOPs a search spent until its incumbent's normalised regret was at most
+    `threshold` (inf when it never got there within its trials)."""
+    r = regret(data, run["best"])
+    hit = np.nonzero(r <= threshold + 1e-12)[0]
+    return run["flops"][hit[0]] if len(hit) else math.inf
+
+
+def rank_test(a: list[float], b: list[float]) -> float:
+    """Two-sided Mann-Whitney p-value: compute to a regret is skewed and censored (inf where a
+    search never got there), which ranks take as they are."""
+    from scipy.stats import mannwhitneyu
+
+    big = 1e300
+    return float(mannwhitneyu([min(x, big) for x in a], [min(x, big) for x in b], alternative="two-sided").pvalue)
+
+
+def ratio_interval(a: list[float], b: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Median of a over median of b, with a 95% bootstrap interval over the seeds of each."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(a), np.asarray(b)
+    ratios = [_ratio(quantiles(rng.choice(a, len(a)), [0.5])[0], quantiles(rng.choice(b, len(b)), [0.5])[0])
+              for _ in range(reps)]
+    lo, hi = quantiles(ratios, [0.025, 0.975])
+    return _ratio(quantiles(a, [0.5])[0], quantiles(b, [0.5])[0]), lo, hi
+
+
+def quantiles(values, qs) -> list[float]:
+    """Quantiles without interpolation (inverted CDF), so that a censored (inf) value stays inf."""
+    return [float(q) for q in np.quantile(np.asarray(values, dtype=float), qs, method="inverted_cdf")]
+
+
+def _ratio(a: float, b: float) -> float:
+    if math.isinf(a) and math.isinf(b):
+        return math.nan
+    return a / b
+
+
+def single_table(data: dict) -> pd.DataFrame:
+    """One row per pairing: median and quartiles of the compute to each regret, as a share of
+    the whole table's compute, and against random search (ratio of medians, interval, Holm verdict)."""
+    from analysis.significance import holm, verdict
+
+    total, ref = data["table"]["total_flops"], data["single"][REFERENCE]
+    rows = []
+    for name, runs in data["single"].items():
+        row = {"pairing": name}
+        for thr in THRESHOLDS:
+            c = [compute_to(data, r, thr) for r in runs]
+            q1, med, q3 = quantiles(c, [0.25, 0.5, 0.75])
+            row.update({f"median_{thr}": med / total, f"q1_{thr}": q1 / total, f"q3_{thr}": q3 / total,
+                        f"reached_{thr}": float(np.mean(np.isfinite(c)))})
+        c, c_ref = [compute_to(data, r, 0.01) for r in runs], [compute_to(data, r, 0.01) for r in ref]
+        row["ratio"], row["ratio_lo"], row["ratio_hi"] = ratio_interval(c, c_ref)
+        row["p"] = rank_test(c, c_ref) if name != REFERENCE else math.nan
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["p_holm"] = holm(list(table["p"]))
+    table["verdict"] = [("reference" if n == REFERENCE else verdict(r - 1, p))
+                        for n, r, p in zip(table["pairing"], table["ratio"], table["p_holm"])]
+    return table.sort_values("median_0.01").reset_index(drop=True)
+
+
+def hypervolumes(data: dict) -> dict[str, list[float]]:
+    """Each 2-objective search's hypervolume (bits per byte x parameters, one reference point for
+    all: the table's worst of each), as a share of the whole table's front's."""
+    from analysis.pareto import hypervolume
+
+    facts, objectives = data["table"], ["best_val_bpb", "total_params"]
+    ref = [facts["worst"], facts["max_params"]]
+    whole = hypervolume(pd.DataFrame(facts["points"], columns=objectives), objectives, ref)
+    return {name: [hypervolume(pd.DataFrame(f, columns=objectives), objectives, ref) / whole for f in fronts]
+            for name, fronts in data["multi"].items()}
+
+
+def multi_table(data: dict) -> pd.DataFrame:
+    from analysis.significance import holm, verdict, welch
+
+    hv = hypervolumes(data)
+    rows = []
+    for name, values in hv.items():
+        diff, lo, hi, p = (welch(np.asarray(values), np.asarray(hv["random"])) if name != "random"
+                           else (0.0, math.nan, math.nan, math.nan))
+        rows.append({"searcher": name, "mean": np.mean(values), "sd": np.std(values, ddof=1), "diff": diff,
+                     "lo": lo, "hi": hi, "p": p})
+    table = pd.DataFrame(rows)
+    table["p_holm"] = holm(list(table["p"]))
+    table["verdict"] = ["reference" if s == "random" else verdict(-d, p)  # more area is better
+                        for s, d, p in zip(table["searcher"], table["diff"], table["p_holm"])]
+    return table
+
+
+def summary(data: dict) -> str:
+    facts = data["table"]
+    lines = [f"table: {facts['runs']} runs, best {facts['best']:.4f}, worst {facts['worst']:.4f} bits per byte "
+             f"(regret 0.01 = {0.01 * (facts['worst'] - facts['best']):.4f} bpb; seed sd "
+             f"{', '.join(f'{s:.4f}' for s in facts['seed_sd'])}); {data['seeds']} seeds x {data['trials']} trials",
+             "compute as a share of training the whole table once: median [q1, q3]"]
+    for _, r in single_table(data).iterrows():
+        lines.append(f"  {r['pairing']:<26} regret 0.05: {_cell(r, 0.05)}   0.01: {_cell(r, 0.01)}   "
+                     f"vs random {r['ratio']:.2f}x [{r['ratio_lo']:.2f}, {r['ratio_hi']:.2f}] {r['verdict']}")
+    if data["multi"]:
+        lines.append("2-objective hypervolume (share of the whole table's front), mean over seeds, against random:")
+        for _, r in multi_table(data).iterrows():
+            lines.append(f"  {r['searcher']:<16} {r['mean']:.4f} sd {r['sd']:.4f}  diff {r['diff']:+.4f} "
+                         f"[{r['lo']:+.4f}, {r['hi']:+.4f}] {r['verdict']}")
+    return "\n".join(lines)
+
+
+def _cell(r, thr: float) -> str:
+    share = f"{r[f'reached_{thr}']:.0%} reach"
+    return f"{_share(r[f'median_{thr}'])} [{_share(r[f'q1_{thr}'])}, {_share(r[f'q3_{thr}'])}] ({share})"
+
+
+def _share(x: float) -> str:
+    return "never" if math.isinf(x) else f"{x:.3f}"
+
+
+def regret_curves(data: dict, runs: list[dict], grid: np.ndarray) -> np.ndarray:
+    """Each search's regret at each compute of `grid` (a step function; nan before its first eval)."""
+    out = np.full((len(runs), len(grid)), np.nan)
+    for i, run in enumerate(runs):
+        r, f = regret(data, run["best"]), np.asarray(run["flops"])
+        idx = np.searchsorted(f, grid, side="right") - 1
+        out[i] = np.where(idx >= 0, r[np.clip(idx, 0, None)], np.nan)
+    return out
+
+
+def plot(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    total = data["table"]["total_flops"]
+    grid = np.geomspace(total * 1e-3, total * 0.6, 200)
+    schedulers = sorted({k.split("+")[1] for k in data["single"]}, key=["fifo", "asha", "hyperband", "median"].index)
+    fig, axes = plt.subplots(1, len(schedulers), figsize=(4.2 * len(schedulers), 4), sharey=True)
+    for ax, scheduler in zip(np.atleast_1d(axes), schedulers):
+        for name, runs in data["single"].items():
+            alg, sch = name.split("+")
+            if sch != scheduler and name != REFERENCE:
+                continue
+            curves = regret_curves(data, runs, grid)
+            med = np.maximum(np.nanmedian(curves, axis=0), 1e-3)  # regret 0 drawn at the axis' floor
+            style = dict(color="gray", ls="--") if name == REFERENCE else {}
+            line, = ax.plot(grid / total, med, label=alg if name != REFERENCE else "random+fifo", **style)
+            q1, q3 = np.nanpercentile(curves, [25, 75], axis=0)
+            ax.fill_between(grid / total, np.maximum(q1, 1e-3), np.maximum(q3, 1e-3), color=line.get_color(), alpha=0.12)
+        for thr in THRESHOLDS:
+            ax.axhline(thr, color="black", lw=0.6, ls=":")
+        ax.set(xscale="log", yscale="log", title=f"scheduler: {scheduler}", xlabel="training FLOPs / whole table's")
+        ax.set_ylim(bottom=1e-3)
+        ax.legend(fontsize=7)
+    np.atleast_1d(axes)[0].set_ylabel("normalised regret (median, IQR band)")
+    fig.suptitle(f"Replay benchmark: {data['seeds']} searcher seeds x {data['trials']} trials per pairing, "
+                 f"{data['table']['runs']} recorded runs", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
