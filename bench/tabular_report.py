@@ -162,15 +162,20 @@ def plot(data: dict, path: Path) -> None:
     total = data["table"]["total_flops"]
     grid = np.geomspace(total * 1e-3, total * 0.6, 200)
     schedulers = sorted({k.split("+")[1] for k in data["single"]}, key=["fifo", "asha", "hyperband", "median"].index)
-    fig, axes = plt.subplots(1, len(schedulers), figsize=(4.2 * len(schedulers), 4), sharey=True)
-    for ax, scheduler in zip(np.atleast_1d(axes), schedulers):
+    searchers = list(dict.fromkeys(k.split("+")[0] for k in data["single"]))
+    colors = dict(zip(searchers, plt.rcParams["axes.prop_cycle"].by_key()["color"]))  # one colour per searcher
+    rows = math.ceil(len(schedulers) / 2)
+    fig, axes = plt.subplots(rows, min(2, len(schedulers)), figsize=(10, 4 * rows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(schedulers):]:
+        ax.set_visible(False)
+    for ax, scheduler in zip(axes.flat, schedulers):
         for name, runs in data["single"].items():
             alg, sch = name.split("+")
             if sch != scheduler and name != REFERENCE:
                 continue
             curves = regret_curves(data, runs, grid)
             med = np.maximum(np.nanmedian(curves, axis=0), 1e-3)  # regret 0 drawn at the axis' floor
-            style = dict(color="gray", ls="--") if name == REFERENCE else {}
+            style = dict(color="gray", ls="--") if name == REFERENCE else dict(color=colors[alg])
             line, = ax.plot(grid / total, med, label=alg if name != REFERENCE else "random+fifo", **style)
             q1, q3 = np.nanpercentile(curves, [25, 75], axis=0)
             ax.fill_between(grid / total, np.maximum(q1, 1e-3), np.maximum(q3, 1e-3), color=line.get_color(), alpha=0.12)
@@ -179,9 +184,10 @@ def plot(data: dict, path: Path) -> None:
         ax.set(xscale="log", yscale="log", title=f"scheduler: {scheduler}", xlabel="training FLOPs / whole table's")
         ax.set_ylim(bottom=1e-3)
         ax.legend(fontsize=7)
-    np.atleast_1d(axes)[0].set_ylabel("normalised regret (median, IQR band)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("normalised regret (median, IQR band)")
     fig.suptitle(f"Replay benchmark: {data['seeds']} searcher seeds x {data['trials']} trials per pairing, "
-                 f"{data['table']['runs']} recorded runs", fontsize=10)
+                 f"{data['table']['runs']} recorded runs (regret 0 is drawn at the floor)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
