@@ -30,7 +30,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 TABLE = ROOT / "bench" / "tabular.parquet"
 OUT = ROOT / "bench" / "tabular_replay.json"
@@ -162,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     if "random+fifo" not in data["single"]:
         print(f"wrote {args.out} (no random+fifo: the figures compare against it; merge this into a run that has it)")
         return 0
-    from tabular_report import plot, summary  # beside this script (as a script, `bench` is bench/bench.py)
+    sys.path.insert(0, str(ROOT / "bench"))  # as a script, `bench` is bench/bench.py: import its neighbour by name
+    from tabular_report import plot, summary
 
     print(summary(data))
     plot(data, args.out.with_suffix(".png"))
