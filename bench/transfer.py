@@ -15,6 +15,12 @@ per width, sp and muP side by side).
 
 sweeps muP's output multiplier (mup_output_mult) instead, under muP only, and writes
 OUTPUT/transfer_output_mult.json: whether the multiplier best at the narrow width is best wide too.
+
+    python bench/transfer.py --depths 2 4 8 --width 128       (about 20 minutes)
+
+sweeps the rate over depths instead (base depth the first), under no depth parametrization (sp's
+GPT-2 init), completep and depth_mup, and writes OUTPUT/transfer_depth.json and .png: how far the
+best rate moves from the shallowest to the deepest model under each.
 """
 
 from __future__ import annotations
@@ -55,6 +61,76 @@ def sweep(widths, lrs, iters: int, threads: int, parametrizations=("sp", "mup"),
         print(f"{parametrization:<4} width {width:>4} lr {lr:.2e} output mult {mult:g}: {bpb:.4f} bits/byte "
               f"({rows[-1]['seconds']:.0f} s)", flush=True)
     return rows
+
+
+def depth_sweep(depths, kinds, lrs, iters: int, threads: int, width: int) -> list[dict]:
+    """Every rate at every depth under each depth parametrization (base depth depths[0]); at the
+    base depth they are all the standard model, so it is trained once and recorded for each."""
+    from slm_tune.config import ExperimentConfig
+    from slm_tune.data.cache import prepare_tokens
+    from slm_tune.train import train
+
+    base = ExperimentConfig(name="transfer", **BASE, max_iters=iters, eval_interval=iters, n_embd=width)
+    data = prepare_tokens(base.dataset, base.vocab_size)
+    rows = []
+    for depth, lr in itertools.product(depths, lrs):
+        for kind in (kinds[:1] if depth == depths[0] else kinds):
+            c = base.replace(n_layer=depth, learning_rate=lr, depth_parametrization=kind,
+                             base_depth=depths[0] if kind != "none" else 0)
+            t = time.perf_counter()
+            result = train(c, data, threads=threads)
+            evals = [h["val_bpb"] for h in result.history if math.isfinite(h["val_bpb"])]
+            bpb = min(evals) if result.status == "finished" and evals else math.nan
+            same = kinds if depth == depths[0] else [kind]
+            rows += [{"depth_parametrization": k, "depth": depth, "width": width, "lr": lr, "best_val_bpb": bpb,
+                      "seconds": time.perf_counter() - t} for k in same]
+            print(f"{kind:<9} depth {depth:>2} lr {lr:.2e}: {bpb:.4f} bits/byte ({rows[-1]['seconds']:.0f} s)", flush=True)
+    return rows
+
+
+def depth_summary(rows: list[dict]) -> dict:
+    """Per depth parametrization: the best rate at each depth and how many grid steps (factors of
+    2) it moves from the shallowest to any depth, and the best bpb at each depth."""
+    out = {}
+    for kind in dict.fromkeys(r["depth_parametrization"] for r in rows):
+        mine = [r for r in rows if r["depth_parametrization"] == kind and not math.isnan(r["best_val_bpb"])]
+        depths = sorted({r["depth"] for r in mine})
+        best = {d: min((r for r in mine if r["depth"] == d), key=lambda r: r["best_val_bpb"]) for d in depths}
+        steps = [abs(math.log2(best[d]["lr"] / best[depths[0]]["lr"])) for d in depths]
+        out[kind] = {"best_lr": {d: best[d]["lr"] for d in depths}, "best_bpb": {d: best[d]["best_val_bpb"] for d in depths},
+                     "max_grid_steps_moved": max(steps)}
+    return out
+
+
+def plot_depth(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    kinds = list(dict.fromkeys(r["depth_parametrization"] for r in rows))
+    depths = sorted({r["depth"] for r in rows})
+    colors = dict(zip(depths, plt.get_cmap("viridis")(np.linspace(0, 0.85, len(depths)))))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4.4), sharey=True)
+    for ax, kind in zip(np.atleast_1d(axes), kinds):
+        for d in depths:
+            pts = sorted((r["lr"], r["best_val_bpb"]) for r in rows if r["depth_parametrization"] == kind and r["depth"] == d)
+            ax.plot(*zip(*pts), marker="o", color=colors[d], label=f"{d} layers")
+            good = [pt for pt in pts if not math.isnan(pt[1])]
+            if good:
+                ax.scatter(*zip(min(good, key=lambda pt: pt[1])), marker="*", s=160, color=colors[d], edgecolors="black", zorder=3)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("peak learning rate")
+        ax.set_title(f"depth_parametrization={kind}: best rate starred", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    low = min(r["best_val_bpb"] for r in rows if not math.isnan(r["best_val_bpb"]))
+    np.atleast_1d(axes)[0].set_ylim(low * 0.95, low * 2.2)
+    np.atleast_1d(axes)[0].set_ylabel("best val bits per byte")
+    np.atleast_1d(axes)[-1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def summary(rows: list[dict]) -> dict:
@@ -116,7 +192,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "bench")
     parser.add_argument("--replot", action="store_true", help="only redraw OUTPUT/transfer.png from its transfer.json")
     parser.add_argument("--output-mults", nargs="+", type=float, help="sweep mup_output_mult under muP instead")
+    parser.add_argument("--depths", nargs="+", type=int, help="sweep the rate over these depths instead (base: the first)")
+    parser.add_argument("--depth-parametrizations", nargs="+", default=["none", "completep", "depth_mup"])
+    parser.add_argument("--width", type=int, default=128, help="the width of the depth sweep")
     args = parser.parse_args()
+    if args.depths:
+        return depth_main(args)
     if args.output_mults:
         rows = sweep(args.widths, args.lrs, args.iters, args.threads, ("mup",), args.output_mults)
         args.output.mkdir(parents=True, exist_ok=True)
@@ -137,6 +218,21 @@ def main() -> None:
         rates = ", ".join(f"{w}: {lr:.2e}" for w, lr in s["best_lr"].items())
         print(f"{p}: best rate per width {rates}; spread {s['lr_spread']:.0f}x; the widest at the narrowest's rate "
               f"{s['wide_at_narrow_lr_bpb']:.4f} bits/byte, {100 * s['wide_loss_vs_best']:+.2f}% from its best")
+
+
+def depth_main(args) -> None:
+    out = args.output / "transfer_depth.json"
+    if args.replot:
+        rows = json.loads(out.read_text())["rows"]
+    else:
+        rows = depth_sweep(args.depths, args.depth_parametrizations, args.lrs, args.iters, args.threads, args.width)
+        args.output.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"rows": rows, "summary": depth_summary(rows)}, indent=1))
+    plot_depth(rows, out.with_suffix(".png"))
+    for kind, s in depth_summary(rows).items():
+        rates = ", ".join(f"{d}: {lr:.2e}" for d, lr in s["best_lr"].items())
+        bpbs = ", ".join(f"{d}: {b:.4f}" for d, b in s["best_bpb"].items())
+        print(f"{kind}: best rate per depth {rates} (moves {s['max_grid_steps_moved']:.0f} grid steps); best bpb {bpbs}")
 
 
 if __name__ == "__main__":

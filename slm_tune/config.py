@@ -63,6 +63,9 @@ class ExperimentConfig:
     mup_base_width: int = 256  # the width at which mup and sp are the same model and optimizer
     mup_base_head_size: int = 0  # the head size at the base width; 0: mup_base_width / n_head
     mup_output_mult: float = 1.0  # muP's logit multiplier at the base width (tunable at the proxy width)
+    # the blocks' weight matrices' init std (GPT-2's 0.02; residual projections 1/sqrt(2 n_layer) of it);
+    # under muP the std at the base width, scaled by sqrt(base/width) (tunable at the proxy width)
+    hidden_init_std: float = 0.02
     depth_parametrization: str = "none"  # none | completep | depth_mup (DEPTH_ALPHA)
     base_depth: int = 0  # the depth at which a depth parametrization is the standard model (required with one)
     # optimisation
@@ -304,6 +307,7 @@ def _validate_architecture(c: ExperimentConfig, rule) -> None:
     rule(c.mup_base_width > 0, "mup_base_width", "must be a positive whole number")
     rule(c.mup_base_head_size >= 0, "mup_base_head_size", "must be >= 0 (0: mup_base_width / n_head)")
     rule(c.mup_output_mult > 0, "mup_output_mult", "must be positive")
+    rule(c.hidden_init_std > 0, "hidden_init_std", "must be positive (GPT-2's is 0.02)")
     rule(c.mup_output_mult == 1.0 or c.parametrization == "mup", "mup_output_mult",
          "applies under parametrization=mup only; add --set parametrization=mup, or leave it at 1")
     rule(c.depth_parametrization in DEPTH_ALPHA, "depth_parametrization", f"must be one of {', '.join(DEPTH_ALPHA)}")

@@ -63,6 +63,19 @@ def test_mup_init_multipliers_and_learning_rates_follow_the_width():
     assert sorted(g["lr"] for g in restored.param_groups) == pytest.approx([1e-3, 4e-3, 4e-3])
 
 
+@pytest.mark.parametrize("parametrization, expected", [("sp", 0.05), ("mup", 0.05 / 2)])
+def test_hidden_init_std_sets_the_blocks_matrices_at_the_base_width(parametrization, expected):
+    # width 256 from base 64: muP's std is hidden_init_std x sqrt(64/256); sp's is hidden_init_std
+    c = tiny(n_embd=256, n_head=4, n_layer=2, parametrization=parametrization, mup_base_width=64, hidden_init_std=0.05)
+    torch.manual_seed(0)
+    std = {n: p.std().item() for n, p in GPT(c).named_parameters()}
+    assert std["blocks.1.mlp.c_fc.weight"] == pytest.approx(expected, rel=0.03)
+    assert std["blocks.1.attn.c_proj.weight"] == pytest.approx(expected / 2, rel=0.03)  # GPT-2's 1/sqrt(2 L), L = 2
+    assert std["wte.weight"] == pytest.approx(0.02, rel=0.03) and std["wpe.weight"] == pytest.approx(0.02, rel=0.03)
+    with pytest.raises(UserError, match="hidden_init_std=0.0 is invalid: must be positive"):
+        c.replace(hidden_init_std=0)
+
+
 def test_mup_attention_scores_scale_as_one_over_head_size():
     torch.manual_seed(0)
     c = tiny(n_embd=64, n_head=2, parametrization="mup", mup_base_width=16)  # head 32, base head 8
@@ -75,20 +88,29 @@ def test_mup_attention_scores_scale_as_one_over_head_size():
         c.replace(parametrization="mu")
 
 
-def test_coord_check_is_flat_under_mup_and_grows_under_sp(tmp_path, one_thread):
-    ran = run_cli("coord-check", "--experiment", "baseline", "--widths", "64,128,256,512", "--steps", "5",
-                  "--set", "vocab_size=1000", "--set", "n_layer=2", "--set", "block_size=32",
-                  "--dataset", TINY_DATASET, "--output-dir", str(tmp_path))
+# The coordinate check's model (bench/coord_check.png is this command's, gpt2 design): GPT-2's
+# blocks, and one design with every other block option at once.
+COORD_CHECK = ("coord-check", "--experiment", "baseline", "--widths", "64,128,256,512", "--steps", "5",
+               "--set", "vocab_size=1000", "--set", "n_layer=2", "--set", "block_size=32", "--dataset", TINY_DATASET)
+EVERY_OTHER_DESIGN = ("norm=rmsnorm", "pos=rope", "mlp=swiglu", "bias=false", "n_kv_head=2", "tie_embeddings=false",
+                      "qk_norm=true")
+
+
+@pytest.mark.parametrize("design", [(), EVERY_OTHER_DESIGN], ids=["gpt2", "every_other_option"])
+def test_coord_check_is_flat_under_mup_and_grows_under_sp(tmp_path, one_thread, design):
+    sets = [arg for setting in design for arg in ("--set", setting)]
+    ran = run_cli(*COORD_CHECK, *sets, "--output-dir", str(tmp_path))
     assert ran.returncode == 0, ran.stderr
     out = tmp_path / "experiments"
     assert (out / "coord_check.png").stat().st_size > 10_000 and (out / "coord_check.csv").is_file()
     rows = list(csv.DictReader((out / "coord_check_slopes.csv").open()))
     slope = {(r["layer"], int(r["step"])): (float(r["sp_slope"]), float(r["mup_slope"])) for r in rows}
+    assert {layer for layer, _ in slope} == {"embedding", "attention.0", "mlp.0", "attention.1", "mlp.1", "logits"}
     for (layer, step), (sp, mup) in slope.items():
         if layer != "logits":
             assert abs(mup) < 0.3, (layer, step, mup)  # flat in width
             if layer != "embedding":
                 assert sp > 0.8, (layer, step, sp)  # grows about as fast as width
         else:
-            assert mup < 0.2 and (step < 4 or abs(mup) < 0.3), (step, mup)  # shrinks at init (tied head), then flat
+            assert mup < 0.2 and (step < 4 or abs(mup) < 0.3), (step, mup)  # shrinks at init (the head's 1/width multiplier), then flat
             assert sp > 0.3 and (step < 4 or sp > 0.6), (step, sp)

@@ -24,6 +24,7 @@ from slm_tune.model.kv_cache import KVCache, LayerCache
 from slm_tune.model.losses import linear_cross_entropy, token_losses
 
 NORM_EPS = 1e-5
+INIT_STD = 0.02  # GPT-2's init std of every weight
 
 
 def make_norm(c: ExperimentConfig, size: int) -> nn.Module:
@@ -152,14 +153,16 @@ class GPT(nn.Module):
         # init, and the branch multiplier does that).
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.residual_init_layers))
-        # muP: hidden matrices' initial variance falls as 1/width relative to the base, and the
-        # logits are multiplied by mup_output_mult x base/width (all 1 under sp and at the base width).
+                nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * c.residual_init_layers))
+        # The hidden matrices' std is hidden_init_std (drawn at INIT_STD and scaled, so that the default
+        # draws what it always drew); muP: their variance falls as 1/width relative to the base, and
+        # the logits are multiplied by mup_output_mult x base/width (all 1 under sp and at the base width).
         self.output_mult = c.output_multiplier
-        if c.width_mult != 1.0:
+        hidden_scale = c.hidden_init_std / INIT_STD * c.width_mult ** -0.5
+        if hidden_scale != 1.0:
             with torch.no_grad():
                 for p in hidden_matrices(self):
-                    p.mul_(c.width_mult ** -0.5)
+                    p.mul_(hidden_scale)
 
     @property
     def head_weight(self) -> torch.Tensor:
@@ -177,11 +180,11 @@ class GPT(nn.Module):
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
 
     def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """The final hidden states (B, T, C), before the output layer; with a `cache`, of the T
