@@ -6,7 +6,7 @@
     python studies.py quick                     run a study (vocab, embedding, ..., all)
     python studies.py run lr_high               one experiment as a one-trial study
     python studies.py search lr                 a hyperparameter search (lr, shape, compute, --space FILE)
-    python studies.py transfer mup_lr --to n_embd=512   search at the proxy shape, train the best at the target
+    python studies.py transfer mup_base --to n_embd=512  search at the proxy shape, train the best at the target
     python studies.py compare                   rebuild the comparison files from storage
     python studies.py fit --budget 1e15         fit a scaling law to the stored runs, predict
     python studies.py sample baseline           text from a trained model

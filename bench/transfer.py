@@ -97,8 +97,10 @@ def depth_summary(rows: list[dict]) -> dict:
         depths = sorted({r["depth"] for r in mine})
         best = {d: min((r for r in mine if r["depth"] == d), key=lambda r: r["best_val_bpb"]) for d in depths}
         steps = [abs(math.log2(best[d]["lr"] / best[depths[0]]["lr"])) for d in depths]
+        deep = next(r for r in mine if r["depth"] == depths[-1] and r["lr"] == best[depths[0]]["lr"])
         out[kind] = {"best_lr": {d: best[d]["lr"] for d in depths}, "best_bpb": {d: best[d]["best_val_bpb"] for d in depths},
-                     "max_grid_steps_moved": max(steps)}
+                     "max_grid_steps_moved": max(steps), "deep_at_shallow_lr_bpb": deep["best_val_bpb"],
+                     "deep_loss_vs_best": deep["best_val_bpb"] / best[depths[-1]]["best_val_bpb"] - 1}
     return out
 
 
@@ -227,12 +229,13 @@ def depth_main(args) -> None:
     else:
         rows = depth_sweep(args.depths, args.depth_parametrizations, args.lrs, args.iters, args.threads, args.width)
         args.output.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"rows": rows, "summary": depth_summary(rows)}, indent=1))
+    out.write_text(json.dumps({"rows": rows, "summary": depth_summary(rows)}, indent=1))
     plot_depth(rows, out.with_suffix(".png"))
     for kind, s in depth_summary(rows).items():
         rates = ", ".join(f"{d}: {lr:.2e}" for d, lr in s["best_lr"].items())
         bpbs = ", ".join(f"{d}: {b:.4f}" for d, b in s["best_bpb"].items())
-        print(f"{kind}: best rate per depth {rates} (moves {s['max_grid_steps_moved']:.0f} grid steps); best bpb {bpbs}")
+        print(f"{kind}: best rate per depth {rates} (moves {s['max_grid_steps_moved']:.0f} grid steps); best bpb {bpbs}; "
+              f"the deepest at the shallowest's rate {s['deep_at_shallow_lr_bpb']:.4f} ({100 * s['deep_loss_vs_best']:+.1f}%)")
 
 
 if __name__ == "__main__":

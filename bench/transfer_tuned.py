@@ -67,14 +67,14 @@ class Runs:
         return row
 
 
-def tune(runs: Runs, base: int, target: int) -> tuple[dict, dict, float, float]:
+def tune(runs: Runs, base: int, target: int, grid: dict) -> tuple[dict, dict, float, float]:
     """The proxy grid (muP at `base`) and sp's rates at `target`: each side's best settings and FLOPs."""
-    proxy = [runs.run("proxy", parametrization="mup", n_embd=base, seed=1337, **dict(zip(PROXY_GRID, values)))
-             for values in itertools.product(*PROXY_GRID.values())]
+    proxy = [runs.run("proxy", parametrization="mup", n_embd=base, seed=1337, **dict(zip(grid, values)))
+             for values in itertools.product(*grid.values())]
     sp = [runs.run("sp_grid", parametrization="sp", n_embd=target, seed=1337, learning_rate=lr) for lr in LRS]
     best_proxy = min(proxy, key=lambda r: r["best_val_bpb"])
     best_sp = min(sp, key=lambda r: r["best_val_bpb"])
-    mup = {k: best_proxy[k] for k in PROXY_GRID}
+    mup = {k: best_proxy[k] for k in grid}
     return mup, {"learning_rate": best_sp["learning_rate"]}, sum(r["flops"] for r in proxy), sum(r["flops"] for r in sp)
 
 
@@ -99,6 +99,16 @@ def compare(rows: list[dict], width: int) -> dict:
             "sp_sd": float(sp.std(ddof=1)), "diff": diff, "ci95": [low, high], "p": p, "verdict": verdict(diff, p)}
 
 
+def compare_all(rows: list[dict]) -> list[dict]:
+    """compare() at every width, verdicts Holm-adjusted over the widths."""
+    from analysis.significance import holm, verdict
+
+    out = [compare(rows, w) for w in sorted({r["n_embd"] for r in rows})]
+    for c, p in zip(out, holm([c["p"] for c in out])):
+        c["p_holm"], c["verdict"] = p, verdict(c["diff"], p)
+    return out
+
+
 def plot(report: dict, path: Path) -> None:
     import matplotlib
 
@@ -108,7 +118,7 @@ def plot(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     rows = report["ladder"]
     for p, label, color in (("sp", "sp, rate tuned at each width", "tab:blue"),
-                            ("mup", "muP, base settings tuned at 64 wide", "tab:orange")):
+                            ("mup", f"muP, base settings tuned at {report.get('proxy_width', 64)} wide", "tab:orange")):
         mine = sorted((r["n_embd"], r["best_val_bpb"]) for r in rows if r["parametrization"] == p)
         ax.scatter(*zip(*mine), color=color, alpha=0.5, s=18)
         widths = sorted({w for w, _ in mine})
@@ -119,7 +129,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_xlabel("width (n_embd)")
     ax.set_ylabel("best val bits per byte (dots: seeds)")
     m = report["mup"]
-    ax.set_title(f"muP at 64 wide's best (rate {m['learning_rate']:.2g}, output mult {m['mup_output_mult']:g}, "
+    ax.set_title(f"muP at {report.get('proxy_width', 64)} wide's best (rate {m['learning_rate']:.2g}, output mult {m['mup_output_mult']:g}, "
                  f"hidden init {m['hidden_init_std']:g})\nagainst sp at each width's best rate, {rows[0]['iters']} iterations",
                  fontsize=9)
     ax.grid(alpha=0.3, which="both")
@@ -136,26 +146,32 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=ROOT / "bench")
+    parser.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
+                        help=f"replace a proxy grid entry (default {PROXY_GRID})")
+    parser.add_argument("--tag", default="", help="a suffix for the output files")
     parser.add_argument("--replot", action="store_true")
     args = parser.parse_args()
-    out = args.output / f"transfer_tuned{'' if args.iters == 200 else f'_{args.iters}'}.json"
+    grid = {**PROXY_GRID, **{k: tuple(float(v) for v in vs.split(",")) for k, vs in (g.split("=") for g in args.grid)}}
+    out = args.output / f"transfer_tuned{'' if args.iters == 200 else f'_{args.iters}'}{args.tag}.json"
     if args.replot:
-        report = json.loads(out.read_text())["report"]
-        return plot(report, out.with_suffix(".png"))
+        doc = json.loads(out.read_text())
+        doc["report"]["compare"] = compare_all(doc["report"]["ladder"])
+        out.write_text(json.dumps(doc, indent=1))
+        return plot(doc["report"], out.with_suffix(".png"))
     runs = Runs(out, args.iters, args.threads)
     base, target = args.widths[0], args.widths[-1]
-    mup, sp, proxy_flops, sp_flops = tune(runs, base, target)
+    mup, sp, proxy_flops, sp_flops = tune(runs, base, target, grid)
     rows = ladder(runs, mup, args.widths, args.seeds, {**SP_RATE, target: sp["learning_rate"]})
     target_flops = next(r["flops"] for r in rows if r["n_embd"] == target)
-    report = {"mup": mup, "sp": sp, "proxy_flops": proxy_flops, "sp_tuning_flops": sp_flops,
+    report = {"proxy_width": base, "grid": grid, "mup": mup, "sp": sp, "proxy_flops": proxy_flops, "sp_tuning_flops": sp_flops,
               "mup_tuning_share": (proxy_flops + target_flops) / sp_flops, "ladder": rows,
-              "compare": [compare(rows, w) for w in args.widths]}
+              "compare": compare_all(rows)}
     out.write_text(json.dumps({"rows": runs.rows, "report": report}, indent=1))
     plot(report, out.with_suffix(".png"))
     print(f"muP's tuning (proxy grid + one target run): {report['mup_tuning_share']:.2f} of sp's grid at {target}")
     for c in report["compare"]:
         print(f"width {c['width']}: muP {c['mup_mean']:.4f} (sd {c['mup_sd']:.4f}) sp {c['sp_mean']:.4f} (sd {c['sp_sd']:.4f}) "
-              f"diff {c['diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] p {c['p']:.3f}: {c['verdict']}")
+              f"diff {c['diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] p {c['p']:.3f} (Holm {c['p_holm']:.3f}): {c['verdict']}")
 
 
 if __name__ == "__main__":
