@@ -75,7 +75,7 @@ def _checkpoints(env, trial: str) -> list[str]:
     return sorted(i.base_name for i in infos if i.base_name.startswith("checkpoint_"))
 
 
-def test_study_in_a_bucket_survives_sigkill_and_is_compared_from_the_bucket(s3, tmp_path):
+def test_study_in_a_bucket_survives_sigkill_and_is_compared_from_the_bucket(s3, tmp_path, monkeypatch):
     storage = "s3://studies/killed"
     cmd = ["run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--storage-path", storage, *LONG]
     proc = subprocess.Popen([sys.executable, str(ROOT / "studies.py"), *cmd, "--output-dir", str(tmp_path / "a")],
@@ -102,7 +102,10 @@ def test_study_in_a_bucket_survives_sigkill_and_is_compared_from_the_bucket(s3, 
 
     # On another machine (a fresh output directory, nothing mounted): compare from the bucket.
     other = tmp_path / "b"
-    out = _cli(s3, "compare", "--output-dir", str(other), "--storage-path", storage)
+    for key, value in s3.items():  # compare reads the bucket from the driver: in this process
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    out = run_cli("compare", "--output-dir", str(other), "--storage-path", storage)
     assert out.returncode == 0, out.stderr[-3000:]
     run = other / "ray_results" / "run_optimal_fast"
     trials, history = load_run(run)

@@ -114,9 +114,9 @@ def test_asha_stops_a_hopeless_trial_early(tmp_path, local_ray):
     assert status == {"good": "finished", "hopeless": "stopped early"}
 
 
-def test_run_command_repeats_and_layout(tmp_path):
-    out = cli("run", "vocab_small", "--output-dir", str(tmp_path), "--max-iters", "20", "--repeats", "2",
-              *TINY_SETS)
+def test_run_command_repeats_and_layout(tmp_path, local_ray):
+    out = run_cli("run", "vocab_small", "--output-dir", str(tmp_path), "--max-iters", "20", "--repeats", "2",
+                  *TINY_SETS)
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = tmp_path / "ray_results" / "run_vocab_small"
     assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == ["vocab_small_seed1337", "vocab_small_seed1338"]
