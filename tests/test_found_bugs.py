@@ -4,6 +4,7 @@
 import json
 import math
 import time
+from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 import numpy as np
@@ -98,7 +99,21 @@ def test_comparison_parameter_axis_labels_do_not_overlap(tmp_path):
         assert not a.overlaps(b), [t.get_text() for t in ax.get_xticklabels(which="both")]
 
 
-def test_a_checkpoint_ray_names_but_deleted_is_restored_from_the_newest(tmp_path):
+def _ray_state(trial: Path) -> dict:
+    """Ray 2.60's experiment_state as it names a trial's checkpoints: one trial_data entry per trial
+    (its JSON and its runtime's), the checkpoint manager pickled and written as hex (CI found a
+    kill whose record named the deleted checkpoint_000001 only there and, without the trial's
+    name, in a result)."""
+    import pickle
+
+    manager = pickle.dumps({"latest_checkpoint_result": str(trial / "checkpoint_000001")}).hex()
+    entry = {"relative_logdir": trial.name, "run_metadata": {"_type": "CLOUDPICKLE_FALLBACK", "value": manager}}
+    runtime = {"last_result": {"checkpoint_dir_name": "checkpoint_000003"}}  # the missing one only in the pickle
+    return {"trial_data": [[json.dumps(entry), json.dumps(runtime)]], "runner_data": {}}
+
+
+@pytest.mark.parametrize("record", ["paths written out", "ray 2.60"])
+def test_a_checkpoint_ray_names_but_deleted_is_restored_from_the_newest(tmp_path, record):
     """Found on the way: after a kill, Ray's lagging record can name a checkpoint that num_to_keep
     deleted since, and restoring from it failed the trial on every retry."""
     from slm_tune.tune.killed_state import restore_missing_checkpoints
@@ -108,8 +123,9 @@ def test_a_checkpoint_ray_names_but_deleted_is_restored_from_the_newest(tmp_path
         (trial / f"checkpoint_00000{i}").mkdir(parents=True)
         (trial / f"checkpoint_00000{i}" / "state.pt").write_bytes(b"state %d" % it)
         (trial / f"checkpoint_00000{i}" / "history.json").write_text(json.dumps([{"iteration": it}]))
-    (tmp_path / "run" / "experiment_state-2026.json").write_text(
-        json.dumps({"latest": f"{trial}/checkpoint_000001", "kept": f"{trial}/checkpoint_000003"}))
+    doc = (_ray_state(trial) if record == "ray 2.60" else
+           {"latest": f"{trial}/checkpoint_000001", "kept": f"{trial}/checkpoint_000003"})
+    (tmp_path / "run" / "experiment_state-2026.json").write_text(json.dumps(doc))
     assert restore_missing_checkpoints(tmp_path / "run") == ["t_seed1338/checkpoint_000001"]
     assert (trial / "checkpoint_000001" / "state.pt").read_bytes() == b"state 80"  # the newest's copy
     assert restore_missing_checkpoints(tmp_path / "run") == []  # nothing missing any more

@@ -89,13 +89,41 @@ def restore_missing_checkpoints(run_dir: Path) -> list[str]:
     state = newest_state(run_dir)
     if state is None:
         return []
-    text = state.read_text(encoding="utf-8", errors="replace")
     replaced = []
-    for trial_dir in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
-        named = set(re.findall(rf"{re.escape(trial_dir.name)}/(checkpoint_\d+)", text))
+    for trial_dir, named in _named_checkpoints(state, Path(run_dir)).items():
         present = sorted(d for d in trial_dir.glob("checkpoint_*") if (d / CHECKPOINT_FILE).is_file())
         for name in sorted(named):
             if present and not (trial_dir / name).exists():
                 shutil.copytree(present[-1], trial_dir / name)
                 replaced.append(f"{trial_dir.name}/{name}")
     return replaced
+
+
+def _named_checkpoints(state: Path, run_dir: Path) -> dict[Path, set[str]]:
+    """Each trial directory's checkpoint names in Ray's state file: in its trial entry (Ray's
+    `trial_data`: the trial's JSON, with `relative_logdir`, whose checkpoint manager is a pickle
+    written as hex), or written out as TRIAL/checkpoint_N anywhere in the file."""
+    text = state.read_text(encoding="utf-8", errors="replace")
+    named = {d: set(re.findall(rf"{re.escape(d.name)}/(checkpoint_\d+)", text))
+             for d in sorted(p for p in run_dir.iterdir() if p.is_dir())}
+    try:
+        entries = json.loads(text).get("trial_data", [])
+    except (ValueError, AttributeError):
+        return named
+    for entry in entries:
+        parts = entry if isinstance(entry, list) else [entry]
+        try:
+            logdir = json.loads(parts[0]).get("relative_logdir")
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if logdir and (run_dir / logdir) in named:
+            named[run_dir / logdir] |= _checkpoint_names(" ".join(str(part) for part in parts))
+    return named
+
+
+def _checkpoint_names(text: str) -> set[str]:
+    """checkpoint_N names in a text and in the hex-written pickles inside it."""
+    names = set(re.findall(r"checkpoint_\d+", text))
+    for blob in re.findall(r"(?:[0-9a-f]{2}){64,}", text):
+        names |= {m.decode() for m in re.findall(rb"checkpoint_\d+", bytes.fromhex(blob))}
+    return names
