@@ -131,6 +131,18 @@ def _wait_mid_second_trial(out: Path, proc: subprocess.Popen, reports: int = 6) 
     pytest.fail("the study did not reach its second trial in time")
 
 
+def _wait_gone(pids: set[int], timeout: float = 60) -> None:
+    """Until the killed study's trial workers are gone: Ray's workers are not in the driver's
+    process group, and one still saving a checkpoint after the kill would write a clean file
+    beside the crafted ones (CI saw a resume continue from such a checkpoint)."""
+    import psutil
+
+    deadline = time.time() + timeout
+    while any(psutil.pid_exists(pid) for pid in pids):
+        assert time.time() < deadline, f"the killed study's workers {sorted(pids)} did not exit"
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def killed_study(tmp_path_factory) -> dict:
     """One SIGKILLed study (two tiny trials, the second killed mid-way, tracked in MLflow's default
@@ -146,9 +158,10 @@ def killed_study(tmp_path_factory) -> dict:
         second = run_cli("vocab", "--output-dir", str(out), *TINY_SETS)
         _wait_mid_second_trial(out, proc)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray processes die at once
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray processes, at once
         proc.wait(timeout=60)
     run = out / "ray_results" / "run_optimal_fast"
+    _wait_gone({r["pid"] for r in _lines(run / "optimal_fast_seed1338" / "result.json")})
     return {"dir": out, "second": second,
             "first_pid": _lines(run / "optimal_fast_seed1337" / "result.json")[0]["pid"],
             "killed_at": _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))[-1]["iteration"]}
