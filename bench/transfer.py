@@ -42,6 +42,13 @@ BASE = dict(vocab_size=2000, n_layer=2, n_head=4, block_size=64, batch_size=16, 
             min_lr_ratio=0.1, eval_iters=16, compile=False, dataset="storyworld", mup_base_width=64)
 
 
+def best_bpb(result) -> float:
+    """A finished run's best finite val bits per byte (NaN for a diverged run): the figure every
+    transfer bench records."""
+    evals = [h["val_bpb"] for h in result.history if math.isfinite(h["val_bpb"])]
+    return min(evals) if result.status == "finished" and evals else math.nan
+
+
 def sweep(widths, lrs, iters: int, threads: int, parametrizations=("sp", "mup"), mults=(1.0,)) -> list[dict]:
     from slm_tune.config import ExperimentConfig
     from slm_tune.data.cache import prepare_tokens
@@ -54,8 +61,7 @@ def sweep(widths, lrs, iters: int, threads: int, parametrizations=("sp", "mup"),
         c = base.replace(n_embd=width, learning_rate=lr, parametrization=parametrization, mup_output_mult=mult)
         t = time.perf_counter()
         result = train(c, data, threads=threads)
-        evals = [h["val_bpb"] for h in result.history if math.isfinite(h["val_bpb"])]
-        bpb = min(evals) if result.status == "finished" and evals else math.nan
+        bpb = best_bpb(result)
         rows.append({"parametrization": parametrization, "width": width, "lr": lr, "mup_output_mult": mult,
                      "best_val_bpb": bpb, "seconds": time.perf_counter() - t})
         print(f"{parametrization:<4} width {width:>4} lr {lr:.2e} output mult {mult:g}: {bpb:.4f} bits/byte "
@@ -79,8 +85,7 @@ def depth_sweep(depths, kinds, lrs, iters: int, threads: int, width: int) -> lis
                              base_depth=depths[0] if kind != "none" else 0)
             t = time.perf_counter()
             result = train(c, data, threads=threads)
-            evals = [h["val_bpb"] for h in result.history if math.isfinite(h["val_bpb"])]
-            bpb = min(evals) if result.status == "finished" and evals else math.nan
+            bpb = best_bpb(result)
             same = kinds if depth == depths[0] else [kind]
             rows += [{"depth_parametrization": k, "depth": depth, "width": width, "lr": lr, "best_val_bpb": bpb,
                       "seconds": time.perf_counter() - t} for k in same]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Callable, Iterator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transfer import BASE  # noqa: E402  (bench/transfer.py: the same model, data and schedule)
+from transfer import BASE, best_bpb  # noqa: E402  (bench/transfer.py: the same model, data and schedule)
 
 
 @contextlib.contextmanager
@@ -138,8 +137,7 @@ def run_probe(name: str, width: int, seed: int, lr: float, mult: float, init: fl
     t = time.perf_counter()
     with patch() if patch else contextlib.nullcontext():
         result = train(c, data, threads=threads)
-    evals = [h["val_bpb"] for h in result.history if math.isfinite(h["val_bpb"])]
-    bpb = min(evals) if result.status == "finished" and evals else math.nan
+    bpb = best_bpb(result)
     return {"probe": name, "what": what, "width": width, "seed": seed, "lr": c.learning_rate,
             "mup_output_mult": mult, "hidden_init_std": init, "iters": iters, "best_val_bpb": bpb, "seconds": time.perf_counter() - t}
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from transfer import BASE, LRS  # noqa: E402  (bench/transfer.py: the same model, data and schedule)
+from transfer import BASE, LRS, best_bpb  # noqa: E402  (bench/transfer.py: the same model, data and schedule)
 
 PROXY_GRID = {"learning_rate": (7.8125e-3, 1.5625e-2), "mup_output_mult": (2.0, 4.0, 8.0),
               "hidden_init_std": (0.02, 0.04, 0.08)}
@@ -58,8 +57,7 @@ class Runs:
         c = ExperimentConfig(name="tuned", **BASE, max_iters=self.iters, eval_interval=self.iters).replace(**settings)
         t = time.perf_counter()
         result = train(c, self.data, threads=self.threads)
-        evals = [h["val_bpb"] for h in result.history if math.isfinite(h["val_bpb"])]
-        row = {**key, "best_val_bpb": min(evals) if result.status == "finished" and evals else math.nan,
+        row = {**key, "best_val_bpb": best_bpb(result),
                "flops": training_flops(c), "seconds": time.perf_counter() - t}
         self.rows.append(row)
         self.path.write_text(json.dumps({"rows": self.rows}, indent=1))
@@ -158,6 +156,7 @@ def main() -> None:
         doc["report"]["compare"] = compare_all(doc["report"]["ladder"])
         out.write_text(json.dumps(doc, indent=1))
         return plot(doc["report"], out.with_suffix(".png"))
+    args.output.mkdir(parents=True, exist_ok=True)
     runs = Runs(out, args.iters, args.threads)
     base, target = args.widths[0], args.widths[-1]
     mup, sp, proxy_flops, sp_flops = tune(runs, base, target, grid)
