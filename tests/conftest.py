@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,11 +111,23 @@ def _evals(lines: list[dict]) -> list[dict]:
     return [r for r in lines if r.get("kind", "eval") == "eval"]
 
 
-def _start(out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, str(ROOT / "studies.py"), "run", "optimal_fast", "--repeats", "2",
-           "--max-concurrent", "1", "--output-dir", str(out), *LONG, *extra]
-    return subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+STUDY_MARK = "SLM_TUNE_TEST_STUDY"
+
+
+def start_study(args: list[str], env: dict) -> subprocess.Popen:
+    """A study in a process group of its own; every process it starts (Ray's too) inherits a mark in
+    its environment, so `kill_study` can wait for all of them."""
+    mark = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, str(ROOT / "studies.py"), *args], env={**env, STUDY_MARK: mark},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
+    proc.mark = mark
+    return proc
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    return start_study(["run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--output-dir", str(out),
+                        *LONG, *extra], dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
 def _wait_mid_second_trial(out: Path, proc: subprocess.Popen, reports: int = 6) -> None:
@@ -131,15 +144,29 @@ def _wait_mid_second_trial(out: Path, proc: subprocess.Popen, reports: int = 6) 
     pytest.fail("the study did not reach its second trial in time")
 
 
-def _wait_gone(pids: set[int], timeout: float = 60) -> None:
-    """Until the killed study's trial workers are gone: Ray's workers are not in the driver's
-    process group, and one still saving a checkpoint after the kill would write a clean file
-    beside the crafted ones (CI saw a resume continue from such a checkpoint)."""
+def _marked(mark: str) -> list:
     import psutil
 
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(STUDY_MARK) == mark:
+                found.append(process)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return found
+
+
+def kill_study(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGKILL a study's driver and its Ray at once, then wait until every process it started is
+    gone: Ray's trial workers are not in the driver's process group and live on for seconds, and
+    one still saving a checkpoint would write a file after the test looked (CI saw a resume go on
+    from such a checkpoint, and a crafted study get a clean one beside the crafted)."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=timeout)
     deadline = time.time() + timeout
-    while any(psutil.pid_exists(pid) for pid in pids):
-        assert time.time() < deadline, f"the killed study's workers {sorted(pids)} did not exit"
+    while left := _marked(proc.mark):
+        assert time.time() < deadline, f"the killed study's processes {[p.pid for p in left]} did not exit"
         time.sleep(0.1)
 
 
@@ -158,10 +185,8 @@ def killed_study(tmp_path_factory) -> dict:
         second = run_cli("vocab", "--output-dir", str(out), *TINY_SETS)
         _wait_mid_second_trial(out, proc)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray processes, at once
-        proc.wait(timeout=60)
+        kill_study(proc)
     run = out / "ray_results" / "run_optimal_fast"
-    _wait_gone({r["pid"] for r in _lines(run / "optimal_fast_seed1338" / "result.json")})
     return {"dir": out, "second": second,
             "first_pid": _lines(run / "optimal_fast_seed1337" / "result.json")[0]["pid"],
             "killed_at": _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))[-1]["iteration"]}

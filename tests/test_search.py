@@ -1,11 +1,7 @@
 """Searches: spaces as data, Optuna/random with ASHA/PBT on real Ray, the search's files, resume."""
 
 import json
-import os
 import pickle
-import signal
-import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -21,7 +17,7 @@ from slm_tune.space import check_metric, parse_space
 from slm_tune.train import lr_at
 from test_reliability import _lines, _snapshot
 from test_study import ENV, cli
-from conftest import ROOT, TINY_DATASET, run_cli
+from conftest import TINY_DATASET, kill_study, run_cli, start_study
 
 TINY_SPACE = """
 base = "optimal_fast"
@@ -235,8 +231,7 @@ def test_search_killed_mid_run_resumes_to_num_samples_without_duplicates_or_gaps
     space = _space(tmp_path)
     args = ["search", "--space", str(space), "--num-samples", "4", "--max-concurrent", "1", "--seed", "3",
             "--output-dir", str(tmp_path), "--max-iters", "300", "--set", "eval_interval=20", *TINY]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "studies.py"), *args], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = start_study(args, ENV)
     run = tmp_path / "ray_results" / "tiny"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -250,8 +245,7 @@ def test_search_killed_mid_run_resumes_to_num_samples_without_duplicates_or_gaps
         pytest.fail("the search did not reach its second trial in time")
     killed_at = _lines(run / "tiny_0002" / "result.json")[-1]["iteration"]
     first_pid = first[0]["pid"]
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray, as a crash would
-    proc.wait(timeout=30)
+    kill_study(proc)  # the driver and its Ray, as a crash would
     refused = run_cli(*args)
     assert refused.returncode == 2 and "--resume" in refused.stderr and "not yet sampled" in refused.stderr
     out = run_cli(*args, "--resume")

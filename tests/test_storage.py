@@ -3,7 +3,6 @@ way the AWS SDKs and pyarrow reach S3, through the standard AWS variables."""
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from ray.train._internal.storage import StorageContext
 
 from analysis.load import load_run
-from conftest import ROOT, TINY_SETS, run_cli
+from conftest import ROOT, TINY_SETS, kill_study, run_cli, start_study
 from slm_tune.tune.callbacks.progress import StudyProgress
 from test_study import ENV
 
@@ -78,16 +77,13 @@ def _checkpoints(env, trial: str) -> list[str]:
 def test_study_in_a_bucket_survives_sigkill_and_is_compared_from_the_bucket(s3, tmp_path, monkeypatch):
     storage = "s3://studies/killed"
     cmd = ["run", "optimal_fast", "--repeats", "2", "--max-concurrent", "1", "--storage-path", storage, *LONG]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "studies.py"), *cmd, "--output-dir", str(tmp_path / "a")],
-                            env=s3, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = start_study([*cmd, "--output-dir", str(tmp_path / "a")], s3)
     deadline = time.time() + 300
     while len(_checkpoints(s3, "optimal_fast_seed1338")) < 3:  # mid-way through the second trial
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         assert time.time() < deadline, "the study did not reach its second trial in time"
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray die at once
-    proc.wait(timeout=60)
+    kill_study(proc)  # the driver and its Ray at once, and no worker left to upload after it
     trial_dir = "studies/killed/run_optimal_fast/optimal_fast_seed1338"
     bucket = _bucket(s3)  # the kill can cut the newest upload short: the newest with its history
     whole = [c for c in _checkpoints(s3, "optimal_fast_seed1338")

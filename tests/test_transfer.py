@@ -4,7 +4,6 @@ of what each found and spent; --resume skips finished stages; refusals in one li
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -2,12 +2,11 @@
 
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import LONG, LONG_ITERS, _evals, _lines, _start, _wait_gone, _wait_mid_second_trial, run_cli
+from conftest import LONG, LONG_ITERS, _evals, _lines, _start, _wait_mid_second_trial, kill_study, run_cli
 import torch
 
 from analysis.load import load_run
@@ -43,10 +42,8 @@ def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path, local
     marker = tmp_path / "pwned"
     proc = _start(tmp_path)  # its own killed study: every file in it is about to be crafted
     _wait_mid_second_trial(tmp_path, proc, reports=3)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    kill_study(proc)
     run = tmp_path / "ray_results" / "run_optimal_fast"
-    _wait_gone({r["pid"] for r in _lines(run / "optimal_fast_seed1338" / "result.json")})
     # compare works on what the killed study left
     out = run_cli("compare", "--output-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
