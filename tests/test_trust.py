@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LONG, LONG_ITERS, _evals, _lines, _start, _wait_mid_second_trial, kill_study, run_cli
+from conftest import LONG, LONG_ITERS, _evals, _lines, copy_study, run_cli
 import torch
 
 from analysis.load import load_run
@@ -38,11 +38,9 @@ def test_a_crafted_file_is_refused_before_it_runs(tmp_path):
     assert not marker.exists()
 
 
-def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path, local_ray):
+def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path, killed_study, local_ray):
     marker = tmp_path / "pwned"
-    proc = _start(tmp_path)  # its own killed study: every file in it is about to be crafted
-    _wait_mid_second_trial(tmp_path, proc, reports=3)
-    kill_study(proc)
+    tmp_path = copy_study(killed_study, tmp_path / "study")  # its own copy: every file in it is about to be crafted
     run = tmp_path / "ray_results" / "run_optimal_fast"
     # compare works on what the killed study left
     out = run_cli("compare", "--output-dir", str(tmp_path))
