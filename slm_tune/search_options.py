@@ -10,6 +10,7 @@ SEARCH_ALGS = {
     "gp": "Optuna's GPSampler (Gaussian-process Bayesian optimisation; about a second per trial to suggest)",
     "qmc": "Optuna's QMCSampler (a scrambled Sobol sequence: space-filling, not adaptive)",
     "nsga2": "Optuna's NSGA-II (evolutionary; meant for several objectives)",
+    "cmaes": "Optuna's CmaEsSampler (CMA-ES over the numeric settings, the categorical ones at random; one objective)",
 }
 SCHEDULERS = {
     "fifo": "every trial runs to its end",

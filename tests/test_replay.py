@@ -120,7 +120,7 @@ def test_a_searcher_seed_replays_the_same_trials(table, space):
 
 
 @pytest.mark.parametrize("search_alg,scheduler", [*itertools.product(["random", "optuna", "tpe-independent", "gp",
-                                                                       "qmc", "nsga2"], ["fifo"]),
+                                                                       "qmc", "nsga2", "cmaes"], ["fifo"]),
                                                   *(("optuna", s) for s in ["asha", "hyperband", "median"])])
 def test_every_searcher_and_scheduler_replays_six_trials(table, space, search_alg, scheduler):
     """6 trials, two at a time: every trial reports its curve up to where it ended, in time order,
@@ -190,7 +190,8 @@ def test_the_benchmark_figures_from_a_small_replay(table, tmp_path):
     (["--scheduler", "median", "--objective", "best_val_bpb", "--objective", "params"], "--scheduler median stops"),
     (["--scheduler", "hyperband", "--objective", "best_val_bpb", "--objective", "params"], "--scheduler hyperband stops"),
     (["--search-alg", "qmc", "--scheduler", "pbt"], "PBT evolves its own population"),
-    (["--search-alg", "cmaes"], "invalid choice: 'cmaes'"),
+    (["--search-alg", "cmaes", "--objective", "best_val_bpb", "--objective", "params"], "cmaes optimises one objective"),
+    (["--search-alg", "hyperopt"], "invalid choice: 'hyperopt'"),
 ])
 def test_searcher_and_scheduler_refusals_are_one_line_and_write_nothing(tmp_path, extra, said):
     from conftest import run_cli

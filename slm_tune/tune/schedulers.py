@@ -113,6 +113,10 @@ def make_sampler(run: StudyRun):
             return optuna.samplers.QMCSampler(seed=seed, scramble=True)
     if run.search_alg == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, startup_trials(run.num_samples)))
+    if run.search_alg == "cmaes":  # categorical settings fall to its independent sampler: that is what was asked
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup_trials(run.num_samples),
+                                            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+                                            warn_independent_sampling=False)
     raise UserError(f"unknown search algorithm {run.search_alg!r}; use one of {', '.join(SEARCH_ALGS)}")
 
 
@@ -167,6 +171,10 @@ def check_search(run: StudyRun) -> None:
 
 
 def _check_objectives(run: StudyRun) -> None:
+    if len(run.goals) > 1 and run.search_alg == "cmaes":
+        raise UserError(f"--search-alg cmaes optimises one objective, and this search has {len(run.goals)} "
+                        f"({', '.join(run.goals)}); use --search-alg optuna, nsga2, gp, qmc or random with several "
+                        "--objective, or give one")
     if len(run.goals) > 1 and run.scheduler != "fifo":
         raise UserError(f"--scheduler {run.scheduler} stops or copies trials by one metric, and this search has "
                         f"{len(run.goals)} objectives ({', '.join(run.goals)}); use --scheduler fifo (the default) "
