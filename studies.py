@@ -55,6 +55,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _flops(text: str) -> float:
+    """'3e14' -> 3e14: a positive number of FLOPs."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of FLOPs (e.g. 3e14)") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number of FLOPs (e.g. 3e14)")
+    return value
+
+
 def _duration(text: str) -> float:
     """'2h', '90m', '1h30m', '45s' or a number of seconds -> seconds."""
     import re
@@ -176,6 +187,8 @@ def _add_search_options(p) -> None:
     p.add_argument("--seed", type=int, help="the sampler's seed, so a search can be repeated (default: chosen "
                                             "and recorded in study.json)")
     p.add_argument("--time-budget", type=_duration, help="stop sampling and running after this long, e.g. 2h")
+    p.add_argument("--budget", type=_flops, metavar="FLOPS",
+                   help="stop sampling and running once the trials have trained this many FLOPs between them, e.g. 3e14")
     _add_run_options(p, schedulers=tuple(SCHEDULERS))
 
 
@@ -430,7 +443,8 @@ def _search_setup(args: argparse.Namespace):
     search_alg = args.search_alg or ("random" if args.scheduler == "pbt" else "optuna")
     return space, dict(num_samples=args.num_samples, search_alg=search_alg, sampler_seed=args.seed,
                        metric=metric, objectives=tuple(objectives), constraints=constraints,
-                       optuna_storage=args.optuna_storage, time_budget_s=args.time_budget)
+                       optuna_storage=args.optuna_storage, time_budget_s=args.time_budget,
+                       flops_budget=args.budget)
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:

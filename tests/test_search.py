@@ -282,3 +282,23 @@ def test_time_budget_ends_a_search_early_as_finished(tmp_path, local_ray):
     assert 1 <= len(trials) < 40
     meta = json.loads((tmp_path / "ray_results" / "tiny" / "study.json").read_text())
     assert meta["ended_at"] and meta["time_budget_s"] == 6
+
+
+def test_flops_budget_ends_a_search_once_its_trials_trained_that_much(tmp_path, local_ray):
+    """--budget: Tune stops the search at the first report that brings the trials' training FLOPs
+    together to the budget; the search has ended (finished, not interrupted) and says so in study.json."""
+    budget = 1.2e9  # a trial of this space trains about 0.9e9 FLOPs in its 20 iterations
+    out = run_cli("search", "--space", str(_space(tmp_path)), "--num-samples", "40", "--max-concurrent", "1",
+                  "--budget", "1.2e9", "--output-dir", str(tmp_path), "--max-iters", "20",
+                  "--set", "eval_interval=5", *TINY)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "interrupted" not in out.stderr
+    run = tmp_path / "ray_results" / "tiny"
+    trials = sorted(p for p in run.iterdir() if p.is_dir())
+    assert 2 <= len(trials) < 40
+    spent = [_lines(t / "result.json")[-1]["train_flops"] for t in trials]
+    assert sum(spent) >= budget > sum(spent[:-1])  # the last trial crossed it, and was stopped there
+    meta = json.loads((run / "study.json").read_text())
+    assert meta["ended_at"] and meta["flops_budget"] == budget
+    bad = run_cli("search", "lr", "--budget", "-1", "--output-dir", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "must be a positive number of FLOPs" in bad.stderr

@@ -33,6 +33,7 @@ from slm_tune.legacy import old_module_names
 from slm_tune.objectives import check_possible, constraints_from
 from slm_tune.storage import Storage, read_study_file
 from slm_tune.study_file import stored_configs, stored_search, trial_label
+from slm_tune.tune.budget import FlopsBudget, spent_flops
 from slm_tune.tune.callbacks.loggers import CSVLogger, JsonLogger
 from slm_tune.tune.callbacks.optuna_study import OptunaStudyMirror
 from slm_tune.tune.data_prep import prepare_data
@@ -169,7 +170,8 @@ def _stored_search(run: StudyRun, doc: Mapping[str, Any]) -> StudyRun:
                    metric=doc.get("metric", run.metric), num_samples=doc.get("num_samples", run.num_samples),
                    objectives=tuple(doc.get("objectives", ())), constraints=tuple(constraints_from(doc.get("constraints", []))),
                    optuna_storage=doc.get("optuna_storage") or "none",
-                   scheduler=doc.get("scheduler", run.scheduler))
+                   scheduler=doc.get("scheduler", run.scheduler),
+                   flops_budget=doc.get("flops_budget", run.flops_budget))  # the restored Tuner's stopper has it
 
 
 def _resolve_resources(run: StudyRun, cpus: int) -> tuple[int, int]:
@@ -321,8 +323,9 @@ def _fit_to_end(run: StudyRun, name: str, storage: Storage, concurrent: int, sch
     if storage.remote:  # the run as Ray left it in the bucket, for the files and plots
         run.log(f"copying {storage.uri(name)} to {run_dir}")
         storage.mirror(name, run_dir)
-    # a search that spent its --time-budget has ended, with fewer trials than it asked for
-    budget_spent = bool(run.time_budget_s) and time.time() - started >= run.time_budget_s
+    # a search that spent its --time-budget or --budget has ended, with fewer trials than it asked for
+    budget_spent = (bool(run.time_budget_s) and time.time() - started >= run.time_budget_s) or (
+        bool(run.flops_budget) and spent_flops(r.metrics for r in results) >= run.flops_budget)
     pending = unfinished_trials(run_dir, count_unsampled=not budget_spent)
     if pending:
         raise StudyInterrupted(results, pending)
@@ -359,6 +362,7 @@ def _fit(run: StudyRun, name: str, storage: Storage, concurrent: int, scheduler,
         naming = dict(trial_dirname_creator=namer, trial_name_creator=namer)
         search = dict(search_alg=make_search_alg(run, concurrent), num_samples=run.num_samples,
                       max_concurrent_trials=concurrent, time_budget_s=run.time_budget_s)
+    budget = [FlopsBudget(run.flops_budget)] if run.search is not None and run.flops_budget else []
     keep = max(run.checkpoints_to_keep, 4) if run.scheduler == "pbt" else run.checkpoints_to_keep
     tuner = tune.Tuner(
         trainable,
@@ -370,7 +374,8 @@ def _fit(run: StudyRun, name: str, storage: Storage, concurrent: int, scheduler,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage.uri(), verbose=2 if run.verbose else 0,
-            callbacks=[*run.callbacks, CSVLogger(), JsonLogger(), *optuna_mirror(run, name)],
+            callbacks=[*run.callbacks, CSVLogger(), JsonLogger(), *optuna_mirror(run, name), *budget],
+            stop=budget[0] if budget else None,
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=keep, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
             failure_config=tune.FailureConfig(max_failures=run.max_failures),

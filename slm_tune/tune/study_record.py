@@ -57,7 +57,7 @@ def write_study_file(run: StudyRun, run_dir: Path, data_info: dict[str, dict[str
         doc.update(search=run.search.to_dict(), search_alg=run.search_alg, sampler_seed=run.sampler_seed,
                    sampler=sampler_settings(run),
                    metric=run.metric, objectives=run.goals, constraints=[k.to_dict() for k in run.constraints],
-                   num_samples=run.num_samples, time_budget_s=run.time_budget_s,
+                   num_samples=run.num_samples, time_budget_s=run.time_budget_s, flops_budget=run.flops_budget,
                    optuna_storage=run.optuna_url, optuna_study=run_dir.name if run.optuna_url else None)
     _publish(write_json(path, doc), storage)
 

@@ -48,6 +48,7 @@ class StudyRun:
     # the Optuna study optuna-dashboard reads: an RDB URL; None: OUTPUT_DIR/experiments/optuna.db; "none": off
     optuna_storage: str | None = None
     time_budget_s: float | None = None
+    flops_budget: float | None = None  # training FLOPs of all trials together (slm_tune/tune/budget.py)
     tensorboard: bool = True  # trials write TensorBoard event files into their directories (local storage)
 
     @property
