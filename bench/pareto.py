@@ -43,9 +43,9 @@ block_size = 64
 eval_iters = 8
 compile = false
 """
-METHODS = {"2-objective TPE": ["--objective", "best_val_bpb", "--objective", "params"],
-           "TPE on bpb": ["--metric", "best_val_bpb"],
-           "random": ["--search-alg", "random"]}
+METHODS = {"2-objective TPE": ["--search-alg", "optuna", "--objective", "best_val_bpb", "--objective", "params"],
+           "TPE on bpb": ["--search-alg", "optuna", "--scheduler", "fifo", "--metric", "best_val_bpb"],
+           "random": ["--search-alg", "random", "--scheduler", "fifo"]}
 OBJECTIVES = ["best_val_bpb", "total_params"]
 # the bits-per-byte side of the reference point, the same for every seed (a reference taken from
 # each seed's worst trial would make seeds' hypervolumes incomparable): above every trial measured

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHODS = {"random": ["--search-alg", "random"], "tpe": ["--search-alg", "optuna"],
+METHODS = {"random": ["--search-alg", "random", "--scheduler", "fifo"], "tpe": ["--search-alg", "optuna", "--scheduler", "fifo"],
            "tpe+asha": ["--search-alg", "optuna", "--scheduler", "asha"]}
 SMALL = ["--set", "vocab_size=2000", "--set", "n_embd=64", "--set", "n_layer=2", "--set", "n_head=2",
          "--set", "batch_size=16", "--set", "block_size=64", "--set", "eval_iters=8", "--set", "compile=false"]

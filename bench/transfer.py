@@ -16,7 +16,8 @@ per width, sp and muP side by side).
 sweeps muP's output multiplier (mup_output_mult) instead, under muP only, and writes
 OUTPUT/transfer_output_mult.json: whether the multiplier best at the narrow width is best wide too.
 
-    python bench/transfer.py --depths 2 4 8 --width 128       (about 20 minutes)
+    python bench/transfer.py --depths 2 4 8 --width 128       (about 11 minutes per seed)
+    python bench/transfer.py --depths 2 4 8 --width 128 --seeds 1338 1339 --add    two more seeds beside the stored
 
 sweeps the rate over depths instead (base depth the first), under no depth parametrization (sp's
 GPT-2 init), completep and depth_mup, and writes OUTPUT/transfer_depth.json and .png: how far the
@@ -69,9 +70,10 @@ def sweep(widths, lrs, iters: int, threads: int, parametrizations=("sp", "mup"),
     return rows
 
 
-def depth_sweep(depths, kinds, lrs, iters: int, threads: int, width: int) -> list[dict]:
-    """Every rate at every depth under each depth parametrization (base depth depths[0]); at the
-    base depth they are all the standard model, so it is trained once and recorded for each."""
+def depth_sweep(depths, kinds, lrs, iters: int, threads: int, width: int, seeds=(1337,)) -> list[dict]:
+    """Every rate at every depth under each depth parametrization (base depth depths[0]), for each
+    seed; at the base depth they are all the standard model, so it is trained once and recorded
+    for each."""
     from slm_tune.config import ExperimentConfig
     from slm_tune.data.cache import prepare_tokens
     from slm_tune.train import train
@@ -79,23 +81,44 @@ def depth_sweep(depths, kinds, lrs, iters: int, threads: int, width: int) -> lis
     base = ExperimentConfig(name="transfer", **BASE, max_iters=iters, eval_interval=iters, n_embd=width)
     data = prepare_tokens(base.dataset, base.vocab_size)
     rows = []
-    for depth, lr in itertools.product(depths, lrs):
+    for seed, depth, lr in itertools.product(seeds, depths, lrs):
         for kind in (kinds[:1] if depth == depths[0] else kinds):
-            c = base.replace(n_layer=depth, learning_rate=lr, depth_parametrization=kind,
+            c = base.replace(n_layer=depth, learning_rate=lr, depth_parametrization=kind, seed=seed,
                              base_depth=depths[0] if kind != "none" else 0)
             t = time.perf_counter()
             result = train(c, data, threads=threads)
             bpb = best_bpb(result)
             same = kinds if depth == depths[0] else [kind]
-            rows += [{"depth_parametrization": k, "depth": depth, "width": width, "lr": lr, "best_val_bpb": bpb,
-                      "seconds": time.perf_counter() - t} for k in same]
-            print(f"{kind:<9} depth {depth:>2} lr {lr:.2e}: {bpb:.4f} bits/byte ({rows[-1]['seconds']:.0f} s)", flush=True)
+            rows += [{"depth_parametrization": k, "depth": depth, "width": width, "lr": lr, "seed": seed,
+                      "best_val_bpb": bpb, "seconds": time.perf_counter() - t} for k in same]
+            print(f"{kind:<9} depth {depth:>2} lr {lr:.2e} seed {seed}: {bpb:.4f} bits/byte "
+                  f"({rows[-1]['seconds']:.0f} s)", flush=True)
     return rows
 
 
+def seed_means(rows: list[dict]) -> list[dict]:
+    """The rows averaged over seeds (a run that diverged makes its cell's mean NaN), with the seeds
+    each mean is over; rows stored before seeds were recorded are seed 1337's."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["depth_parametrization"], r["depth"], r["lr"]), []).append(r)
+    return [{**same[0], "best_val_bpb": sum(r["best_val_bpb"] for r in same) / len(same),
+             "seeds": sorted(r.get("seed", 1337) for r in same)} for same in cells.values()]
+
+
 def depth_summary(rows: list[dict]) -> dict:
-    """Per depth parametrization: the best rate at each depth and how many grid steps (factors of
-    2) it moves from the shallowest to any depth, and the best bpb at each depth."""
+    """Per depth parametrization, on the seeds' mean: the best rate at each depth and how many grid
+    steps (factors of 2) it moves from the shallowest to any depth, the best bpb at each depth,
+    and how far the best rate moved in each seed alone."""
+    per_seed = {seed: _depth_moves([r for r in rows if r.get("seed", 1337) == seed])
+                for seed in sorted({r.get("seed", 1337) for r in rows})}
+    out = _depth_moves(seed_means(rows))
+    for kind in out:
+        out[kind]["grid_steps_moved_per_seed"] = {seed: moves[kind]["max_grid_steps_moved"] for seed, moves in per_seed.items()}
+    return out
+
+
+def _depth_moves(rows: list[dict]) -> dict:
     out = {}
     for kind in dict.fromkeys(r["depth_parametrization"] for r in rows):
         mine = [r for r in rows if r["depth_parametrization"] == kind and not math.isnan(r["best_val_bpb"])]
@@ -202,6 +225,9 @@ def main() -> None:
     parser.add_argument("--depths", nargs="+", type=int, help="sweep the rate over these depths instead (base: the first)")
     parser.add_argument("--depth-parametrizations", nargs="+", default=["none", "completep", "depth_mup"])
     parser.add_argument("--width", type=int, default=128, help="the width of the depth sweep")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1337], help="the depth sweep's seeds (default 1337)")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the other seeds' rows already in OUTPUT/transfer_depth.json and add these")
     args = parser.parse_args()
     if args.depths:
         return depth_main(args)
@@ -232,15 +258,19 @@ def depth_main(args) -> None:
     if args.replot:
         rows = json.loads(out.read_text())["rows"]
     else:
-        rows = depth_sweep(args.depths, args.depth_parametrizations, args.lrs, args.iters, args.threads, args.width)
+        rows = depth_sweep(args.depths, args.depth_parametrizations, args.lrs, args.iters, args.threads, args.width,
+                           args.seeds)
+        if args.add and out.is_file():  # the other seeds' rows, kept
+            rows = [r for r in json.loads(out.read_text())["rows"] if r.get("seed", 1337) not in args.seeds] + rows
         args.output.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "summary": depth_summary(rows)}, indent=1))
-    plot_depth(rows, out.with_suffix(".png"))
+    plot_depth(seed_means(rows), out.with_suffix(".png"))
     for kind, s in depth_summary(rows).items():
         rates = ", ".join(f"{d}: {lr:.2e}" for d, lr in s["best_lr"].items())
         bpbs = ", ".join(f"{d}: {b:.4f}" for d, b in s["best_bpb"].items())
         print(f"{kind}: best rate per depth {rates} (moves {s['max_grid_steps_moved']:.0f} grid steps); best bpb {bpbs}; "
-              f"the deepest at the shallowest's rate {s['deep_at_shallow_lr_bpb']:.4f} ({100 * s['deep_loss_vs_best']:+.1f}%)")
+              f"the deepest at the shallowest's rate {s['deep_at_shallow_lr_bpb']:.4f} ({100 * s['deep_loss_vs_best']:+.1f}%); "
+              f"steps moved per seed {s['grid_steps_moved_per_seed']}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ slm_tune.tune.schedulers builds them; bench/tabular.py measures them (README "Wh
 from __future__ import annotations
 
 SEARCH_ALGS = {
-    "optuna": "Optuna's TPE, multivariate, constant liar (the default)",
-    "random": "random search (Ray's; Optuna's RandomSampler where constraints redraw points)",
+    "random": "random search (the default; Ray's, or Optuna's RandomSampler where constraints redraw points)",
+    "optuna": "Optuna's TPE, multivariate, constant liar",
     "tpe-independent": "Optuna's TPE, one setting at a time",
     "gp": "Optuna's GPSampler (Gaussian-process Bayesian optimisation; about a second per trial to suggest)",
     "qmc": "Optuna's QMCSampler (a scrambled Sobol sequence: space-filling, not adaptive)",

@@ -193,8 +193,18 @@ def killed_study(tmp_path_factory) -> dict:
 
 
 def copy_study(killed: dict, to: Path) -> Path:
-    """A test's own copy of a stored study (a study moved to another folder resumes from there)."""
+    """A test's own copy of a stored study (a study moved to another folder resumes from there),
+    to be resumed as in a Ray session of its own. The tests share one session (`local_ray`), and
+    Ray stages a restored trial's files under the run's first start time, so every copy's resume
+    would share one staging directory and a later copy would take an earlier one's reports (CI
+    saw a crafted copy continue another copy's result.json): that staging is cleared here."""
+    from slm_tune.tune.killed_state import ray_temp_roots
+
     shutil.copytree(killed["dir"], to, ignore=shutil.ignore_patterns(".slm-tune.lock"))
+    run = next((to / "ray_results").iterdir()).name
+    for root in ray_temp_roots():
+        for staged in root.glob(f"session_*/artifacts/*/{run}/driver_artifacts"):
+            shutil.rmtree(staged, ignore_errors=True)
     return to
 
 

@@ -204,3 +204,32 @@ def test_searcher_and_scheduler_refusals_are_one_line_and_write_nothing(tmp_path
     assert ran.returncode == 2 and said in ran.stderr, ran.stderr
     assert len(ran.stderr.strip().splitlines()) <= 2 and "Traceback" not in ran.stderr  # argparse adds its usage line
     assert not (tmp_path / "out" / "ray_results").exists()
+
+
+def test_the_default_search_is_the_pairing_the_stored_100_seed_replay_measured_best(space):
+    """StudyRun's defaults (random search; ASHA for one objective, FIFO for several and for studies
+    of named experiments) against bench/tabular_replay_100.json, the replay the README's table is
+    computed from: the default beats random+fifo with a verdict, and no pairing beats it."""
+    sys.path.insert(0, str(ROOT))
+    import json
+
+    from bench.tabular_report import compute_to, rank_test, single_table
+    from slm_tune.tune.study_run import StudyRun
+
+    one = StudyRun(study="s", configs={space.base.name: space.base}, search=space)
+    two = StudyRun(study="s", configs={space.base.name: space.base}, search=space,
+                   objectives=("best_val_bpb", "params"))
+    study = StudyRun(study="s", configs={space.base.name: space.base})
+    assert (one.search_alg, one.scheduler, two.search_alg, two.scheduler, study.scheduler) == \
+        ("random", "asha", "random", "fifo", "fifo")
+    assert StudyRun(study="s", configs={}, search=space, scheduler="median").scheduler == "median"
+
+    data = json.loads((ROOT / "bench" / "tabular_replay_100.json").read_text())
+    assert data["seeds"] >= 100
+    rows = single_table(data).set_index("pairing")
+    default = f"{one.search_alg}+{one.scheduler}"
+    assert rows.loc[default, "verdict"] == "better"  # than random+fifo, Holm over every pairing
+    mine = [compute_to(data, r, 0.01) for r in data["single"][default]]
+    for other, runs in data["single"].items():  # none better than the default by more than the noise
+        theirs = [compute_to(data, r, 0.01) for r in runs]
+        assert rows.loc[other, "median_0.01"] >= rows.loc[default, "median_0.01"] or rank_test(theirs, mine) > 0.05

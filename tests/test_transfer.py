@@ -39,10 +39,10 @@ def test_transfer_searches_the_proxy_trains_the_target_and_reports_what_each_spe
     assert report["target_run"]["finished"] == 2
     assert target["runs"] == 2
     assert sorted(report["target_run"]["runs_best_val_bpb"]) == pytest.approx(sorted(r["best_val_bpb"] for r in target["per_run"]))
-    tokens = 20 * 4 * 32
+    tokens = 4 * 32  # per iteration; the proxy's trials count what they trained (ASHA, the default, stops some)
     assert report["compute"]["proxy_flops"] == pytest.approx(
-        sum(flops_per_token(ExperimentConfig(**t["config"])) * tokens for t in trials.values()))
-    assert report["compute"]["target_flops"] == pytest.approx(2 * flops_per_token(target_config) * tokens)
+        sum(flops_per_token(ExperimentConfig(**t["config"])) * t["iterations"] * tokens for t in trials.values()))
+    assert report["compute"]["target_flops"] == pytest.approx(2 * flops_per_token(target_config) * 20 * tokens)
     assert "proxy search tiny" in ran.stdout and "target transfer_tiny (n_embd=64)" in ran.stdout
     again = run_cli(*args, "--resume")
     assert again.returncode == 0, again.stderr[-3000:]

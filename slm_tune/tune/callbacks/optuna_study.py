@@ -66,9 +66,14 @@ class OptunaStudyMirror(tune.Callback):
         import optuna
 
         self._storage = open_storage(self.url)
-        study = optuna.create_study(storage=self._storage, study_name=self.study_name, load_if_exists=True,
-                                    directions=["minimize" if METRICS[o].direction == "min" else "maximize"
-                                                for o in self.objectives])
+        before = optuna.logging.get_verbosity()  # "A new study created in RDB": the mirror's, not news
+        optuna.logging.set_verbosity(max(before, optuna.logging.WARNING))
+        try:
+            study = optuna.create_study(storage=self._storage, study_name=self.study_name, load_if_exists=True,
+                                        directions=["minimize" if METRICS[o].direction == "min" else "maximize"
+                                                    for o in self.objectives])
+        finally:
+            optuna.logging.set_verbosity(before)
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard labels axes with
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(self.objectives))
