@@ -20,7 +20,7 @@ from test_study import ENV
 pafs = pytest.importorskip("pyarrow.fs")
 pytest.importorskip("moto")
 
-ITERS = 240
+ITERS = 120  # 6 evals, each a checkpoint uploaded to the bucket; the second trial is killed after 3
 LONG = ["--max-iters", str(ITERS), "--set", "eval_interval=20", *TINY_SETS]
 
 
