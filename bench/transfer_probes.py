@@ -96,6 +96,22 @@ def _init_scale(hidden: Callable[[float], float] = lambda m: 1.0, embedding: flo
     return patched(loop, "GPT", ScaledInitGPT)
 
 
+def _zero_readout():
+    """The untied output layer initialised at zero, as the `mup` package's examples do (MuReadout's
+    readout_zero_init): the logits start at 0 whatever the width."""
+    from slm_tune.model import gpt
+    from slm_tune.train import loop
+
+    class ZeroReadoutGPT(gpt.GPT):
+        def __init__(self, c):
+            super().__init__(c)
+            import torch
+            with torch.no_grad():
+                self.lm_head.weight.zero_()
+
+    return patched(loop, "GPT", ZeroReadoutGPT)
+
+
 @contextlib.contextmanager
 def _together(*patches: Callable) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
@@ -121,6 +137,9 @@ PROBES: dict[str, tuple[str, dict, Callable | None]] = {
     "embed_lr_x0.5": ("embeddings' (and tied head's) rate x1/2", {}, lambda: _embedding_rate(0.5)),
     "all_three": ("hidden init x2, attention 1/sqrt(head size) and hidden rate x2 together", {},
                   lambda: _together(lambda: _init_scale(lambda m: 2.0), _sp_attention, lambda: _hidden_rate(2.0))),
+    "untied": ("an untied output layer (GPT-2's init)", {"tie_embeddings": False}, None),
+    "untied_zero": ("an untied output layer initialised at zero (mup's readout_zero_init)",
+                    {"tie_embeddings": False}, _zero_readout),
     "sp": ("the standard model at --sp-lr", {"parametrization": "sp"}, None),
 }
 
