@@ -7,12 +7,16 @@
     python bench/tabular.py replay --replot            the figures and plot again from bench/tabular_replay.json
     python bench/tabular.py replay --searchers gp --schedulers fifo asha --no-multi --out bench/tabular_replay_gp.json
     python bench/tabular.py replay --replot --merge bench/tabular_replay_gp.json     (gp suggests slowly: apart)
+    python bench/tabular.py replay --seeds 100 --searchers random --schedulers fifo asha asha-rf4-g1 --no-multi --out X.json
+    python bench/tabular.py replay --seeds 100 --trials 24 --searchers random --schedulers fifo --multi random qmc nsga2 --out Y.json
 
 `replay` runs each pairing's search against the table (slm_tune.tune.replay: the real Optuna
 samplers and Ray schedulers, ask-and-tell on a simulated clock of two concurrent trials) and
 writes bench/tabular_replay.json (every search's incumbent against compute) and
 bench/tabular_replay.png (median normalised regret against training FLOPs, with the interquartile
-band). It prints, per pairing, the median and interquartile range of the compute to reach
+band). A scheduler named asha-rfR-gG[-bB] is ASHA with reduction factor R, a grace period of G
+evals and B brackets in place of the library's (2, 1, 1): the variants the benchmark measured
+before keeping the library's. It prints, per pairing, the median and interquartile range of the compute to reach
 normalised regret 0.05 and 0.01, and each pairing's compute to regret 0.01 against random search
 as a ratio of medians with a bootstrap interval; then the 2-objective searches' hypervolumes.
 """
@@ -20,8 +24,10 @@ as a ratio of medians with a bootstrap interval; then the 2-objective searches' 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,6 +44,7 @@ SCHEDULERS = ("fifo", "asha", "hyperband", "median")
 MULTI = ("random", "optuna", "nsga2")
 OBJECTIVES = ("best_val_bpb", "total_params")
 THRESHOLDS = (0.05, 0.01)
+ASHA_VARIANT = re.compile(r"asha-rf(\d+)-g(\d+)(?:-b(\d+))?$")
 
 
 def export(source: Path, path: Path) -> None:
@@ -88,17 +95,47 @@ def incumbents(events, key: str = "best_val_bpb") -> tuple[list[float], list[flo
     return out_f, out_b
 
 
+@contextlib.contextmanager
+def scheduler_named(name: str):
+    """The library's scheduler name for `name`, with an ASHA variant (asha-rfR-gG[-bB]) built in
+    place of the library's ASHA while the block runs."""
+    match = ASHA_VARIANT.match(name)
+    if match is None:
+        yield name
+        return
+    from ray.tune.schedulers import ASHAScheduler
+
+    import slm_tune.tune.replay.simulation as simulation
+    from slm_tune.tune.schedulers import horizon
+
+    rf, grace, brackets = int(match[1]), int(match[2]), int(match[3] or 1)
+
+    library = simulation.make_scheduler
+
+    def make(run):
+        _, metric, mode = library(run)
+        time_attr, max_t, interval = horizon(run)
+        return (ASHAScheduler(time_attr=time_attr, max_t=max_t, grace_period=grace * interval, reduction_factor=rf,
+                              brackets=brackets), metric, mode)
+
+    simulation.make_scheduler = make
+    try:
+        yield "asha"
+    finally:
+        simulation.make_scheduler = library
+
+
 def replay_all(seeds: int, trials: int, searchers, schedulers, multi=MULTI, table_path: Path = TABLE) -> dict:
     from slm_tune.tune.replay.simulation import replay_search
     from slm_tune.tune.replay.table import ReplayTable
 
     table = ReplayTable.load(table_path)
     out = {"table": _table_facts(table), "trials": trials, "seeds": seeds, "single": {}, "multi": {}}
-    for search_alg in searchers:
-        for scheduler in schedulers:
+    for search_alg, scheduler in ((a, s) for a in searchers for s in schedulers):
+        with scheduler_named(scheduler) as library_name:
             started, runs = time.perf_counter(), []
             for seed in range(seeds):
-                events = replay_search(table, study_run(search_alg, scheduler, seed, trials))
+                events = replay_search(table, study_run(search_alg, library_name, seed, trials))
                 f, b = incumbents(events)
                 runs.append({"flops": f, "best": b, "spent": float(events["flops"].iloc[-1]),
                              "trials": int(events["trial"].nunique())})
@@ -144,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, default=OUT, help=f"where the replays go (default {OUT.name})")
     r.add_argument("--merge", type=Path, nargs="+", default=[],
                    help="other replays' JSON (e.g. the slow gp's, run apart) merged in before the figures")
+    r.add_argument("--multi", nargs="+", default=list(MULTI), help="the 2-objective searchers (default %(default)s)")
     r.add_argument("--no-multi", action="store_true", help="skip the 2-objective searches")
     args = p.parse_args(argv)
     if args.command == "export":
@@ -152,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         data = json.loads(args.out.read_text())
     else:
-        data = replay_all(args.seeds, args.trials, args.searchers, args.schedulers, () if args.no_multi else MULTI)
+        data = replay_all(args.seeds, args.trials, args.searchers, args.schedulers, () if args.no_multi else args.multi)
     for other in args.merge:
         more = json.loads(other.read_text())
         data["single"].update(more["single"])

@@ -161,7 +161,8 @@ def plot(data: dict, path: Path) -> None:
 
     total = data["table"]["total_flops"]
     grid = np.geomspace(total * 1e-3, total * 0.6, 200)
-    schedulers = sorted({k.split("+")[1] for k in data["single"]}, key=["fifo", "asha", "hyperband", "median"].index)
+    order = ["fifo", "asha", "hyperband", "median"]  # then ASHA's variants (bench/tabular.py), by name
+    schedulers = sorted({k.split("+")[1] for k in data["single"]}, key=lambda s: (order.index(s) if s in order else len(order), s))
     searchers = list(dict.fromkeys(k.split("+")[0] for k in data["single"]))
     colors = dict(zip(searchers, plt.rcParams["axes.prop_cycle"].by_key()["color"]))  # one colour per searcher
     rows = math.ceil(len(schedulers) / 2)
@@ -188,6 +189,6 @@ def plot(data: dict, path: Path) -> None:
         ax.set_ylabel("normalised regret (median, IQR band)")
     fig.suptitle(f"Replay benchmark: {data['seeds']} searcher seeds x {data['trials']} trials per pairing, "
                  f"{data['table']['runs']} recorded runs (regret 0 is drawn at the floor)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title above the panels
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -148,6 +148,23 @@ def test_asha_stops_trials_at_its_rungs(table, space):
     assert {int(by_run[r.run].iteration[int(r.eval)]) for r in stopped.itertuples()} <= {24, 48, 96, 192}
 
 
+def test_the_benchmarks_asha_variants_stop_at_their_own_rungs(table, space):
+    """bench/tabular.py's asha-rf4-g1 is ASHA quartering from 24 iterations (rungs 24 and 96) while
+    its block runs, and the library's ASHA again after it."""
+    sys.path.insert(0, str(ROOT))
+    from bench.tabular import scheduler_named
+    import slm_tune.tune.replay.simulation as simulation
+
+    library = simulation.make_scheduler
+    with scheduler_named("asha-rf4-g1") as name:
+        assert name == "asha"
+        events = simulation.replay_search(table, study_run(space, "random", name, seed=0, trials=30))
+    assert simulation.make_scheduler is library
+    by_run = {c.run: c for c in table.curves}
+    stopped = {int(by_run[r.run].iteration[int(r.eval)]) for r in events[events["stopped"]].itertuples()}
+    assert stopped and stopped <= {24, 96} and 24 in stopped
+
+
 def test_a_two_objective_replay_tells_both_objectives(table, space):
     from slm_tune.tune.replay.simulation import replay_search
 
