@@ -10,7 +10,8 @@ given) with one thing changed. Some change a setting (weight decay, clipping, Ad
 the others replace one of the library's muP rules for this process only (the hidden matrices'
 rate or init, the attention scale, the embeddings' rate), which is what a diagnosis needs and a
 library setting would not be worth before it is shown to matter. `sp` is the standard model at
-its own rate (--sp-lr). Writes OUTPUT/transfer_probes.json (the rows) and prints each run.
+its own rate (--sp-lr). Writes OUTPUT/transfer_probes.json (the rows, each with the CPU it ran on:
+a rerun replaces a row of the same probe, settings and machine) and prints each run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from transfer import BASE, best_bpb  # noqa: E402  (bench/transfer.py: the same model, data and schedule)
+from slm_tune.tune.study_record import machine_info  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -112,6 +114,37 @@ def _zero_readout():
     return patched(loop, "GPT", ZeroReadoutGPT)
 
 
+def _attention_mult(k: float):
+    """The attention scores' scale x k at every width (Tensor Programs V's attention multiplier,
+    tuned at the base width): k x 1/head size under muP, k x 1/sqrt(head size) at the base."""
+    from slm_tune import config
+
+    before = config.ExperimentConfig.attention_scale
+
+    def scale(self):
+        s = before.fget(self)
+        return k * (s if s is not None else self.head_size ** -0.5)
+
+    return patched(config.ExperimentConfig, "attention_scale", property(scale))
+
+
+def _input_mult(k: float):
+    """The embeddings' output (token and position) x k at every width (Tensor Programs V's input
+    multiplier, tuned at the base width): a forward multiplier, so it scales the embeddings' init
+    and, under Adam, their effective rate on the input side, but not the tied head's weights."""
+    from slm_tune.model import gpt
+    from slm_tune.train import loop
+
+    class InputMultGPT(gpt.GPT):
+        def __init__(self, c):
+            super().__init__(c)
+            for emb in (self.wte, self.wpe):
+                if emb is not None:
+                    emb.register_forward_hook(lambda module, args, out: out * k)
+
+    return patched(loop, "GPT", InputMultGPT)
+
+
 @contextlib.contextmanager
 def _together(*patches: Callable) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
@@ -137,6 +170,10 @@ PROBES: dict[str, tuple[str, dict, Callable | None]] = {
     "embed_lr_x0.5": ("embeddings' (and tied head's) rate x1/2", {}, lambda: _embedding_rate(0.5)),
     "all_three": ("hidden init x2, attention 1/sqrt(head size) and hidden rate x2 together", {},
                   lambda: _together(lambda: _init_scale(lambda m: 2.0), _sp_attention, lambda: _hidden_rate(2.0))),
+    **{f"attn_mult_x{k:g}": (f"attention scores' scale x{k:g} at every width", {},
+                             lambda k=k: _attention_mult(k)) for k in (0.5, 2, 4, 8, 16)},
+    **{f"input_mult_x{k:g}": (f"embeddings' output x{k:g} at every width (input multiplier)", {},
+                              lambda k=k: _input_mult(k)) for k in (0.25, 0.5, 2, 4)},
     "untied": ("an untied output layer (GPT-2's init)", {"tie_embeddings": False}, None),
     "untied_zero": ("an untied output layer initialised at zero (mup's readout_zero_init)",
                     {"tie_embeddings": False}, _zero_readout),
@@ -157,7 +194,7 @@ def run_probe(name: str, width: int, seed: int, lr: float, mult: float, init: fl
     with patch() if patch else contextlib.nullcontext():
         result = train(c, data, threads=threads)
     bpb = best_bpb(result)
-    return {"probe": name, "what": what, "width": width, "seed": seed, "lr": c.learning_rate,
+    return {"probe": name, "what": what, "machine": machine_info()["cpu"], "width": width, "seed": seed, "lr": c.learning_rate,
             "mup_output_mult": mult, "hidden_init_std": init, "iters": iters, "best_val_bpb": bpb, "seconds": time.perf_counter() - t}
 
 
@@ -183,8 +220,8 @@ def main() -> None:
             for seed in args.seeds:
                 lr, mult, init = (args.sp_lr, 1.0, 0.02) if name == "sp" else (args.lr, args.mult, args.init)
                 row = run_probe(name, width, seed, lr, mult, init, args.iters, args.threads, data)
-                key = ("probe", "width", "seed", "lr", "mup_output_mult", "hidden_init_std", "iters")
-                rows = [r for r in rows if tuple(r.get(k, 0.02) for k in key) != tuple(row[k] for k in key)] + [row]
+                key = ("probe", "machine", "width", "seed", "lr", "mup_output_mult", "hidden_init_std", "iters")
+                rows = [r for r in rows if tuple(r.get(k) for k in key) != tuple(row[k] for k in key)] + [row]
                 args.output.write_text(json.dumps({"rows": rows}, indent=1))
                 print(f"{name:<15} width {width:>4} seed {seed} lr {lr:.2e} mult {mult:g} init {init:g} iters {args.iters}: "
                       f"{row['best_val_bpb']:.4f} bits/byte ({row['seconds']:.0f} s)", flush=True)

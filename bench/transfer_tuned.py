@@ -127,8 +127,9 @@ def plot(report: dict, path: Path) -> None:
     ax.set_xlabel("width (n_embd)")
     ax.set_ylabel("best val bits per byte (dots: seeds)")
     m = report["mup"]
+    attn = f", attention mult {m['mup_attn_mult']:g}" if "mup_attn_mult" in m else ""
     ax.set_title(f"muP at {report.get('proxy_width', 64)} wide's best (rate {m['learning_rate']:.2g}, output mult {m['mup_output_mult']:g}, "
-                 f"hidden init {m['hidden_init_std']:g})\nagainst sp at each width's best rate, {rows[0]['iters']} iterations",
+                 f"hidden init {m['hidden_init_std']:g}{attn})\nagainst sp at each width's best rate, {rows[0]['iters']} iterations",
                  fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend()

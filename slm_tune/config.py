@@ -63,6 +63,9 @@ class ExperimentConfig:
     mup_base_width: int = 256  # the width at which mup and sp are the same model and optimizer
     mup_base_head_size: int = 0  # the head size at the base width; 0: mup_base_width / n_head
     mup_output_mult: float = 1.0  # muP's logit multiplier at the base width (tunable at the proxy width)
+    # muP's attention multiplier: the scores' scale is mup_attn_mult / sqrt(head size) at the base head
+    # size, falling as 1/head size from there (Tensor Programs V's attention temperature; tunable at the proxy)
+    mup_attn_mult: float = 1.0
     # the blocks' weight matrices' init std (GPT-2's 0.02; residual projections 1/sqrt(2 n_layer) of it);
     # under muP the std at the base width, scaled by sqrt(base/width) (tunable at the proxy width)
     hidden_init_std: float = 0.02
@@ -146,11 +149,11 @@ class ExperimentConfig:
     @property
     def attention_scale(self) -> float | None:
         """The scores' scale: 1/sqrt(head_size) (None: SDPA's default) under sp and at muP's base
-        head size; sqrt(base head size) / head_size under muP, so it falls as 1/head_size."""
+        head size; mup_attn_mult x sqrt(base head size) / head_size under muP, so it falls as 1/head_size."""
         base = self.mup_base_head_size or self.mup_base_width // self.n_head
-        if self.parametrization != "mup" or self.head_size == base:
+        if self.parametrization != "mup" or (self.head_size == base and self.mup_attn_mult == 1.0):
             return None
-        return math.sqrt(base) / self.head_size
+        return self.mup_attn_mult * math.sqrt(base) / self.head_size
 
     @property
     def mlp_width(self) -> int:
@@ -309,6 +312,9 @@ def _validate_architecture(c: ExperimentConfig, rule) -> None:
     rule(c.mup_output_mult > 0, "mup_output_mult", "must be positive")
     rule(c.hidden_init_std > 0, "hidden_init_std", "must be positive (GPT-2's is 0.02)")
     rule(c.mup_output_mult == 1.0 or c.parametrization == "mup", "mup_output_mult",
+         "applies under parametrization=mup only; add --set parametrization=mup, or leave it at 1")
+    rule(c.mup_attn_mult > 0, "mup_attn_mult", "must be positive")
+    rule(c.mup_attn_mult == 1.0 or c.parametrization == "mup", "mup_attn_mult",
          "applies under parametrization=mup only; add --set parametrization=mup, or leave it at 1")
     rule(c.depth_parametrization in DEPTH_ALPHA, "depth_parametrization", f"must be one of {', '.join(DEPTH_ALPHA)}")
     if c.depth_parametrization in DEPTH_ALPHA and c.depth_parametrization != "none":

@@ -19,8 +19,9 @@ DESIGNS = {
     "gpt2_full_vocab": dict(vocab_size=50_257),
     "llama_gqa": dict(**LLAMA, n_kv_head=1),
     "llama_untied_bias": dict(LLAMA, bias=True, tie_embeddings=False, rope_theta=500.0),
-    "llama_mup": dict(**LLAMA, n_kv_head=1, parametrization="mup", mup_base_width=16, n_embd=64, mup_output_mult=2.5),
-    "gpt2_mup_no_bias": dict(parametrization="mup", mup_base_width=16, bias=False),
+    "llama_mup": dict(**LLAMA, n_kv_head=1, parametrization="mup", mup_base_width=16, n_embd=64, mup_output_mult=2.5,
+                      mup_attn_mult=3.0),
+    "gpt2_mup_no_bias": dict(parametrization="mup", mup_base_width=16, bias=False, mup_attn_mult=0.5),
     "gpt2_completep": dict(n_layer=3, depth_parametrization="completep", base_depth=1),
     "llama_depth_mup": dict(LLAMA, bias=True, n_layer=2, depth_parametrization="depth_mup", base_depth=1),
 }

@@ -11,7 +11,7 @@ DESIGNS = {
     "gpt2": {},
     "llama_gqa": dict(norm="rmsnorm", pos="rope", mlp="swiglu", bias=False, n_head=4, n_kv_head=2, qk_norm=True,
                       tie_embeddings=False),
-    "mup": dict(parametrization="mup", mup_base_width=16, mup_output_mult=2.0),
+    "mup": dict(parametrization="mup", mup_base_width=16, mup_output_mult=2.0, mup_attn_mult=3.0),
 }
 
 

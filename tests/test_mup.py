@@ -84,8 +84,17 @@ def test_mup_attention_scores_scale_as_one_over_head_size():
     x = torch.randn(2, 12, 64)
     with torch.no_grad():
         torch.testing.assert_close(attn(x), _attention_by_hand(attn, x, 2, scale=8 ** 0.5 / 32), rtol=1e-5, atol=1e-6)
+    # the attention multiplier: mult x sqrt(base head) / head, and mult / sqrt(head) at the base head size
+    scaled = c.replace(mup_attn_mult=4.0)
+    attn = CausalSelfAttention(scaled).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), _attention_by_hand(attn, x, 2, scale=4 * 8 ** 0.5 / 32), rtol=1e-5, atol=1e-6)
+    assert c.replace(n_embd=16, mup_attn_mult=4.0).attention_scale == pytest.approx(4 / 8 ** 0.5)
+    assert c.replace(n_embd=16).attention_scale is None  # SDPA's own 1/sqrt(head size) at the base
     with pytest.raises(UserError, match="parametrization='mu' is invalid: must be one of sp, mup"):
         c.replace(parametrization="mu")
+    with pytest.raises(UserError, match="mup_attn_mult=2.0 is invalid: applies under parametrization=mup only"):
+        tiny(mup_attn_mult=2.0)
 
 
 # The coordinate check's model (bench/coord_check.png is this command's, gpt2 design): GPT-2's
