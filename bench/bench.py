@@ -286,15 +286,22 @@ def _rows(smoke: bool, all_rows: bool) -> tuple[dict, list]:
 
 def _speed_table(base: dict, rows: list, peak_size: int = 2048) -> None:
     """Each row's speed, FLOP rate against the matmul peak and memory; the default path's speed-up."""
-    peaks = {(t, d): matmul_peak(t, d, n=peak_size) for t in (1, 2) for d in ("float32", "bfloat16")}
-    print(f"matmul peak ({peak_size}^2): float32 {peaks[(2, 'float32')]:.0f} GFLOP/s, bfloat16 {peaks[(2, 'bfloat16')]:.0f} "
-          f"GFLOP/s with 2 threads; {peaks[(1, 'float32')]:.0f} / {peaks[(1, 'bfloat16')]:.0f} with 1")
+    from slm_tune.train.loop import bf16_supported
+
+    dtypes = ("float32", "bfloat16") if bf16_supported() else ("float32",)
+    peaks = {(t, d): matmul_peak(t, d, n=peak_size) for t in (1, 2) for d in dtypes}
+    print(f"matmul peak ({peak_size}^2), GFLOP/s with 2 threads / 1 thread: "
+          + ", ".join(f"{d} {peaks[(2, d)]:.0f} / {peaks[(1, d)]:.0f}" for d in dtypes)
+          + ("" if len(dtypes) == 2 else " (bfloat16 is not native on this CPU: precision=auto trains in float32, "
+                                         "and the bfloat16 rows are left out)"))
     header = f"{'row':<22} {'config':<13} {'precision':<9} {'fused':<5} {'compile':<7} {'thr':>3} " \
              f"{'s/iter':>7} {'tok/s':>7} {'GFLOP/s':>8} {'peak%':>6} {'RSS MB':>7}"
     print(header)
     print("-" * len(header))
     results = {}
     for label, overrides, threads in rows:
+        if overrides.get("precision") not in (None, "auto", *dtypes):
+            continue
         spec = dict(base, overrides={**base["overrides"], **overrides}, threads=threads,
                     malloc_defaults="malloc defaults" in label)
         r = _run_row(spec)
