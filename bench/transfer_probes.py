@@ -2,7 +2,7 @@
 """Why muP tuned at 64 wide loses to sp tuned at 512 wide: each of muP's width rules undone on
 its own at the target width, one run each (issue 31's hypotheses), through the library's loop.
 
-    python bench/transfer_probes.py                      every probe at 512 wide (about 10 minutes)
+    python bench/transfer_probes.py                      every probe at 512 wide (about 15 minutes on the Xeon, 35 on AVX2)
     python bench/transfer_probes.py --probes mup no_clip --widths 64 512 --seeds 1337 1338
 
 A probe is the muP run (bench/transfer.py's model, base width 64, rate and output multiplier as
