@@ -114,20 +114,6 @@ def _zero_readout():
     return patched(loop, "GPT", ZeroReadoutGPT)
 
 
-def _attention_mult(k: float):
-    """The attention scores' scale x k at every width (Tensor Programs V's attention multiplier,
-    tuned at the base width): k x 1/head size under muP, k x 1/sqrt(head size) at the base."""
-    from slm_tune import config
-
-    before = config.ExperimentConfig.attention_scale
-
-    def scale(self):
-        s = before.fget(self)
-        return k * (s if s is not None else self.head_size ** -0.5)
-
-    return patched(config.ExperimentConfig, "attention_scale", property(scale))
-
-
 def _input_mult(k: float):
     """The embeddings' output (token and position) x k at every width (Tensor Programs V's input
     multiplier, tuned at the base width): a forward multiplier, so it scales the embeddings' init
@@ -170,8 +156,8 @@ PROBES: dict[str, tuple[str, dict, Callable | None]] = {
     "embed_lr_x0.5": ("embeddings' (and tied head's) rate x1/2", {}, lambda: _embedding_rate(0.5)),
     "all_three": ("hidden init x2, attention 1/sqrt(head size) and hidden rate x2 together", {},
                   lambda: _together(lambda: _init_scale(lambda m: 2.0), _sp_attention, lambda: _hidden_rate(2.0))),
-    **{f"attn_mult_x{k:g}": (f"attention scores' scale x{k:g} at every width", {},
-                             lambda k=k: _attention_mult(k)) for k in (0.5, 2, 4, 8, 16)},
+    **{f"attn_mult_x{k:g}": (f"attention scores' scale x{k:g} at every width (mup_attn_mult)", {"mup_attn_mult": k},
+                             None) for k in (0.5, 2, 4, 8, 16)},
     **{f"input_mult_x{k:g}": (f"embeddings' output x{k:g} at every width (input multiplier)", {},
                               lambda k=k: _input_mult(k)) for k in (0.25, 0.5, 2, 4)},
     "untied": ("an untied output layer (GPT-2's init)", {"tie_embeddings": False}, None),
