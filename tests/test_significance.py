@@ -95,9 +95,10 @@ def test_holm_and_power_against_known_values():
     assert repeats_needed(a + 1.0, a, family=3) == repeats_needed(a + 1.0, a, alpha=0.05 / 3) > 17
 
 
-def test_eval_standard_error_is_the_batches_spread(tmp_path):
+def test_eval_windows_are_disjoint_and_the_standard_error_is_their_spread(tmp_path):
     import contextlib
 
+    import numpy as np
     import torch
 
     from conftest import tiny
@@ -107,16 +108,36 @@ def test_eval_standard_error_is_the_batches_spread(tmp_path):
 
     c = tiny(eval_iters=6)
     data = prepare_tokens(c.dataset, c.vocab_size)
+    offsets = eval_offsets(c, len(data.validation))
+    assert [len(o) for o in offsets] == [c.batch_size] * 6
+    starts = np.sort(np.concatenate(offsets))  # no two windows (block_size + 1 tokens each) share a token
+    assert (np.diff(starts) >= c.block_size + 1).all() and starts[-1] + c.block_size + 1 <= len(data.validation)
     torch.manual_seed(0)
     model = GPT(c).eval()
     result = Evaluator(c, data.validation, contextlib.nullcontext())(model)
-    batches = [batch(data.validation, o, c.block_size) for o in eval_offsets(c, len(data.validation))]
+    batches = [batch(data.validation, o, c.block_size) for o in offsets]
     with torch.no_grad():
         losses = [model(x, y).item() for x, y in batches]  # the training loss's own path, per batch
         windows = torch.cat([torch.nn.functional.cross_entropy(model.output(model.hidden(x)).transpose(1, 2), y,
                                                                reduction="none").mean(1) for x, y in batches])
     assert result.loss == pytest.approx(sum(losses) / 6, rel=1e-6)
-    mean = sum(losses) / 6
-    assert result.loss_se == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in losses) / 5 / 6), rel=1e-4)  # float32 losses
-    assert result.window_losses.shape == (6 * c.batch_size,)
+    n = 6 * c.batch_size
+    mean = float(windows.double().mean())
+    spread = math.sqrt(sum((float(w) - mean) ** 2 for w in windows) / (n - 1) / n)  # the windows' standard error
+    assert result.loss_se == pytest.approx(spread, rel=1e-4)  # float32 losses
+    assert result.window_losses.shape == (n,)
     assert result.window_losses == pytest.approx(windows.numpy(), rel=1e-5)
+
+
+def test_a_short_validation_split_is_evaluated_on_each_of_its_disjoint_windows_once():
+    import numpy as np
+
+    from conftest import tiny
+    from slm_tune.train.evaluate import eval_offsets
+
+    c = tiny(eval_iters=6, batch_size=4, block_size=32)  # wants 24 windows of 33 tokens
+    for n_tokens, sizes in ((33 * 10 + 5, [4, 4, 2]), (33 * 3, [3]), (33 * 30, [4] * 6)):
+        offsets = eval_offsets(c, n_tokens)
+        assert [len(o) for o in offsets] == sizes, n_tokens
+        starts = np.concatenate(offsets)
+        assert len(set(starts.tolist())) == len(starts) and (starts % 33 == 0).all() and starts.max() + 33 <= n_tokens
