@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 from slm_tune.errors import UserError, closest
 from slm_tune.search_options import SCHEDULERS, SEARCH_ALGS
 
-COMMANDS = ("list", "details", "run", "search", "transfer", "compare", "fit", "sample", "export", "coord-check", "interactive")
+COMMANDS = ("list", "details", "run", "search", "transfer", "build", "compare", "fit", "sample", "export", "coord-check", "interactive")
 
 
 def _out(text: str) -> None:
@@ -161,9 +161,43 @@ def _add_search_command(sub) -> None:
     p.add_argument("--to", action="append", metavar="KEY=VALUE", required=True,
                    help="the target's shape (repeatable), e.g. --to n_embd=512 --to n_layer=8; --repeats N trains "
                         "it N times")
+    _add_build_command(sub)
     p.add_argument("--against", metavar="STUDY", help="a study in --output-dir that tuned the target directly: its "
                                                        "best configuration is retrained at the target's seeds (a stage "
                                                        "of its own) and the report compares result and compute with it")
+
+
+def _add_build_command(sub) -> None:
+    p = sub.add_parser("build", help="from a compute budget to the best model it buys: a muP proxy search, a scaling "
+                                     "sweep and fit, the compute-optimal target trained and exported")
+    p.add_argument("name", nargs="?", default="mup_base", help="the proxy's named search (default: mup_base)")
+    p.add_argument("--space", help="a TOML or JSON search space for the proxy instead of a named search")
+    p.add_argument("--budget", type=_flops, required=True, metavar="FLOPS",
+                   help="training FLOPs for the whole build (search, sweep and target), e.g. 3e14")
+    p.add_argument("--shares", type=_shares, default=None, metavar="SEARCH,SWEEP",
+                   help="the search's and the sweep's shares of the budget (default: 0.1,0.2; the target gets the rest)")
+    p.add_argument("--against-simple", action="store_true",
+                   help="also spend the whole budget two simple ways (the seed's baseline settings; the default "
+                        "settings sized at 20 tokens a parameter), 2 or more seeds each, for verdicts")
+    p.add_argument("--seed", type=int, help="the proxy search's sampler seed (default: chosen and recorded)")
+    p.add_argument("--num-samples", type=_positive_int, default=64,
+                   help="trials the proxy search may sample before its share of the budget runs out (default: 64)")
+    p.add_argument("--min-iters", type=_positive_int, default=50,
+                   help="the fewest iterations of a sweep run or the target, twice that of a proxy trial (default: 50)")
+    _add_run_options(p, schedulers=("asha",), scheduler="asha", default_text="asha for the search, fifo elsewhere")
+
+
+def _shares(text: str):
+    from workflows.build_plan import Shares
+
+    try:
+        search, sweep = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not two shares, e.g. 0.1,0.2") from None
+    try:
+        return Shares(search, sweep)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_search_options(p) -> None:
@@ -504,6 +538,82 @@ def _retrain_against(args: argparse.Namespace, target: str, seed: int) -> str | 
     return code or stage
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """From a compute budget to the best model it buys (workflows/build.py), its report
+    (experiments/build_report.json and .png), its export and a sample."""
+    from workflows.build import STUDIES, BuildSettings, run_build
+    from workflows.build_plan import Shares, check_budget
+
+    if args.max_iters:
+        raise UserError("build sets every run's length from --budget; --max-iters does not apply (give --min-iters "
+                        "for the shortest run instead)")
+    space, _ = _search_setup(argparse.Namespace(**{**vars(args), "repeats": 1, "metric": "best_val_bpb",
+                                                   "objective": None, "constraint": None, "search_alg": None,
+                                                   "optuna_storage": None, "time_budget": None}))
+    from slm_tune.data.corpora import corpus_fingerprint
+
+    shares = args.shares or Shares()
+    check_budget(space.config_for({}), args.budget, shares, args.min_iters, args.num_samples)
+    corpus_fingerprint(space.base.dataset)  # a corpus that is not there: refused before any stage starts
+    registry, dataset = _registry(args), {"dataset": args.dataset} if args.dataset else {}
+    settings = BuildSettings(Path(args.output_dir), args.budget, space, registry["baseline"].replace(**dataset),
+                             registry[space.base.name].replace(**dataset), shares, args.repeats, args.against_simple,
+                             args.num_samples, args.min_iters)
+    built = run_build(settings, _BuildStages(args), _err)
+    if built.code:
+        return built.code
+    return _build_outputs(built, STUDIES)
+
+
+class _BuildStages:
+    """build's stages as studies of this command line (workflows.build.Stages)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+
+    def search(self, space, flops_budget: float, num_samples: int) -> int:
+        a = argparse.Namespace(**{**vars(self.args), "repeats": 1, "max_iters": None})
+        search = dict(num_samples=num_samples, search_alg="random", sampler_seed=self.args.seed, metric="best_val_bpb",
+                      objectives=(), constraints=(), optuna_storage="none", time_budget_s=None, flops_budget=flops_budget)
+        return _run_stage(a, space.name, lambda a: _run_study(a, space.name, {space.base.name: space.base}, {},
+                                                                  search=space, **search))
+
+    def train(self, study: str, configs, repeats: int) -> int:
+        a = argparse.Namespace(**{**vars(self.args), "repeats": repeats, "scheduler": "fifo", "max_iters": None})
+        return _run_stage(a, study, lambda a: _run_study(a, study, configs, {n: c.max_iters for n, c in configs.items()}))
+
+
+def _build_outputs(built, studies: dict[str, str]) -> int:
+    """The report, its plot, the target's export (with the hf extra) and a sample of its text."""
+    from analysis.build_plots import plot_build
+    from analysis.build_report import build_report, report_text
+    from analysis.samples import sample_from_file
+    from slm_tune.files import atomic_write, write_json
+
+    s = built.settings
+    report = build_report(built, studies)
+    model = s.output_dir / f"best_model_{studies['target']}.pt"
+    report["export"] = _export_build(model, s.output_dir / "hf" / studies["target"], report)
+    report["sample"] = sample_from_file(model) if model.is_file() else None
+    written = write_json(s.output_dir / "experiments" / "build_report.json", report)
+    plot = atomic_write(s.output_dir / "experiments" / "build_report.png", lambda tmp: plot_build(report, tmp))
+    _err(f"build report: {written}; plot: {plot}")
+    _out(report_text(report))
+    return 0
+
+
+def _export_build(model: Path, to: Path, report: dict[str, Any]) -> dict[str, Any]:
+    from slm_tune.hf.export import export_model
+
+    if not model.is_file():
+        return {"path": None, "why": f"{model} was not written"}
+    try:
+        done = export_model(model, to, {"study": "build_target"})
+    except UserError as e:  # the hf extra is not installed
+        return {"path": None, "why": str(e)}
+    return {"path": str(done.path), "class": done.hf_class, "max_logit_diff": done.max_logit_diff}
+
+
 def _run_stage(args: argparse.Namespace, study: str, run: Callable[[argparse.Namespace], int]) -> int:
     """One stage of a workflow: run it; with --resume, resume it where it was cut off, start it
     where it never started, and skip it where it finished."""
@@ -648,6 +758,7 @@ def cmd_interactive(args: argparse.Namespace, read: Callable[[str], str] = input
 
 
 HANDLERS = {"list": cmd_list, "details": cmd_details, "run": cmd_run, "search": cmd_search, "transfer": cmd_transfer,
+            "build": cmd_build,
             "compare": cmd_compare, "fit": cmd_fit,
             "sample": cmd_sample, "export": cmd_export, "coord-check": cmd_coord_check, "interactive": cmd_interactive}
 

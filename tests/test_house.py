@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 
-PACKAGES = ("slm_tune", "search_spaces", "analysis")
+PACKAGES = ("slm_tune", "search_spaces", "analysis", "workflows")
 MAX_FUNCTION_LINES = 60
 
 

@@ -1,0 +1,137 @@
+"""`studies.py build`: a tiny build end to end (its report, model, export and sample), its FLOPs
+against the stages' own trials, its choice against the fitted law, a build SIGKILLed in each stage
+and resumed, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_DATASET, _lines, kill_study, run_cli, start_study
+from test_study import ENV
+
+TINY = ["--set", "n_embd=32", "--set", "n_head=2", "--set", "n_layer=1", "--set", "mup_base_width=32",
+        "--set", "block_size=16", "--set", "batch_size=2", "--set", "eval_iters=2", "--set", "precision=float32",
+        "--set", "compile=false", "--set", "vocab_size=1000", "--set", "log_interval=0", "--dataset", TINY_DATASET]
+BUILD = ["build", "--budget", "2e10", "--num-samples", "2", "--min-iters", "5", "--shares", "0.1,0.45", "--seed", "1",
+         "--max-concurrent", "1", *TINY]
+STAGES = ("build_search", "build_sweep", "build_target")
+
+
+def _flops(out: Path, study: str) -> float:
+    """The study's training FLOPs as its trials last reported them (each trial's own result.json)."""
+    return sum(_lines(p)[-1]["train_flops"] for p in (out / "ray_results" / study).glob("*/result.json"))
+
+
+def _check_report(out: Path) -> dict:
+    report = json.loads((out / "experiments" / "build_report.json").read_text())
+    spent = report["spent"]
+    for key, study in zip(("search", "sweep", "target"), STAGES):
+        assert spent[key] == pytest.approx(_flops(out, study)), key
+    budget = report["budget"]
+    assert spent["sweep"] <= 0.45 * budget and spent["total"] <= budget
+    # the target takes the compute left in whole iterations: less than one of its iterations is unspent
+    shape = report["choice"]["shape"]
+    per_iter = spent["target"] / shape["max_iters"]
+    assert budget - spent["total"] < per_iter
+    if report["choice"]["how"] == "fit":  # the candidate the fitted law, written out here, predicts lowest
+        p = report["fit"]["params"]
+        law = {(r["n_layer"], r["n_embd"]): p["E"] + p["A"] * r["N"] ** -p["alpha"] + p["B"] * r["D"] ** -p["beta"]
+               for r in report["choice"]["candidates"]}
+        assert min(law, key=law.get) == (shape["n_layer"], shape["n_embd"])
+        assert report["choice"]["predicted"] == pytest.approx(min(law.values()))
+        assert math.isfinite(report["measured"]["prediction_error"])
+    else:  # the fit refused: said so, and the target is one of the sweep's sizes
+        assert report["choice"]["how"].startswith("fallback: ") and report["choice"]["fit_refused"]
+        sizes = {(c["n_layer"], c["n_embd"]) for c in _sweep_configs(out)}
+        assert (shape["n_layer"], shape["n_embd"]) in sizes and report["choice"]["predicted"] is None
+    assert report["measured"]["runs"]
+    assert (out / "best_model_build_target.pt").is_file() and (out / "experiments" / "build_report.png").is_file()
+    assert (Path(report["export"]["path"]) / "config.json").is_file() and report["sample"]
+    return report
+
+
+def _sweep_configs(out: Path) -> list[dict]:
+    return [json.loads(p.read_text())["config"] for p in (out / "experiments").glob("build_sweep_*_results.json")]
+
+
+def test_the_target_is_the_shape_a_law_predicts_lowest_for_the_compute_left():
+    """choose_target against a law whose optimum is worked out here: with beta > alpha the data term
+    falls faster, so the compute goes to a larger model; every candidate costs at most the compute."""
+    from slm_tune.config import ExperimentConfig
+    from slm_tune.model.counts import flops_per_token, param_counts, tokens_per_iter
+    from workflows.build_plan import candidates, choose_target
+
+    proxy = ExperimentConfig(n_embd=32, n_head=2, n_layer=1, vocab_size=1000, block_size=16, batch_size=2,
+                             parametrization="mup", mup_base_width=32)
+    params = {"E": 0.5, "A": 40.0, "alpha": 0.35, "B": 300.0, "beta": 0.4}
+    law = lambda n, d: params["E"] + params["A"] * n ** -params["alpha"] + params["B"] * d ** -params["beta"]  # noqa: E731
+    flops = 5e11
+    choice = choose_target(proxy, flops, law, lambda n, d: (law(n, d) - 0.01, law(n, d) + 0.01), min_iters=5)
+    by_hand = {}
+    for c in candidates(proxy, flops, 5):
+        spent = flops_per_token(c) * tokens_per_iter(c) * c.max_iters
+        assert flops - flops_per_token(c) * tokens_per_iter(c) < spent <= flops  # the compute, in whole iterations
+        by_hand[(c.n_layer, c.n_embd)] = law(param_counts(c)[1], c.max_iters * tokens_per_iter(c))
+    assert (choice.config.n_layer, choice.config.n_embd) == min(by_hand, key=by_hand.get) != (1, 32)
+    assert choice.predicted == pytest.approx(min(by_hand.values())) and choice.how == "fit"
+    assert choice.config.depth_parametrization == "depth_mup" and choice.config.base_depth == 1
+    assert choice.config.mup_base_head_size == 16 and choice.config.n_embd // choice.config.n_head == 16
+
+
+def test_a_tiny_build_writes_its_report_model_and_export(tmp_path, local_ray):
+    ran = run_cli(*BUILD, "--output-dir", str(tmp_path))
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    report = _check_report(tmp_path)
+    assert "build stage 1 (search)" in ran.stderr and "build stage 3 (target)" in ran.stderr
+    assert f"{report['choice']['shape']['n_embd']} wide" in ran.stdout and "predicted" in ran.stdout
+
+
+def _wait_for_reports(out: Path, study: str, proc, reports: int = 1) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if any(len(_lines(p)) >= reports for p in (out / "ray_results" / study).glob("*/result.json")):
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the build ended before {study} could be interrupted: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"{study} did not report in time")
+
+
+def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage(tmp_path):
+    args = [*BUILD, "--output-dir", str(tmp_path)]
+    done: dict[str, dict[str, int]] = {}
+    for number, study in enumerate(STAGES):
+        proc = start_study([*args, *(["--resume"] if number else [])], ENV)
+        try:
+            _wait_for_reports(tmp_path, study, proc)
+        finally:
+            kill_study(proc)
+        for earlier in STAGES[:number]:  # a finished stage: nothing of it ran again
+            now = {p.parent.name: len(_lines(p)) for p in (tmp_path / "ray_results" / earlier).glob("*/result.json")}
+            assert now == done.setdefault(earlier, now), earlier
+        if number:
+            out = proc.stderr.read()
+            assert all(f"{s}: finished before, kept as it is" in out for s in STAGES[:number - 1]), out[-3000:]
+    finished = start_study([*args, "--resume"], ENV)
+    _, err = finished.communicate(timeout=600)
+    assert finished.returncode == 0, err[-3000:]
+    assert all(f"{s}: finished before, kept as it is" in err for s in STAGES[:2])
+    _check_report(tmp_path)
+
+
+@pytest.mark.parametrize("extra,said", [
+    (["--budget", "1e6"], "is too small for a build at this proxy"),
+    (["--max-iters", "10"], "--max-iters does not apply"),
+    (["--shares", "0.5,0.6"], "must be positive and leave some of the budget"),
+    (["--set", "widht=3"], "'widht' is not a setting"),
+    (["--dataset", "no/such/corpus.txt"], "is not storyworld"),
+])
+def test_a_build_that_cannot_run_is_refused_in_one_line(tmp_path, extra, said):
+    ran = run_cli(*BUILD, "--output-dir", str(tmp_path / "out"), *extra)
+    assert ran.returncode == 2 and said in ran.stderr, ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1 and not (tmp_path / "out" / "ray_results").exists()

@@ -1,0 +1,150 @@
+"""`studies.py build`: from a compute budget to the best model it buys, in stages.
+
+1. search   the muP base settings at a narrow proxy (a share of the budget, Tune's FLOPs stopper)
+2. sweep    three sizes x three token counts at the search's best settings, under muP
+3. fit      L(N, D) on the sweep (the corpus's entropy as E where known); the target shape and
+            token count the law predicts lowest for the compute left (or a stated fallback)
+4. target   that shape trained (--repeats seeds), exported to the Hugging Face format, sampled
+5. simple   with --against-simple: the whole budget spent two simple ways, for verdicts
+
+Each stage is a stored study; with --resume a finished stage is kept, an interrupted one resumes
+and the decisions between them are made again from what is stored (the fit is seeded), so a
+build cut off anywhere finishes with the same choices. The stages run through `Stages`, which the
+command line provides (Ray, progress, exports): this module decides, it does not run Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from slm_tune.config import ExperimentConfig
+from slm_tune.space import SearchSpace
+from workflows import build_plan as plan
+from workflows.build_plan import Shares
+
+STUDIES = {"search": "build_search", "sweep": "build_sweep", "target": "build_target", "simple": "build_simple"}
+
+
+class Stages(Protocol):
+    """How a stage runs (the CLI: a Ray study with its progress and files; resumed, kept or
+    started as --resume says). Each returns the study's exit code."""
+
+    def search(self, space: SearchSpace, flops_budget: float, num_samples: int) -> int: ...
+
+    def train(self, study: str, configs: dict[str, ExperimentConfig], repeats: int) -> int: ...
+
+
+@dataclass
+class BuildSettings:
+    output_dir: Path
+    budget: float
+    space: SearchSpace  # the proxy's search space, the user's overrides applied
+    baseline: ExperimentConfig  # (a): the seed's baseline, on the build's corpus
+    default: ExperimentConfig  # (b): the default settings Chinchilla's rule sizes
+    shares: Shares = dataclasses.field(default_factory=Shares)
+    repeats: int = 1
+    against_simple: bool = False
+    samples: int = plan.SEARCH_SAMPLES  # trials the proxy search may sample
+    min_iters: int = plan.MIN_ITERS
+
+
+@dataclass
+class Built:
+    """What a build decided and where its stages are: the report's input."""
+
+    settings: BuildSettings
+    proxy: ExperimentConfig
+    best: ExperimentConfig | None = None
+    choice: plan.Choice | None = None
+    fit: Any = None  # analysis.scaling.ScalingFit, or None when it refused
+    fit_refused: str = ""
+    spent_before_target: float = 0.0
+    code: int = 0
+
+
+def run_build(s: BuildSettings, stages: Stages, log: Callable[[str], None]) -> Built:
+    """Every stage in order; stops at the first that fails (its code in Built.code)."""
+    proxy = plan.proxy_for(s.space.config_for({}), s.budget, s.shares, s.samples)
+    built = Built(s, proxy)
+    _say(log, 1, "search", s.shares.search, s.budget, f"{s.space.name} at {proxy.n_layer} x {proxy.n_embd}, "
+         f"{proxy.max_iters} iterations a trial")
+    built.code = stages.search(_proxy_space(s.space, proxy), s.budget * s.shares.search, s.samples)
+    if built.code:
+        return built
+    from analysis.transfer import best_config
+
+    built.best = best_config(s.output_dir, STUDIES["search"])
+    sweep = plan.sweep_configs(built.best, s.budget, s.shares)
+    _say(log, 2, "sweep", s.shares.sweep, s.budget, f"{len(sweep)} runs: 3 sizes x {len(plan.TOKEN_STEPS)} token counts")
+    built.code = stages.train(STUDIES["sweep"], sweep, 1)
+    if built.code:
+        return built
+    _choose(built, log)
+    target = built.choice.config.replace(name=STUDIES["target"], description=f"build's target: {built.choice.how}")
+    _say(log, 3, "target", 1 - s.shares.search - s.shares.sweep, s.budget,
+         f"{target.n_layer} x {target.n_embd} for {target.max_iters} iterations"
+         + (f", {s.repeats} seeds" if s.repeats > 1 else ""))
+    built.code = stages.train(STUDIES["target"], {STUDIES["target"]: target}, s.repeats)
+    if built.code or not s.against_simple:
+        return built
+    simple = simple_alternatives(s)
+    _say(log, 4, "simple", 1.0, s.budget, "the whole budget spent two simple ways, "
+         f"{max(2, s.repeats)} seeds each (not part of the build's spend)")
+    built.code = stages.train(STUDIES["simple"], simple, max(2, s.repeats))
+    return built
+
+
+def simple_alternatives(s: BuildSettings) -> dict[str, ExperimentConfig]:
+    a = plan.baseline_alternative(s.baseline, s.budget)
+    b = plan.chinchilla_alternative(s.default, s.budget)
+    return {a.name: a, b.name: b}
+
+
+def _proxy_space(space: SearchSpace, proxy: ExperimentConfig) -> SearchSpace:
+    """The search at the proxy's horizon, named build_search."""
+    horizon = {k: getattr(proxy, k) for k in ("max_iters", "eval_interval", "warmup_iters")}
+    return dataclasses.replace(space, name=STUDIES["search"], base=proxy, fixed={**space.fixed, **horizon},
+                               flops_budget=None)
+
+
+def _choose(built: Built, log: Callable[[str], None]) -> None:
+    """The fit of the sweep and the target it chooses for the compute the stages left."""
+    from analysis.load import find_runs, load_runs
+    from analysis.scaling import fit_scaling, scaling_runs
+    from analysis.transfer import trained_flops
+    from slm_tune.errors import UserError
+
+    s = built.settings
+    frames = {k: load_runs(find_runs(s.output_dir, [STUDIES[k]]))[0] for k in ("search", "sweep")}
+    built.spent_before_target = sum(trained_flops(f) for f in frames.values())
+    left = s.budget - built.spent_before_target
+    try:
+        built.fit = fit_scaling(scaling_runs(frames["sweep"]), bootstrap=200, seed=0)
+        blocking = [k for k in ("A", "alpha", "B", "beta") if k in built.fit.undetermined]
+        if blocking:
+            built.fit_refused = f"the sweep does not determine {', '.join(blocking)}"
+    except UserError as e:
+        built.fit_refused = str(e)
+    if built.fit_refused:
+        log(f"build: the scaling fit refused ({built.fit_refused}); falling back to the sweep's best size")
+        built.choice = plan.choose_target(built.best, left, None, None, _best_sweep_size(frames["sweep"]),
+                                          built.fit_refused, s.min_iters)
+        return
+    built.choice = plan.choose_target(built.best, left, built.fit.predict, built.fit.band, min_iters=s.min_iters)
+
+
+def _best_sweep_size(sweep) -> ExperimentConfig | None:
+    """The sweep's size whose longest run ended lowest (the fallback when the fit refuses)."""
+    done = sweep[(sweep["status"] == "finished") & sweep["best_val_bpb"].notna()]
+    if done.empty:
+        return None
+    longest = done[done["iterations"] == done.groupby(done["experiment"].str.rsplit("_", n=1).str[0])["iterations"]
+                   .transform("max")]
+    return ExperimentConfig(**longest.loc[longest["best_val_bpb"].idxmin(), "config"])
+
+
+def _say(log: Callable[[str], None], number: int, stage: str, share: float, budget: float, what: str) -> None:
+    log(f"build stage {number} ({stage}): {share:.0%} of the budget, {share * budget:.3g} FLOPs: {what}")

@@ -1,0 +1,197 @@
+"""`build`'s decisions as plain functions of configs and FLOP counts (no Ray, no torch): how a
+compute budget is shared between the stages, the proxy search's horizon, the scaling sweep, the
+target shape a fitted law chooses for the compute left, and the two simple ways of spending the
+same compute that the build is measured against.
+
+Every figure a stage spends is training FLOPs as slm_tune counts them (slm_tune.model.counts:
+FLOPs per token x tokens, the output layer and attention included), not the 6ND of the scaling
+law: the law predicts the loss of a shape, the counts say what the shape costs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from slm_tune.config import ExperimentConfig
+from slm_tune.errors import UserError
+from slm_tune.model.counts import flops_per_token, param_counts, tokens_per_iter
+
+SHARES = {"search": 0.10, "sweep": 0.20}  # of the budget; the target gets what is left
+SEARCH_TRIALS = 8  # full-length proxy trials the search's share buys (ASHA stops many early, so it samples more)
+SEARCH_SAMPLES = 64  # trials the search may sample before its FLOPs run out
+MIN_ITERS = 50  # the fewest iterations of a sweep run or a target (a proxy trial: twice that); --min-iters
+TOKEN_STEPS = (1, 2, 4)  # the sweep's token counts, x its shortest
+EVALS = 8  # evaluations per run
+WARMUP_SHARE = 0.1
+WIDTH_STEPS = range(1, 17)  # the target's width: 1 to 16 x the proxy's
+DEPTH_STEPS = (1, 2, 3, 4)  # the target's depth: 1 to 4 x the proxy's (depth_mup above 1)
+CHINCHILLA_TOKENS_PER_PARAM = 20
+
+
+@dataclass(frozen=True)
+class Shares:
+    search: float = SHARES["search"]
+    sweep: float = SHARES["sweep"]
+
+    def __post_init__(self):
+        if not (0 < self.search and 0 < self.sweep and self.search + self.sweep < 1):
+            raise UserError(f"--shares {self.search},{self.sweep}: the search's and the sweep's shares must be "
+                            "positive and leave some of the budget for the target, e.g. --shares 0.1,0.2")
+
+
+def run_length(c: ExperimentConfig, iterations: int) -> ExperimentConfig:
+    """`c` trained for `iterations`, with EVALS evaluations and a warmup of WARMUP_SHARE."""
+    iterations = max(1, int(iterations))
+    return c.replace(max_iters=iterations, eval_interval=max(1, iterations // EVALS),
+                     warmup_iters=round(iterations * WARMUP_SHARE))
+
+
+def iterations_for(c: ExperimentConfig, flops: float) -> int:
+    """The whole iterations of `c` that `flops` training FLOPs pay for."""
+    return int(flops // (flops_per_token(c) * tokens_per_iter(c)))
+
+
+def trial_flops(c: ExperimentConfig) -> float:
+    return float(flops_per_token(c) * tokens_per_iter(c) * c.max_iters)
+
+
+def proxy_for(proxy: ExperimentConfig, budget: float, shares: Shares, samples: int = SEARCH_SAMPLES) -> ExperimentConfig:
+    """The proxy search's trial: the space's base, trained so that the search's share buys
+    SEARCH_TRIALS full-length trials (or `samples`, when the search samples fewer)."""
+    return run_length(proxy, iterations_for(proxy, budget * shares.search / min(SEARCH_TRIALS, samples)))
+
+
+def sweep_sizes(proxy: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
+    """The sweep's model sizes: the proxy, twice as wide, and twice as wide and deep (depth_mup,
+    so the rate holds over depth too): about 1, 4 and 8 x the proxy's non-embedding parameters."""
+    base = _depth_ready(proxy)
+    wide = _shape(base, 2 * proxy.n_embd, proxy.n_layer)
+    deep = _shape(base, 2 * proxy.n_embd, 2 * proxy.n_layer)
+    return [("s1", base), ("s2", wide), ("s3", deep)]
+
+
+def sweep_configs(proxy_best: ExperimentConfig, budget: float, shares: Shares) -> dict[str, ExperimentConfig]:
+    """Sizes x token counts (TOKEN_STEPS) at the proxy search's best settings, splitting the sweep's
+    share so each size trains D, 2D and 4D tokens; named build_sweep_sI_T."""
+    sizes = sweep_sizes(proxy_best)
+    per_token = sum(flops_per_token(c) for _, c in sizes) * sum(TOKEN_STEPS)
+    shortest = budget * shares.sweep / per_token / tokens_per_iter(proxy_best)
+    out = {}
+    for name, c in sizes:
+        for step in TOKEN_STEPS:
+            iters = int(shortest * step)
+            key = f"build_sweep_{name}_{step}"
+            out[key] = run_length(c, iters).replace(name=key, description=f"build's scaling sweep: {c.n_layer} x "
+                                                    f"{c.n_embd}, {iters} iterations")
+    return out
+
+
+def smallest_budget(proxy: ExperimentConfig, shares: Shares, min_iters: int = MIN_ITERS,
+                    samples: int = SEARCH_SAMPLES) -> float:
+    """The least budget whose search buys its trials (SEARCH_TRIALS, or `samples` if fewer) 2 x
+    min_iters iterations each and whose sweep buys its shortest runs min_iters."""
+    per_iter = tokens_per_iter(proxy)
+    search = min(SEARCH_TRIALS, samples) * 2 * min_iters * per_iter * flops_per_token(proxy) / shares.search
+    sweep = (min_iters * per_iter * sum(TOKEN_STEPS) * sum(flops_per_token(c) for _, c in sweep_sizes(proxy))
+             / shares.sweep)
+    return float(max(search, sweep))
+
+
+def check_budget(proxy: ExperimentConfig, budget: float, shares: Shares, min_iters: int = MIN_ITERS,
+                 samples: int = SEARCH_SAMPLES) -> None:
+    if not (math.isfinite(budget) and budget > 0):
+        raise UserError(f"--budget {budget!r} must be a positive number of FLOPs, e.g. 3e14")
+    least = smallest_budget(proxy, shares, min_iters, samples)
+    if budget < least:
+        raise UserError(f"--budget {budget:.3g} is too small for a build at this proxy ({proxy.n_layer} x "
+                        f"{proxy.n_embd}, vocabulary {proxy.vocab_size}): the smallest that works is {least:.2g} "
+                        "FLOPs; give a larger budget, or a smaller proxy or vocabulary (--set n_embd=..., "
+                        "--set vocab_size=...)")
+
+
+def _depth_ready(c: ExperimentConfig) -> ExperimentConfig:
+    """`c` under depth_mup at its own depth (the same model), so deeper shapes keep its rate."""
+    if c.depth_parametrization != "none":
+        return c
+    return c.replace(depth_parametrization="depth_mup", base_depth=c.n_layer)
+
+
+def _shape(c: ExperimentConfig, width: int, layers: int) -> ExperimentConfig:
+    """`c` at another width and depth: the same head size (heads = width / head size) and muP base
+    head size, so the attention follows muP's 1/head size rule from the proxy's base."""
+    head = c.n_embd // c.n_head
+    base_head = c.mup_base_head_size or c.mup_base_width // c.n_head
+    extra = {"mup_base_head_size": base_head} if c.parametrization == "mup" else {}
+    return c.replace(n_embd=width, n_head=width // head, n_layer=layers, **extra)
+
+
+@dataclass
+class Choice:
+    """The target the fit chose: its config, what it predicts, and every candidate it weighed."""
+
+    config: ExperimentConfig
+    predicted: float | None
+    interval: tuple[float, float] | None
+    how: str  # "fit" or the fallback used
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+
+def candidates(proxy_best: ExperimentConfig, flops: float, min_iters: int = MIN_ITERS) -> list[ExperimentConfig]:
+    """Every target shape the choice weighs: widths 1 to 16 x the proxy's, depths 1 to 4 x, each
+    trained for the whole iterations `flops` buys (at least min_iters)."""
+    base = _depth_ready(proxy_best)
+    out = []
+    for w in WIDTH_STEPS:
+        for d in DEPTH_STEPS:
+            c = _shape(base, w * proxy_best.n_embd, d * proxy_best.n_layer)
+            iters = iterations_for(c, flops)
+            if iters >= min_iters:
+                out.append(run_length(c, iters))
+    return out
+
+
+def choose_target(proxy_best: ExperimentConfig, flops: float, predict: Callable | None, band: Callable | None,
+                  fallback: ExperimentConfig | None = None, why: str = "", min_iters: int = MIN_ITERS) -> Choice:
+    """The candidate the law predicts lowest for `flops`; without a law (`predict` None: the fit
+    refused), `fallback` (the sweep's best size) trained for all of `flops`, said so in `how`."""
+    if predict is None:
+        if fallback is None:
+            raise UserError("the scaling fit refused and the sweep has no finished run to fall back on; "
+                            "see the sweep's trials' error.txt files, then run the build again with --resume")
+        c = run_length(fallback, iterations_for(fallback, flops))
+        return Choice(c, None, None, f"fallback: {why}; the sweep's best size, trained for the compute left")
+    table = []
+    for c in candidates(proxy_best, flops, min_iters):
+        n = param_counts(c)[1]
+        d = float(c.max_iters * tokens_per_iter(c))
+        table.append({"config": c, "N": n, "D": d, "n_embd": c.n_embd, "n_layer": c.n_layer,
+                      "predicted": float(predict(n, d))})
+    if not table:
+        raise UserError(f"{flops:.3g} FLOPs train no target shape for {min_iters} iterations; give a larger --budget")
+    best = min(table, key=lambda r: r["predicted"])
+    lo, hi = band(best["N"], best["D"]) if band else (best["predicted"], best["predicted"])
+    rows = [{k: v for k, v in r.items() if k != "config"} for r in table]
+    return Choice(best["config"], best["predicted"], (float(lo), float(hi)), "fit", rows)
+
+
+def baseline_alternative(baseline: ExperimentConfig, flops: float) -> ExperimentConfig:
+    """(a) The seed's baseline settings, trained for the iterations `flops` buys."""
+    return run_length(baseline, max(1, iterations_for(baseline, flops))).replace(
+        name="build_simple_baseline", description="the seed's baseline settings at the build's compute")
+
+
+def chinchilla_alternative(default: ExperimentConfig, flops: float) -> ExperimentConfig:
+    """(b) The default experiment's settings, its width chosen so the compute trains about 20 tokens
+    per non-embedding parameter (Chinchilla's rule; the default's head size and depth)."""
+    head = default.n_embd // default.n_head
+    best, gap = default, math.inf
+    for heads in range(1, 65):
+        c = default.replace(n_embd=heads * head, n_head=heads)
+        tokens = flops / flops_per_token(c)
+        ratio = tokens / param_counts(c)[1]
+        if abs(math.log(ratio / CHINCHILLA_TOKENS_PER_PARAM)) < gap:
+            best, gap = c, abs(math.log(ratio / CHINCHILLA_TOKENS_PER_PARAM))
+    return run_length(best, max(1, iterations_for(best, flops))).replace(
+        name="build_simple_chinchilla", description="the default settings sized at 20 tokens a parameter")
