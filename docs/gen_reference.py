@@ -1,4 +1,5 @@
-"""The reference pages, generated from the code at build time (docs/hooks.py calls `pages()`).
+"""The reference pages, generated from the code at build time (docs/hooks.py runs this file, which
+prints every page as JSON: a fresh process, so `mkdocs serve` shows the code as it is now).
 
 Nothing here is written by hand that the code can say: the commands and options come from the
 argparse parser of studies.py, the settings from ExperimentConfig (its fields, defaults, the
@@ -457,3 +458,9 @@ def pages() -> dict[str, Callable[[], str]]:
     return {"reference/cli.md": cli_page, "reference/settings.md": settings_page,
             "reference/metrics.md": metrics_page, "reference/experiments.md": experiments_page,
             "reference/searches.md": searches_page}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps({path: write() for path, write in pages().items()}))

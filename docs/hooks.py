@@ -1,7 +1,7 @@
 """MkDocs hooks: the pages the build makes rather than anyone writing them.
 
 - the home page is README.md, and the benchmarks' index bench/README.md (one source each);
-- the reference pages come from the code (docs/gen_reference.py);
+- the reference pages come from the code (docs/gen_reference.py, run in its own process);
 - the benchmarks' figures are the PNGs the benches write into bench/, served as they are.
 
 Every page is written with links relative to its own file in the repository (so they work on
@@ -10,18 +10,18 @@ GitHub too); `repo_link` maps them to the site's paths.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
+import subprocess
 import sys
 from pathlib import Path
 
+from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
-sys.path.insert(0, str(DOCS))
-
-import gen_reference  # noqa: E402  (docs/ is not a package; the path above finds it)
 
 # pages made from a Markdown file outside docs/: site path -> the file in the repository
 OUTSIDE = {"index.md": "README.md", "bench/index.md": "bench/README.md"}
@@ -65,11 +65,20 @@ def rewrite_links(markdown: str, page_src: str) -> str:
                    for i, part in enumerate(parts))
 
 
+def reference_pages() -> dict[str, str]:
+    """docs/gen_reference.py's pages, from a fresh process (the code as it is now, not as a
+    long-running `mkdocs serve` first imported it)."""
+    out = subprocess.run([sys.executable, str(DOCS / "gen_reference.py")], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise PluginError(f"docs/gen_reference.py failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout)
+
+
 def on_files(files: Files, config) -> Files:
     for site, repo in OUTSIDE.items():
         files.append(File.generated(config, site, content=(ROOT / repo).read_text(encoding="utf-8")))
-    for site, write in gen_reference.pages().items():
-        files.append(File.generated(config, site, content=write()))
+    for site, content in reference_pages().items():
+        files.append(File.generated(config, site, content=content))
     for png in sorted((ROOT / "bench").glob("*.png")):
         files.append(File.generated(config, f"bench/{png.name}", abs_src_path=str(png)))
     return files
