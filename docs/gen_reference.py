@@ -340,7 +340,7 @@ def experiments_page() -> str:
            "and backward). `python studies.py list` and `details NAME` print the same.\n\n## Experiments\n\n",
            table(["experiment", "what"], [[code(n), c.description] for n, c in EXPERIMENT_CONFIGS.items()]), "\n",
            table(EXPERIMENT_HEAD, _experiment_rows(EXPERIMENT_CONFIGS, base)), "\n## Studies\n\n",
-           table(["study", "what", "experiments"], [[code(s.name), s.description, len(s.experiments)]
+           table(["study", "what", "experiments"], [[f"[{code(s.name)}](#{s.name})", s.description, len(s.experiments)]
                                                    for s in STUDIES.values()])]
     for study in STUDIES.values():
         out.append(f"\n### {study.name}\n\n{study.description}. `python studies.py {study.name}`")
@@ -361,9 +361,12 @@ def _space_rows(space) -> list[list[str]]:
     rows = []
     for key, dist in space.dists.items():
         values = dist.candidates()
-        shown = (", ".join(value_text(v) for v in values) if values is not None and len(values) <= 12
-                 else f"{value_text(values[0])} to {value_text(values[-1])}" if values else
-                 f"{value_text(dist.args[0])} to {value_text(dist.args[1])}" + (", log scale" if dist.log_scale else ""))
+        if values is None:
+            shown = f"{value_text(dist.args[0])} to {value_text(dist.args[1])}" + (", log scale" if dist.log_scale else "")
+        elif len(values) <= 12:
+            shown = ", ".join(value_text(v) for v in values)
+        else:
+            shown = f"{value_text(values[0])} to {value_text(values[-1])}"
         rows.append([code(key), code(dist.describe()), shown])
     return rows
 
@@ -384,7 +387,7 @@ def searches_page() -> str:
     out = [GENERATED, "# Search spaces\n\n",
            "The named searches: each is a file in `search_spaces/searches/`, in the form your own `--space FILE` "
            "takes (see [Search](../search.md)). `python studies.py search NAME` runs one.\n\n",
-           table(["search", "what"], [[code(n), get_search(n).description] for n in search_files()])]
+           table(["search", "what"], [[f"[{code(n)}](#{n})", get_search(n).description] for n in search_files()])]
     for name, path in search_files().items():
         space = get_search(name)
         out.append(f"\n## {name}\n\n{doc_links(_file_comment(path))}\n\nBase: `{space.base.name}`")
