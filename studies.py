@@ -162,8 +162,9 @@ def _add_search_command(sub) -> None:
     p.add_argument("--to", action="append", metavar="KEY=VALUE", required=True,
                    help="the target's shape (repeatable), e.g. --to n_embd=512 --to n_layer=8; --repeats N trains "
                         "it N times")
-    p.add_argument("--against", metavar="STUDY", help="a study in --output-dir that tuned the target directly: "
-                                                       "the report compares result and compute with it")
+    p.add_argument("--against", metavar="STUDY", help="a study in --output-dir that tuned the target directly: its "
+                                                       "best configuration is retrained at the target's seeds (a stage "
+                                                       "of its own) and the report compares result and compute with it")
 
 
 def _add_search_options(p) -> None:
@@ -457,13 +458,15 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     """Tune small, train large: the search at its proxy shape (resumed or skipped with --resume
     when stored), then its best trial's settings at the --to shape (--repeats times), then the
     report (experiments/transfer_SEARCH_report.json)."""
-    from analysis.transfer import report_text, transfer_report
+    from analysis.transfer import best_config, report_text, transfer_report
     from slm_tune.config import load_experiments_file, parse_overrides
     from slm_tune.files import write_text
 
     targets = parse_overrides(args.to)
     space, search = _search_setup(argparse.Namespace(**{**vars(args), "repeats": 1}))
     _check_target(space, targets)
+    if args.against:
+        best_config(Path(args.output_dir), args.against)  # a study to compare with, before anything runs
     output_dir, target = Path(args.output_dir), f"transfer_{space.name}"
     stage_args = argparse.Namespace(**{**vars(args), "repeats": 1})
     code = _run_stage(stage_args, space.name, lambda a: _run_study(
@@ -476,16 +479,33 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     if entry not in registry:
         raise UserError(f"search {space.name} stored no best trial ({best_file} has none): no trial finished with "
                         "a result; see the trials' error.txt files, then run the transfer again")
-    config = registry[entry].replace(name=target, description=f"{entry} at {_shape_text(targets)}", **targets)
+    config = registry[entry].replace(name=target, description=f"{entry} at {_shape_text(targets)}",
+                                     **_carried_base(registry[entry], targets))
     target_args = argparse.Namespace(**{**vars(args), "scheduler": "fifo", "max_iters": None})
     code = _run_stage(target_args, target, lambda a: _run_study(a, target, {target: config}, {target: config.max_iters}))
     if code:
         return code
-    report = transfer_report(output_dir, space.name, target, targets, args.against)
+    retrain = _retrain_against(target_args, target, config.seed) if args.against else None
+    if isinstance(retrain, int):
+        return retrain
+    report = transfer_report(output_dir, space.name, target, targets, args.against, retrain)
     written = write_text(output_dir / "experiments" / f"{target}_report.json", json.dumps(report, indent=2, default=str))
     _err(f"transfer report: {written}")
     _out(report_text(report))
     return 0
+
+
+def _retrain_against(args: argparse.Namespace, target: str, seed: int) -> str | int:
+    """The stage that makes --against a comparison of like with like: the directly tuned study's
+    best configuration retrained at the target's seeds (its best trial was picked on the same eval
+    windows it is scored on, so alone it is optimistic). The stage's name, or a failed stage's code."""
+    from analysis.transfer import best_config
+
+    config = best_config(Path(args.output_dir), args.against)
+    stage = f"{target}_vs_{args.against}"
+    config = config.replace(name=stage, seed=seed, description=f"{args.against}'s best trial, retrained")
+    code = _run_stage(args, stage, lambda a: _run_study(a, stage, {stage: config}, {stage: config.max_iters}))
+    return code or stage
 
 
 def _run_stage(args: argparse.Namespace, study: str, run: Callable[[argparse.Namespace], int]) -> int:
@@ -518,7 +538,17 @@ def _check_target(space, targets: dict[str, Any]) -> None:
     if any(k in space.searched for k in targets):
         raise UserError(f"--to {', '.join(k for k in targets if k in space.searched)}: the search searches it; "
                         "the target takes the search's best value of what it searches")
-    proxy.replace(**targets)  # a setting the model refuses (heads that do not divide the width, ...)
+    proxy.replace(**_carried_base(proxy, targets))  # a setting the model refuses (heads that do not divide the width, ...)
+
+
+def _carried_base(proxy, targets: dict[str, Any]) -> dict[str, Any]:
+    """The target's settings. Under muP with mup_base_head_size=0 the base head size is
+    mup_base_width / n_head, so a target with other heads would redefine the base the proxy was
+    tuned at: the proxy's base head size is carried to the target instead."""
+    if proxy.parametrization == "mup" and not proxy.mup_base_head_size and "n_head" in targets \
+            and "mup_base_head_size" not in targets:
+        return {**targets, "mup_base_head_size": proxy.mup_base_width // proxy.n_head}
+    return targets
 
 
 def _shape_text(targets: dict[str, Any]) -> str:

@@ -247,8 +247,9 @@ def comparison_table(trials: pd.DataFrame, runs: list[Path], reference: str | No
 
 def with_significance(summary: pd.DataFrame, trials: pd.DataFrame, reference: str | None) -> pd.DataFrame:
     """The table with each experiment's 95% half-width and its difference from the reference."""
-    out = summary.merge(differences(trials, reference), on="experiment", how="left")
-    out["best_val_bpb_ci95"] = out["experiment"].map(ci95_half_width(trials))
+    table = differences(trials, reference)
+    out = summary.merge(table, on="experiment", how="left")
+    out["best_val_bpb_ci95"] = out["experiment"].map(ci95_half_width(trials, table["reference"].iloc[0]))
     return out
 
 
@@ -332,8 +333,11 @@ def significance_note(summary: pd.DataFrame) -> str:
     ref = summary["reference"].dropna().iloc[0] if summary["reference"].notna().any() else "-"
     text = (f"differences in best val bits per byte from {ref}, with 95% intervals; verdicts at 5% after Holm's "
             f"correction over {len(compared)} comparison(s)")
+    if any("seed sd from" in n for n in noise):
+        text += ("; rows with one run on a side take the seed standard deviation of the other side's runs, as if "
+                 "the single run varied with its seed as they do (Student's t on their degrees of freedom)")
     if any(n.startswith("evaluation") for n in noise):
-        text += ("; 'evaluation' rows have no repeats: their intervals measure the evaluation's noise alone "
+        text += ("; 'evaluation' rows have no seed spread: their intervals measure the evaluation's noise alone "
                  "(paired over shared windows where they can be) and leave out seed-to-seed noise, usually the "
                  "larger part (run with --repeats 3)")
     return text

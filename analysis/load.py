@@ -40,7 +40,7 @@ TRIAL_COLUMNS = [
     "experiment", "study", "run", "seed", "status", "error", "total_params", "non_embedding_params",
     "training_time_s", "final_train_loss", "final_val_loss", "best_val_loss", "best_val_bpb", "final_val_bpb",
     "best_val_bpb_context", "best_val_bpb_se", "best_val_bpb_context_se", "tokens_per_s", "ms_per_token",
-    "flops_per_token", "iterations", "max_iters", "dataset", "tokenizer", "precision", "entropy_bpb",
+    "flops_per_token", "iterations", "train_flops", "max_iters", "dataset", "tokenizer", "precision", "entropy_bpb",
     "trial_id", "trial_path", "ended_at", "compiled", "compile_note", "eval_windows",
 ]
 # per-trial dicts and lists, not in parquet: config, searched and config_changes go to the results
@@ -198,7 +198,8 @@ def _trial_row(meta: Mapping[str, Any], search, run_dir: Path, name: str, params
         "best_val_bpb_context_se": _best_eval_se(evals, "val_bpb_context"),
         "tokens_per_s": (last_eval or last).get("tokens_per_s"), "ms_per_token": _finite(last_eval.get("ms_per_token")),
         "flops_per_token": last.get("flops_per_token"),
-        "iterations": last.get("iteration", 0), "max_iters": config.get("max_iters"),
+        "iterations": last.get("iteration", 0), "train_flops": last.get("train_flops"),
+        "max_iters": config.get("max_iters"),
         "dataset": config.get("dataset"), "tokenizer": data.get("tokenizer"),
         "precision": last.get("precision"), "entropy_bpb": data.get("entropy_bpb"),
         "trial_id": ray_info.get("trial_id", last.get("trial_id")), "trial_path": str(run_dir / name),

@@ -9,11 +9,19 @@ of three intervals a row has:
   (scipy's ttest_ind, equal_var=False, and its confidence interval). This is seed-to-seed noise
   measured on those fixed windows: it does not include the windows' own sampling error (another
   draw of windows would shift both sides), which the paired evaluation interval measures.
-- "evaluation, paired over N windows": single runs (on either side) whose evaluations share their
+- "seeds (t, 1 vs n runs; seed sd from E's n runs)", with one run on one side and two or more on
+  the other: the single run is taken to vary from seed to seed as the repeated side's runs do, so
+  the one measured seed standard deviation s (n - 1 degrees of freedom) serves both. The difference
+  of a single run y and the mean of n runs has variance sigma^2 (1 + 1/n), so the interval is
+  (y - mean) +- t_{n-1, 97.5%} s sqrt(1 + 1/n) (a prediction interval's form) and the p-value is
+  two-sided Student's t with n - 1 degrees of freedom at (y - mean) / (s sqrt(1 + 1/n)): the pooled
+  two-sample t-test in which the single run adds no degree of freedom.
+- "evaluation, paired over N windows": single runs on both sides whose evaluations share their
   windows (the same data, tokenizer and window shape: the same `eval_windows` fingerprint). The
   standard error of the mean per-window difference, as a normal interval: the evaluation's noise
   of this difference exactly, much tighter than two separate errors since the windows' difficulty
-  cancels. It leaves out seed-to-seed noise, which is usually the larger part.
+  cancels. It leaves out seed-to-seed noise, which is usually the larger part. (Also where the
+  repeated side's runs all ended alike, which leaves no seed spread to borrow.)
 - "evaluation, unpaired": single runs on different windows (another corpus or vocabulary): the two
   evaluations' standard errors combined (hypot), a normal interval. It too leaves out seed noise.
 
@@ -124,12 +132,32 @@ def _side(trials: pd.DataFrame, experiment: str) -> Side:
     return Side(values, eval_se, ids.pop(), np.mean(np.asarray(lists, float), axis=0))
 
 
-def compare(a: Side, b: Side) -> tuple[tuple[float, float, float, float], str]:
-    """(diff, low, high, p) of mean(a) - mean(b) and the kind of interval (see the module's doc)."""
+def borrowed_sd(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
+    """mean(a) - mean(b), its interval and two-sided p-value where one side has a single run and the
+    other's seed standard deviation stands for both (see the module's doc): Student's t with the
+    repeated side's n - 1 degrees of freedom, standard error s sqrt(1/len(a) + 1/len(b))."""
+    repeated = a if len(a) > 1 else b
+    df, sd = len(repeated) - 1, _seed_sd(repeated)
+    diff, se = float(a.mean() - b.mean()), sd * math.sqrt(1 / len(a) + 1 / len(b))
+    half = stats.t.ppf(0.5 + level / 2, df) * se
+    return diff, diff - half, diff + half, float(2 * stats.t.sf(abs(diff) / se, df))
+
+
+def _seed_sd(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def compare(a: Side, b: Side, names: tuple[str, str] = ("a", "b")) -> tuple[tuple[float, float, float, float], str]:
+    """(diff, low, high, p) of mean(a) - mean(b) and the kind of interval (see the module's doc);
+    `names` name the two sides in the label."""
     if len(a.values) >= 2 and len(b.values) >= 2:
         return welch(a.values, b.values), f"seeds (Welch, {len(a.values)} vs {len(b.values)} runs)"
     if not (len(a.values) and len(b.values)):
         return (math.nan,) * 4, "no result"
+    name, repeated = (names[0], a.values) if len(a.values) > 1 else (names[1], b.values)
+    if _seed_sd(repeated) > 0:
+        return borrowed_sd(a.values, b.values), (f"seeds (t, {len(a.values)} vs {len(b.values)} runs; seed sd "
+                                                 f"from {name}'s {len(repeated)} runs)")
     diff = float(a.values.mean() - b.values.mean())
     if a.windows is not None and a.windows == b.windows:
         return normal_interval(diff, paired_se(a.window_bpb, b.window_bpb)), \
@@ -148,7 +176,7 @@ def differences(trials: pd.DataFrame, reference: str | None = None) -> pd.DataFr
         if e == ref:
             rows.append({"experiment": e, "reference": ref, "verdict": "reference"})
             continue
-        found, noise = compare(sides[e], sides[ref])
+        found, noise = compare(sides[e], sides[ref], (e, ref))
         rows.append({"experiment": e, "reference": ref, **dict(zip(COLUMNS[1:5], found)), "noise": noise})
     table = pd.DataFrame(rows, columns=["experiment", *COLUMNS])
     compared = table["verdict"] != "reference"
@@ -157,15 +185,20 @@ def differences(trials: pd.DataFrame, reference: str | None = None) -> pd.DataFr
     return table
 
 
-def ci95_half_width(trials: pd.DataFrame) -> dict[str, float]:
-    """Each experiment's 95% half-width of its mean best val bpb: Student's t over the seeds with
-    repeats, else 1.96 evaluation standard errors (the error bars of the comparison plot)."""
+def ci95_half_width(trials: pd.DataFrame, reference: str | None = None) -> dict[str, float]:
+    """Each experiment's 95% half-width of its mean best val bpb (the error bars of the comparison
+    plot): Student's t over the seeds with repeats; for a single run compared with a repeated
+    reference, t_{n-1} times the reference's seed sd (the spread its comparison borrows); else 1.96
+    evaluation standard errors."""
     out = {}
+    ref = _side(trials, reference).values if reference is not None else np.array([])
     for e in dict.fromkeys(trials["experiment"]):
         side = _side(trials, e)
         v = side.values
         if len(v) >= 2:
             out[e] = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+        elif len(v) == 1 and e != reference and _seed_sd(ref) > 0:
+            out[e] = float(stats.t.ppf(0.975, len(ref) - 1) * _seed_sd(ref))
         else:
             out[e] = float(stats.norm.ppf(0.975) * side.eval_se) if np.isfinite(side.eval_se) else math.nan
     return out

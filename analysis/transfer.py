@@ -17,11 +17,16 @@ from slm_tune.errors import UserError
 
 
 def trained_flops(trials: pd.DataFrame) -> float:
-    """Training FLOPs the trials spent: FLOPs per token x iterations x tokens per iteration."""
+    """Training FLOPs the trials spent: each one's train_flops (the steps it trained itself, so a
+    trial a scheduler stopped counts what it trained, and one PBT handed weights does not count the
+    donor's steps); for runs stored before reports carried it, FLOPs per token x iterations x
+    tokens per iteration."""
     total = 0.0
     for _, t in trials.iterrows():
         c = t["config"] or {}
-        if t["flops_per_token"] and t["iterations"] and c:
+        if "train_flops" in t and pd.notna(t["train_flops"]):
+            total += float(t["train_flops"])
+        elif t["flops_per_token"] and t["iterations"] and c:
             total += float(t["flops_per_token"]) * float(t["iterations"]) * c["batch_size"] * c["block_size"]
     return total
 
@@ -41,11 +46,25 @@ def _side(trials: pd.DataFrame) -> dict[str, Any]:
             "runs_best_val_bpb": values.tolist()}
 
 
+def best_config(output_dir: Path, study: str):
+    """The stored study's best finished trial's whole config (ExperimentConfig); a one-line error
+    when the study has none."""
+    from slm_tune.config import ExperimentConfig
+
+    trials = study_trials(output_dir, study)
+    done = trials[(trials["status"] == "finished") & trials["best_val_bpb"].notna()] if not trials.empty else trials
+    if done.empty:
+        raise UserError(f"--against {study!r}: no finished trial of that study in {output_dir}; name a study "
+                        "stored there that tuned the target directly (e.g. a search at the target shape)")
+    return ExperimentConfig(**done.loc[done["best_val_bpb"].idxmin(), "config"])
+
+
 def transfer_report(output_dir: Path, search: str, target: str, targets: dict[str, Any],
-                    against: str | None = None) -> dict[str, Any]:
+                    against: str | None = None, retrain: str | None = None) -> dict[str, Any]:
     """The proxy search's best and spend, the target's result and spend, and against a directly
-    tuned study (`against`: a study in the same output dir) its best and spend, with a Welch
-    interval when both sides have repeats."""
+    tuned study (`against`: a study in the same output dir) its best and spend, with its best
+    configuration retrained at the target's seeds (the stored study `retrain`) as the like-for-like
+    comparison."""
     proxy, tuned = study_trials(output_dir, search), study_trials(output_dir, target)
     if proxy.empty or tuned.empty:
         raise UserError(f"no stored runs of {search if proxy.empty else target} in {output_dir}: "
@@ -58,11 +77,17 @@ def transfer_report(output_dir: Path, search: str, target: str, targets: dict[st
     report["compute"] = {"proxy_flops": report["proxy"]["flops"], "target_flops": report["target_run"]["flops"],
                          "total_flops": report["proxy"]["flops"] + report["target_run"]["flops"]}
     if against:
-        report["against"] = _against(output_dir, against, report)
+        report["against"] = _against(output_dir, against, retrain, report)
     return report
 
 
-def _against(output_dir: Path, study: str, report: dict[str, Any]) -> dict[str, Any]:
+def _against(output_dir: Path, study: str, retrain: str | None, report: dict[str, Any]) -> dict[str, Any]:
+    """The directly tuned study: its search (best trial and FLOPs: the compute the transfer is
+    measured against) and its best configuration retrained at the target's seeds (`retrain`; its
+    FLOPs are the comparison's cost, not tuning). Welch compares the target's runs with the
+    retrained runs: seeds of one configuration against seeds of another. The search's own best
+    trial is not compared: it was chosen on the windows it is scored on (optimistic), and its
+    other trials are other configurations, not seeds."""
     from analysis.significance import verdict, welch
 
     direct = study_trials(output_dir, study)
@@ -71,11 +96,17 @@ def _against(output_dir: Path, study: str, report: dict[str, Any]) -> dict[str, 
     side = _side(direct)
     out = {"study": study, **side, "compute_share": report["compute"]["total_flops"] / side["flops"]
            if side["flops"] else math.nan}
-    mine = np.asarray(report["target_run"]["runs_best_val_bpb"])
-    theirs = np.asarray(sorted(side["runs_best_val_bpb"])[:max(1, len(mine))])  # its best runs, as many as ours
+    runs = study_trials(output_dir, retrain) if retrain else pd.DataFrame()
+    if runs.empty:
+        out["note"] = "no retrained runs of its best configuration: no verdict"
+        return out
+    out["retrain"] = {"study": retrain, **_side(runs)}
+    mine, theirs = (np.asarray(x["runs_best_val_bpb"]) for x in (report["target_run"], out["retrain"]))
     if len(mine) > 1 and len(theirs) > 1:
         diff, lo, hi, p = welch(mine, theirs)
         out.update(diff=diff, lo=lo, hi=hi, p=p, verdict=verdict(diff, p))
+    else:
+        out["note"] = "one run on a side: no verdict (give --repeats 2 or more)"
     return out
 
 
@@ -88,10 +119,15 @@ def report_text(report: dict[str, Any]) -> str:
              f"{c['target_flops']:.3g} training FLOPs; all in all {c['total_flops']:.3g}"]
     a = report.get("against")
     if a:
-        interval = (f"; difference {a['diff']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}], {a['verdict']}"
-                    if "diff" in a else "")
-        lines.append(f"against {a['study']} (tuned directly): best {_bpb(a['best_val_bpb'])} for "
-                     f"{a['flops']:.3g} training FLOPs; this transfer spent {a['compute_share']:.0%} of that{interval}")
+        lines.append(f"against {a['study']} (tuned directly): its best trial {_bpb(a['best_val_bpb'])} (chosen on "
+                     f"the windows it is scored on) for {a['flops']:.3g} training FLOPs; this transfer spent "
+                     f"{a['compute_share']:.0%} of that")
+        r = a.get("retrain")
+        if r:
+            lines.append(f"  its best configuration retrained at the target's seeds: {_bpb(r['mean_best_val_bpb'])} "
+                         f"over {r['finished']} run(s), {r['flops']:.3g} training FLOPs (not counted as tuning)")
+        lines.append(f"  transfer - direct: {a['diff']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}], {a['verdict']} "
+                     "(Welch, seeds against seeds)" if "diff" in a else f"  {a['note']}")
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-THRESHOLDS = (0.05, 0.01)
+THRESHOLDS = (0.05, 0.02, 0.01)
 REFERENCE = "random+fifo"
 
 
@@ -33,23 +33,45 @@ def compute_to(data: dict, run: dict, threshold: float) -> float:
     return run["flops"][hit[0]] if len(hit) else math.inf
 
 
-def rank_test(a: list[float], b: list[float]) -> float:
-    """Two-sided Mann-Whitney p-value: compute to a regret is skewed and censored (inf where a
-    search never got there), which ranks take as they are."""
+def rank_test(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Two-sided Mann-Whitney p-value, and the shift P(a > b) + P(a = b) / 2 - 1/2 (above 0: a tends
+    to need more compute): compute to a regret is skewed and censored (inf where a search never got
+    there), which ranks take as they are."""
     from scipy.stats import mannwhitneyu
 
     big = 1e300
-    return float(mannwhitneyu([min(x, big) for x in a], [min(x, big) for x in b], alternative="two-sided").pvalue)
+    result = mannwhitneyu([min(x, big) for x in a], [min(x, big) for x in b], alternative="two-sided")
+    return float(result.pvalue), float(result.statistic / (len(a) * len(b)) - 0.5)
 
 
-def ratio_interval(a: list[float], b: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Median of a over median of b, with a 95% bootstrap interval over the seeds of each."""
+def ratio_interval(a: list[float], b: list[float], reps: int = 2000, seed: int = 0) -> tuple:
+    """Median of a over median of b, with a 95% bootstrap interval over the seeds of each. A median
+    that is "never" (inf) gives no number: inf where a's median never got there and b's did, None
+    where b's never did (shown "ref never"). For the interval's order a resample where only b never
+    got there ranks below every number (a was faster without bound) and one where neither got there
+    ranks as a tie (1)."""
     rng = np.random.default_rng(seed)
     a, b = np.asarray(a), np.asarray(b)
-    ratios = [_ratio(quantiles(rng.choice(a, len(a)), [0.5])[0], quantiles(rng.choice(b, len(b)), [0.5])[0])
-              for _ in range(reps)]
-    lo, hi = quantiles(ratios, [0.025, 0.975])
+    medians = [(quantiles(rng.choice(a, len(a)), [0.5])[0], quantiles(rng.choice(b, len(b)), [0.5])[0])
+               for _ in range(reps)]
+    ranked = sorted(medians, key=lambda m: _rank_key(*m))
+    lo, hi = (_ratio(*ranked[i]) for i in _inverted_cdf_indices(len(ranked), [0.025, 0.975]))
     return _ratio(quantiles(a, [0.5])[0], quantiles(b, [0.5])[0]), lo, hi
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return None if math.isinf(b) else a / b
+
+
+def _rank_key(a: float, b: float) -> float:
+    if math.isinf(b):
+        return 1.0 if math.isinf(a) else -math.inf
+    return a / b
+
+
+def _inverted_cdf_indices(n: int, qs) -> list[int]:
+    """The order statistics np.quantile's inverted_cdf method picks (quantiles() below)."""
+    return [max(0, math.ceil(q * n) - 1) for q in qs]
 
 
 def quantiles(values, qs) -> list[float]:
@@ -57,15 +79,16 @@ def quantiles(values, qs) -> list[float]:
     return [float(q) for q in np.quantile(np.asarray(values, dtype=float), qs, method="inverted_cdf")]
 
 
-def _ratio(a: float, b: float) -> float:
-    if math.isinf(a) and math.isinf(b):
-        return math.nan
-    return a / b
+def within(data: dict, threshold: float) -> int:
+    """How many of the table's runs end within this normalised regret of its best."""
+    return int(np.sum(regret(data, [p[0] for p in data["table"]["points"]]) <= threshold + 1e-12))
 
 
 def single_table(data: dict) -> pd.DataFrame:
-    """One row per pairing: median and quartiles of the compute to each regret, as a share of
-    the whole table's compute, and against random search (ratio of medians, interval, Holm verdict)."""
+    """One row per pairing and threshold's columns: median and quartiles of the compute to the
+    regret, as a share of the whole table's compute, the share of seeds that got there, and against
+    random search the ratio of medians with its interval, a Mann-Whitney p-value and a verdict
+    (Holm over the pairings at each threshold)."""
     from analysis.significance import holm, verdict
 
     total, ref = data["table"]["total_flops"], data["single"][REFERENCE]
@@ -73,18 +96,18 @@ def single_table(data: dict) -> pd.DataFrame:
     for name, runs in data["single"].items():
         row = {"pairing": name}
         for thr in THRESHOLDS:
-            c = [compute_to(data, r, thr) for r in runs]
+            c, c_ref = [compute_to(data, r, thr) for r in runs], [compute_to(data, r, thr) for r in ref]
             q1, med, q3 = quantiles(c, [0.25, 0.5, 0.75])
             row.update({f"median_{thr}": med / total, f"q1_{thr}": q1 / total, f"q3_{thr}": q3 / total,
                         f"reached_{thr}": float(np.mean(np.isfinite(c)))})
-        c, c_ref = [compute_to(data, r, 0.01) for r in runs], [compute_to(data, r, 0.01) for r in ref]
-        row["ratio"], row["ratio_lo"], row["ratio_hi"] = ratio_interval(c, c_ref)
-        row["p"] = rank_test(c, c_ref) if name != REFERENCE else math.nan
+            row[f"ratio_{thr}"], row[f"lo_{thr}"], row[f"hi_{thr}"] = ratio_interval(c, c_ref)
+            row[f"p_{thr}"], row[f"shift_{thr}"] = rank_test(c, c_ref) if name != REFERENCE else (math.nan, 0.0)
         rows.append(row)
     table = pd.DataFrame(rows)
-    table["p_holm"] = holm(list(table["p"]))
-    table["verdict"] = [("reference" if n == REFERENCE else verdict(r - 1, p))
-                        for n, r, p in zip(table["pairing"], table["ratio"], table["p_holm"])]
+    for thr in THRESHOLDS:
+        table[f"p_holm_{thr}"] = holm(list(table[f"p_{thr}"]))
+        table[f"verdict_{thr}"] = [("reference" if n == REFERENCE else verdict(shift, p)) for n, shift, p
+                                   in zip(table["pairing"], table[f"shift_{thr}"], table[f"p_holm_{thr}"])]
     return table.sort_values("median_0.01").reset_index(drop=True)
 
 
@@ -122,10 +145,21 @@ def summary(data: dict) -> str:
     lines = [f"table: {facts['runs']} runs, best {facts['best']:.4f}, worst {facts['worst']:.4f} bits per byte "
              f"(regret 0.01 = {0.01 * (facts['worst'] - facts['best']):.4f} bpb; seed sd "
              f"{', '.join(f'{s:.4f}' for s in facts['seed_sd'])}); {data['seeds']} seeds x {data['trials']} trials",
-             "compute as a share of training the whole table once: median [q1, q3]"]
-    for _, r in single_table(data).iterrows():
-        lines.append(f"  {r['pairing']:<26} regret 0.05: {_cell(r, 0.05)}   0.01: {_cell(r, 0.01)}   "
-                     f"vs random {r['ratio']:.2f}x [{r['ratio_lo']:.2f}, {r['ratio_hi']:.2f}] {r['verdict']}")
+             "compute as a share of training the whole table once: median [q1, q3] (seeds that got there); against "
+             f"{REFERENCE}: ratio of medians [95% bootstrap], Mann-Whitney, Holm over the pairings"]
+    table = single_table(data)
+    for thr in sorted(THRESHOLDS, reverse=True):
+        lines.append(f"regret {thr} ({thr * (facts['worst'] - facts['best']):.4f} bpb; {within(data, thr)} of the "
+                     f"table's {facts['runs']} runs end within it):")
+        for _, r in table.iterrows():
+            lines.append(f"  {r['pairing']:<26} {_cell(r, thr):<34} vs random {_times(r[f'ratio_{thr}'])} "
+                         f"[{_times(r[f'lo_{thr}'])}, {_times(r[f'hi_{thr}'])}] {r[f'verdict_{thr}']}")
+    lines += [f"seeds that reached regret 0.01, and how many of them end on the table's best run ({facts['best']:.4f}):",
+              "  " + ", ".join(f"{name} {n} ({on_best})" for name, (n, on_best) in on_the_best_run(data).items())]
+    pairs = asha_against_fifo(data)
+    if pairs:
+        lines.append("final best, ASHA against FIFO, seed by seed (random and QMC draw the same points either way):")
+        lines += [f"  {s}: worse in {w}, better in {b} of {n} seeds" for s, (w, b, n) in pairs.items()]
     if data["multi"]:
         lines.append("2-objective hypervolume (share of the whole table's front), mean over seeds, against random:")
         for _, r in multi_table(data).iterrows():
@@ -134,13 +168,42 @@ def summary(data: dict) -> str:
     return "\n".join(lines)
 
 
+def on_the_best_run(data: dict) -> dict[str, tuple[int, int]]:
+    """Per pairing: (seeds whose search reached regret 0.01, of them the seeds whose final incumbent
+    is the table's best run itself)."""
+    best = data["table"]["best"]
+    return {name: (sum(math.isfinite(compute_to(data, r, 0.01)) for r in runs), sum(r["best"][-1] == best for r in runs))
+            for name, runs in data["single"].items()}
+
+
+def asha_against_fifo(data: dict) -> dict[str, tuple[int, int, int]]:
+    """Per sampler replayed with both FIFO and ASHA: (seeds where ASHA's final best is worse, better,
+    seeds compared); a seed's two searches draw the same points, ASHA stopping some of them early."""
+    out = {}
+    for name in data["single"]:
+        sampler, scheduler = name.split("+")
+        if scheduler == "asha" and f"{sampler}+fifo" in data["single"]:
+            pairs = list(zip(data["single"][name], data["single"][f"{sampler}+fifo"]))
+            out[sampler] = (sum(a["best"][-1] > f["best"][-1] for a, f in pairs),
+                            sum(a["best"][-1] < f["best"][-1] for a, f in pairs), len(pairs))
+    return out
+
+
 def _cell(r, thr: float) -> str:
-    share = f"{r[f'reached_{thr}']:.0%} reach"
+    share = f"{r[f'reached_{thr}']:.0%}"
     return f"{_share(r[f'median_{thr}'])} [{_share(r[f'q1_{thr}'])}, {_share(r[f'q3_{thr}'])}] ({share})"
 
 
 def _share(x: float) -> str:
     return "never" if math.isinf(x) else f"{x:.3f}"
+
+
+def _times(x: float | None) -> str:
+    """A ratio of medians: "never" where this pairing's median never got there, "ref never" where
+    the reference's did not (no ratio either way)."""
+    if x is None or pd.isna(x):
+        return "ref never"
+    return "never" if math.isinf(x) else f"{x:.2f}x"
 
 
 def regret_curves(data: dict, runs: list[dict], grid: np.ndarray) -> np.ndarray:

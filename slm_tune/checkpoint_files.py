@@ -25,13 +25,17 @@ def read_history(directory: Path) -> list[dict[str, Any]] | None:
     return history if isinstance(history, list) else None
 
 
-def write_owner(directory: Path, trial: str, config: dict[str, Any]) -> None:
-    (Path(directory) / OWNER_FILE).write_text(json.dumps({"trial": trial, "config": config}), encoding="utf-8")
+def write_owner(directory: Path, trial: str, config: dict[str, Any], trained_iterations: int | None = None) -> None:
+    owner = {"trial": trial, "config": config}
+    if trained_iterations is not None:
+        owner["trained_iterations"] = trained_iterations
+    (Path(directory) / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
 
 
 def read_owner(directory: Path) -> dict[str, Any] | None:
-    """{"trial", "config"} of the trial that wrote the checkpoint; None for one written before
-    slm-tune recorded it."""
+    """{"trial", "config", "trained_iterations"} of the trial that wrote the checkpoint (the steps
+    that trial had trained itself: after a PBT exploit, not its donor's); None for one written
+    before slm-tune recorded it (and no trained_iterations before it recorded that)."""
     try:
         owner = json.loads((Path(directory) / OWNER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -109,6 +109,151 @@ def test_the_tune_trainable_reports_the_tables_curve_and_the_replays_trials(tabl
     assert list(events.drop_duplicates("trial")["run"]) == runs
 
 
+def _ray_random_points(space, seed: int, n: int) -> list[dict]:
+    """The points the live default's searcher (Ray's BasicVariantGenerator, as make_search_alg
+    builds it) proposes, in order, without running a Tune."""
+    from ray.tune.experiment import Experiment
+
+    from slm_tune.tune.schedulers import make_search_alg
+
+    def trainable(config):
+        pass
+
+    searcher = make_search_alg(study_run(space, "random", "asha", seed=seed, trials=n), 2)
+    searcher.add_configurations([Experiment("points", trainable, config=space.param_space(), num_samples=n)])
+    return [searcher.next_trial().config for _ in range(n)]
+
+
+def _points_sampler(points: list[dict]):
+    """An Optuna sampler that proposes these points in order (the replay asks it as it asks any)."""
+    import optuna
+
+    class Points(optuna.samplers.BaseSampler):
+        def infer_relative_search_space(self, study, trial):
+            return {}
+
+        def sample_relative(self, study, trial, search_space):
+            return {}
+
+        def sample_independent(self, study, trial, name, distribution):
+            return points[trial.number][name]
+
+    return Points()
+
+
+def test_the_default_search_at_two_workers_through_tune_stops_what_the_replay_stops(
+        table, space, local_ray, tmp_path, monkeypatch):
+    """The live default (Ray's random search, ASHA) at two concurrent trials through Tune itself,
+    against the replay of the same points at two workers: the replay's claim is that Tune, given
+    each eval's report in the order of the runs' recorded seconds, decides as the replay does. Tune
+    is paced into that order (each trial waits for its turn at a clock actor, which the driver
+    advances once Tune has processed a report); then Tune's ASHA must stop the same trials at the
+    same evals, and the trials must train the FLOPs the replay counts."""
+    import time
+
+    import ray
+    from ray import tune
+
+    import slm_tune.tune.replay.simulation as simulation
+    from slm_tune.tune.schedulers import make_scheduler, make_search_alg
+
+    run = study_run(space, "random", "asha", seed=5, trials=8)
+    points = _ray_random_points(space, 5, 8)
+    monkeypatch.setattr(simulation, "make_sampler", lambda _run: _points_sampler(points))
+    events = simulation.replay_search(table, run, workers=2)
+    order = [(int(t), int(k)) for t, k in zip(events["trial"], events["eval"])]
+    index = {p["learning_rate"]: i for i, p in enumerate(points)}
+
+    @ray.remote(num_cpus=0)
+    class Clock:
+        def __init__(self):
+            self.done = []
+
+        def next(self):
+            return order[len(self.done)] if len(self.done) < len(order) else None
+
+        def advance(self, event):
+            self.done.append(event)
+
+        def seen(self):
+            return self.done
+
+    clock = Clock.remote()
+
+    def paced(config, clock):
+        curve, me = table.nearest(config, space), index[config["learning_rate"]]
+        for k in range(len(curve.iteration)):
+            deadline = time.monotonic() + 60
+            while ray.get(clock.next.remote()) != (me, k):
+                assert time.monotonic() < deadline, f"trial {me} eval {k} never came in the replay's order"
+                time.sleep(0.01)
+            tune.report({**curve.report(k), "run": curve.run, "trial_index": me, "eval": k})
+
+    class Advance(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            ray.get(clock.advance.remote((result["trial_index"], result["eval"])))
+
+    scheduler, metric, mode = make_scheduler(run)
+    tuner = tune.Tuner(tune.with_parameters(paced, clock=clock), param_space=space.param_space(),
+                       tune_config=tune.TuneConfig(search_alg=make_search_alg(run, 2), scheduler=scheduler,
+                                                   metric=metric, mode=mode, num_samples=8, max_concurrent_trials=2,
+                                                   reuse_actors=True),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), name="paced", verbose=0,
+                                                 callbacks=[Advance()]))
+    results = list(tuner.fit())
+    assert not [r.error for r in results if r.error is not None]
+    assert sorted(index[r.config["learning_rate"]] for r in results) == list(range(8))  # Ray's points, all of them
+    assert [tuple(e) for e in ray.get(clock.seen.remote())] == order  # Tune saw the reports in the replay's order
+    assert [t for t, _ in order] != sorted(t for t, _ in order)  # two trials at a time: their reports interleave
+    evals = {index[r.config["learning_rate"]]: len(r.metrics_dataframe) for r in results}
+    replayed = events.groupby("trial")["eval"].max() + 1
+    assert evals == {int(t): int(n) for t, n in replayed.items()}  # ASHA stopped the same trials at the same evals
+    assert 0 < int(events["stopped"].sum()) < 8
+    spent = sum(table.nearest(r.config, space).train_flops[evals[index[r.config["learning_rate"]]] - 1] for r in results)
+    assert spent == pytest.approx(events["flops"].iloc[-1])
+
+
+def test_the_replays_random_sampler_draws_what_rays_random_search_draws(space):
+    """The replay stands in for Ray's random search (the live default) with Optuna's RandomSampler
+    asked with OptunaSearch's conversion of the space: 400 points from each, per dimension, are one
+    distribution (two-sample Kolmogorov-Smirnov for the numbers, a chi-square test of the counts for
+    the categories) and each number follows its domain's CDF (uniform, or uniform in log for the
+    rate); Bonferroni over the tests at 1%. The same test tells a uniform rate from a log-uniform one."""
+    import math
+
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+    from scipy import stats
+
+    from slm_tune.tune.schedulers import make_sampler
+
+    n = 400
+    ray_points = _ray_random_points(space, 0, n)
+    study = optuna.create_study(sampler=make_sampler(study_run(space, "random", "asha", seed=0, trials=n)))
+    dists = OptunaSearch.convert_search_space(space.param_space())
+    optuna_points = [study.ask(fixed_distributions=dists).params for _ in range(n)]
+    alpha = 0.01 / (3 * len(dists))
+    for name, dist in dists.items():
+        ours, theirs = [p[name] for p in optuna_points], [p[name] for p in ray_points]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            counts = [[sum(v == c for v in vs) for c in dist.choices] for vs in (ours, theirs)]
+            assert sum(map(sum, counts)) == 2 * n  # nothing outside the choices
+            assert stats.chi2_contingency(counts).pvalue > alpha, name
+            continue
+        assert stats.ks_2samp(ours, theirs).pvalue > alpha, name
+        lo, hi = (math.log(dist.low), math.log(dist.high)) if dist.log else (dist.low, dist.high)
+        for vs in (ours, theirs):
+            x = np.log(vs) if dist.log else np.asarray(vs, float)
+            assert lo <= x.min() and x.max() <= hi, name
+            if isinstance(dist, optuna.distributions.FloatDistribution):
+                assert stats.kstest(x, "uniform", args=(lo, hi - lo)).pvalue > alpha, name
+            else:  # integers low..high inclusive, each as likely: a chi-square test of their counts
+                assert stats.chisquare(np.bincount(x.astype(int) - int(lo), minlength=int(hi - lo) + 1)).pvalue > alpha, name
+    rates = [p["learning_rate"] for p in ray_points]
+    uniform = np.random.default_rng(0).uniform(dists["learning_rate"].low, dists["learning_rate"].high, n)
+    assert stats.ks_2samp(rates, uniform).pvalue < alpha
+
+
 def test_a_searcher_seed_replays_the_same_trials(table, space):
     from slm_tune.tune.replay.simulation import replay_search
 
@@ -197,7 +342,9 @@ def test_the_benchmark_figures_from_a_small_replay(table, tmp_path):
         for run in runs:
             r = regret(data, run["best"])
             assert np.all((r >= 0) & (r <= 1)) and np.all(np.diff(r) <= 0)
-            assert compute_to(data, run, 1.0) == run["flops"][0]
+            # the first compute at which the incumbent is within 0.05 of the table's range of its best, in bpb
+            bar = data["table"]["best"] + 0.05 * (data["table"]["worst"] - data["table"]["best"])
+            assert compute_to(data, run, 0.05) == next((f for f, b in zip(run["flops"], run["best"]) if b <= bar), np.inf)
     plot(data, tmp_path / "replay.png")
     assert (tmp_path / "replay.png").stat().st_size > 10_000
 
@@ -223,14 +370,10 @@ def test_searcher_and_scheduler_refusals_are_one_line_and_write_nothing(tmp_path
     assert not (tmp_path / "out" / "ray_results").exists()
 
 
-def test_the_default_search_is_the_pairing_the_stored_100_seed_replay_measured_best(space):
-    """StudyRun's defaults (random search; ASHA for one objective, FIFO for several and for studies
-    of named experiments) against bench/tabular_replay_100.json, the replay the README's table is
-    computed from: the default beats random+fifo with a verdict, and no pairing beats it."""
-    sys.path.insert(0, str(ROOT))
-    import json
-
-    from bench.tabular_report import compute_to, rank_test, single_table
+def test_the_defaults_are_random_search_with_asha_for_one_objective_and_fifo_for_several(space):
+    """StudyRun's defaults: random search; ASHA for one objective, FIFO for several and for studies
+    of named experiments (the pairing the replay measured best: bench/README.md, from
+    `python bench/tabular.py replay --replot --out bench/tabular_replay_100.json`)."""
     from slm_tune.tune.study_run import StudyRun
 
     one = StudyRun(study="s", configs={space.base.name: space.base}, search=space)
@@ -241,12 +384,78 @@ def test_the_default_search_is_the_pairing_the_stored_100_seed_replay_measured_b
         ("random", "asha", "random", "fifo", "fifo")
     assert StudyRun(study="s", configs={}, search=space, scheduler="median").scheduler == "median"
 
-    data = json.loads((ROOT / "bench" / "tabular_replay_100.json").read_text())
-    assert data["seeds"] >= 100
+
+def _made_up(single: dict) -> dict:
+    """A replay's stored form for made-up searches on a made-up table: best 0.5, worst 2.5 bits per
+    byte (regret 0.01 is 0.02 bpb), runs ending at regret 0, 0.005, 0.015, 0.05 and 1."""
+    return {"table": {"runs": 5, "best": 0.5, "worst": 2.5, "total_flops": 1000.0, "seed_sd": [0.01],
+                      "points": [[0.5, 1.0], [0.51, 1.0], [0.53, 1.0], [0.6, 1.0], [2.5, 1.0]]},
+            "seeds": 20, "trials": 10, "single": single, "multi": {}}
+
+
+def _reaching(flops: float | None) -> dict:
+    """A search whose incumbent is the table's worst at 1 FLOP, then its best at `flops` (never: None)."""
+    return {"flops": [1.0] + ([flops] if flops else []), "best": [2.5] + ([0.5] if flops else []), "spent": 0.0,
+            "trials": 10}
+
+
+def test_regret_and_compute_to_a_regret_by_hand():
+    sys.path.insert(0, str(ROOT))
+    from bench.tabular_report import compute_to, regret, within
+
+    data = _made_up({})
+    # (value - 0.5) / 2, capped at 1
+    np.testing.assert_allclose(regret(data, [3.0, 2.5, 1.5, 0.52, 0.5]), [1.0, 1.0, 0.5, 0.01, 0.0])
+    run = {"flops": [10.0, 20.0, 30.0, 40.0], "best": [2.5, 1.5, 0.53, 0.5]}  # regret 1, 0.5, 0.015, 0
+    assert [compute_to(data, run, t) for t in (0.6, 0.05, 0.02, 0.01)] == [20.0, 30.0, 30.0, 40.0]
+    assert compute_to(data, {"flops": [10.0], "best": [0.6]}, 0.01) == np.inf
+    assert [within(data, t) for t in (0.01, 0.02, 0.05)] == [2, 3, 4]
+
+
+def test_ratio_of_medians_says_never_instead_of_zero():
+    """Where the reference's (resampled) median never got there there is no ratio: None, shown
+    "ref never", not 0 (a / inf); where this pairing's never did, inf, shown "never"."""
+    from scipy import stats
+
+    sys.path.insert(0, str(ROOT))
+    from bench.tabular_report import _times, ratio_interval
+
+    assert ratio_interval([2.0] * 9, [4.0] * 9) == (0.5, 0.5, 0.5)
+    assert ratio_interval([2.0] * 9, [np.inf] * 9) == (None, None, None)
+    assert ratio_interval([np.inf] * 9, [4.0] * 9) == (np.inf, np.inf, np.inf)
+    # the reference got there in 4 of 10 seeds: its median (the 5th smallest) is never; a resample's
+    # is 1 when it draws 5 or more of the 4 (binomial, p 0.4), else never, which ranks lowest
+    assert stats.binom.sf(4, 10, 0.4) > 0.025 and stats.binom.cdf(4, 10, 0.4) > 0.025
+    assert ratio_interval([1.0] * 10, [1.0] * 4 + [np.inf] * 6) == (None, None, 1.0)
+    assert [_times(x) for x in (None, float("nan"), np.inf, 0.4321)] == ["ref never", "ref never", "never", "0.43x"]
+
+
+def test_the_figures_against_random_search_on_made_up_searches():
+    """Twenty seeds per pairing that reach the best at known compute: the ratio of medians, the
+    Mann-Whitney p-values (scipy) and Holm over the two comparisons written out here."""
+    from scipy import stats
+
+    sys.path.insert(0, str(ROOT))
+    from bench.tabular_report import asha_against_fifo, on_the_best_run, single_table, summary
+
+    ref, fast = list(range(100, 120)), list(range(10, 30))
+    data = _made_up({"random+fifo": [_reaching(f) for f in ref], "random+asha": [_reaching(f) for f in fast],
+                     "slow+fifo": [_reaching(None)] * 20})
     rows = single_table(data).set_index("pairing")
-    default = f"{one.search_alg}+{one.scheduler}"
-    assert rows.loc[default, "verdict"] == "better"  # than random+fifo, Holm over every pairing
-    mine = [compute_to(data, r, 0.01) for r in data["single"][default]]
-    for other, runs in data["single"].items():  # none better than the default by more than the noise
-        theirs = [compute_to(data, r, 0.01) for r in runs]
-        assert rows.loc[other, "median_0.01"] >= rows.loc[default, "median_0.01"] or rank_test(theirs, mine) > 0.05
+    for thr in (0.05, 0.02, 0.01):
+        assert rows.loc["random+asha", f"ratio_{thr}"] == pytest.approx(19 / 109)  # 10th of 20 / 10th of 20
+        assert rows.loc["random+asha", f"median_{thr}"] == pytest.approx(19 / 1000)
+        p_fast = stats.mannwhitneyu(fast, ref).pvalue
+        p_slow = stats.mannwhitneyu([1e300] * 20, ref).pvalue
+        assert rows.loc["random+asha", f"p_{thr}"] == pytest.approx(p_fast)
+        small, large = sorted([p_fast, p_slow])  # Holm over 2: the smaller x 2, the larger x 1 (not below it)
+        holm = {small: min(1.0, 2 * small), large: max(min(1.0, 2 * small), large)}
+        assert rows.loc["random+asha", f"p_holm_{thr}"] == pytest.approx(holm[p_fast])
+        assert rows.loc["slow+fifo", f"p_holm_{thr}"] == pytest.approx(holm[p_slow])
+        assert (rows.loc["random+asha", f"verdict_{thr}"], rows.loc["slow+fifo", f"verdict_{thr}"]) == ("better", "worse")
+        assert rows.loc["slow+fifo", f"ratio_{thr}"] == np.inf and rows.loc["slow+fifo", f"reached_{thr}"] == 0
+    assert on_the_best_run(data) == {"random+fifo": (20, 20), "random+asha": (20, 20), "slow+fifo": (0, 0)}
+    assert asha_against_fifo(data) == {"random": (0, 0, 20)}
+    # the reference never getting there: "ref never" where the ratio was 0
+    never = _made_up({"random+fifo": [_reaching(None)] * 20, "random+asha": [_reaching(f) for f in fast]})
+    assert "vs random ref never [ref never, ref never] better" in summary(never)

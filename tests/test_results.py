@@ -216,3 +216,26 @@ def test_single_runs_on_shared_windows_compare_paired(study_dir):
     first = trials[trials["seed"] == trials["seed"].min()]
     table = differences(first, reference="optimal_fast").set_index("experiment")
     assert list(table.loc[["optimal_small", "vocab_small"], "noise"]) == ["evaluation, paired over 8 windows"] * 2
+
+
+def test_one_run_against_repeats_in_the_comparison_table(study_dir):
+    """A single run compared with a repeated reference takes the reference's seed spread, and the
+    table's note says so (not "no seed spread"): checked against least squares on an indicator
+    (scipy's linregress), an independent route to the same t-test."""
+    from scipy import stats
+
+    from analysis.export import format_table, summarize, with_significance
+
+    trials, _ = load_runs(find_runs(study_dir))
+    trials = trials[~((trials["experiment"] == "vocab_small") & (trials["seed"] == 1338))]
+    summary = with_significance(summarize(trials), trials, "optimal_fast")
+    row = summary.set_index("experiment").loc["vocab_small"]
+    assert row["noise"] == "seeds (t, 1 vs 2 runs; seed sd from optimal_fast's 2 runs)"
+    ref = trials.loc[trials["experiment"] == "optimal_fast", "best_val_bpb"].tolist()
+    single = trials.loc[trials["experiment"] == "vocab_small", "best_val_bpb"].tolist()
+    fit = stats.linregress([1.0, 0.0, 0.0], single + ref)
+    assert (row["diff_bpb"], row["p_value"]) == pytest.approx((fit.slope, fit.pvalue))
+    assert row["diff_high"] - row["diff_bpb"] == pytest.approx(stats.t.ppf(0.975, 1) * fit.stderr)
+    assert row["best_val_bpb_ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std(ref, ddof=1))
+    text = format_table(summary)
+    assert "seed standard deviation of the other side's runs" in text and "no seed spread" not in text

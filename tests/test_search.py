@@ -6,6 +6,7 @@ import time
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -225,6 +226,15 @@ def test_pbt_exploit_continues_from_another_trials_weights_with_a_new_learning_r
     donor_reports = [r["val_loss"] for r in _lines(run / donor / "result.json") if r["iteration"] == at]
     own_reports = [r["val_loss"] for r in reports if r["iteration"] == at and not r.get("config_changes")]
     assert at_exploit and at_exploit[0] in donor_reports and at_exploit[0] not in own_reports
+    # each trial's train_flops counts the steps it trained itself: from each report back to the one
+    # before it, or, after an exploit, to the iteration of the donor's checkpoint it continued from
+    for n in (f"pbt_{i:04d}" for i in range(1, 5)):
+        trained, before, lineage = 0, 0, []
+        for r in _lines(run / n / "result.json"):
+            changes = r.get("config_changes") or []
+            trained += r["iteration"] - (changes[-1]["iteration"] if changes != lineage else before)
+            before, lineage = r["iteration"], changes
+        assert r["train_flops"] == trained * 4 * 32 * r["flops_per_token"], n  # batch 4 x block 32 tokens a step
 
 
 def test_search_killed_mid_run_resumes_to_num_samples_without_duplicates_or_gaps(tmp_path, local_ray):
@@ -286,21 +296,23 @@ def test_time_budget_ends_a_search_early_as_finished(tmp_path, local_ray):
 
 
 def test_flops_budget_ends_a_search_once_its_trials_trained_that_much(tmp_path, local_ray):
-    """--budget: Tune stops the search once a report brings the trials' training FLOPs together to
-    the budget; the search has ended (finished, not interrupted) and says so in study.json."""
+    """--budget: Tune stops the search at the report that brings the trials' training FLOPs together
+    to the budget (that report counted: Ray calls callbacks before it updates the reporting trial's
+    last_result); the search has ended (finished, not interrupted) and says so in study.json."""
     budget = 1.2e9  # a trial of this space trains about 0.9e9 FLOPs in its 20 iterations
     out = run_cli("search", "--space", str(_space(tmp_path)), "--num-samples", "40", "--max-concurrent", "1",
                   "--budget", "1.2e9", "--output-dir", str(tmp_path), "--max-iters", "20",
-                  "--set", "eval_interval=5", *TINY)
+                  "--set", "eval_interval=5", "--set", "log_interval=0", *TINY)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "interrupted" not in out.stderr
     run = tmp_path / "ray_results" / "tiny"
-    trials = sorted(p.parent for p in run.glob("tiny_*/result.json"))  # the ones that ran (Ray makes the others' folders)
+    # the ones that ran (Ray makes the others' folders), one at a time, in the order they were numbered
+    trials = sorted((p.parent for p in run.glob("tiny_*/result.json")), key=lambda d: int(d.name.split("_")[-1]))
     assert 2 <= len(trials) < 40
-    spent = [_lines(t / "result.json")[-1]["train_flops"] for t in trials]
-    # stopped once spent: Tune acts on the stop at its next step, in which one more trial may start
-    # (here ASHA stops trials at their first eval, so the trial after the one that crossed it does)
-    assert sum(spent) >= budget > sum(spent[:-2])
+    reports = [[r["train_flops"] for r in _lines(t / "result.json")] for t in trials]
+    # every report, in the order Tune saw them (one trial at a time), and the sum after each
+    sums = np.cumsum([b - a for flops in reports for a, b in zip([0.0, *flops], flops)])
+    assert sums[-1] >= budget > sums[-2]  # the last report crossed it, and no report came after it
     meta = json.loads((run / "study.json").read_text())
     assert meta["ended_at"] and meta["flops_budget"] == budget
     bad = run_cli("search", "lr", "--budget", "-1", "--output-dir", str(tmp_path / "bad"))

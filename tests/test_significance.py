@@ -71,16 +71,63 @@ def test_runs_on_the_same_windows_pair_their_differences():
 
 
 def test_runs_sharing_windows_do_not_shrink_the_evaluation_error():
-    # two runs of one experiment on the same windows: the error of their mean is one run's, not / sqrt(2)
-    trials = _trials({"a": [0.50, 0.52], "b": [0.60]}, se=0.01)
-    assert ci95_half_width(trials)["b"] == pytest.approx(1.959964 * 0.01, rel=1e-5)
+    # two runs of one experiment that ended alike (no seed spread to borrow) on the same windows:
+    # the evaluation error of their mean is one run's, not / sqrt(2)
+    trials = _trials({"a": [0.50, 0.50], "b": [0.60]}, se=0.01)
+    assert ci95_half_width(trials, "b")["b"] == pytest.approx(1.959964 * 0.01, rel=1e-5)
     row = differences(trials, reference="b").set_index("experiment").loc["a"]
+    assert row["noise"] == "evaluation, unpaired"
     assert row["diff_high"] - row["diff_bpb"] == pytest.approx(1.959964 * math.hypot(0.01, 0.01), rel=1e-5)
-    # runs of one experiment average their windows before pairing
-    runs = [_windowed("a", [1.0, 2.0, 3.0]), _windowed("a", [1.2, 2.0, 3.2]), _windowed("b", [1.0, 2.2, 3.0])]
+    # runs of one experiment average their windows before pairing (both runs' windows mean 2.0)
+    runs = [_windowed("a", [1.0, 2.0, 3.0]), _windowed("a", [1.2, 2.0, 2.8]), _windowed("b", [1.0, 2.2, 3.0])]
     paired = differences(pd.DataFrame(runs), reference="b").set_index("experiment").loc["a"]
-    # a's window means 1.1, 2.0, 3.1 against 1.0, 2.2, 3.0: differences 0.1, -0.2, 0.1 (sd 0.1732, se 0.1)
-    assert paired["diff_high"] - paired["diff_bpb"] == pytest.approx(1.959964 * 0.1, rel=1e-3)
+    # a's window means 1.1, 2.0, 2.9 against 1.0, 2.2, 3.0: differences 0.1, -0.2, -0.1 (sd 0.1528, se 0.0882)
+    assert paired["noise"] == "evaluation, paired over 3 windows"
+    assert paired["diff_high"] - paired["diff_bpb"] == pytest.approx(1.959964 * 0.152753 / math.sqrt(3), rel=1e-4)
+
+
+def _regression(single: list[float], repeated: list[float]) -> tuple[float, float, float, int]:
+    """An independent route to the single-vs-repeated test: least squares of the values on an
+    indicator of the single side (scipy's linregress): its slope is the difference, its standard
+    error s sqrt(1 + 1/n) with the residuals' (the repeated side's) n - 1 degrees of freedom."""
+    x = [1.0] * len(single) + [0.0] * len(repeated)
+    fit = stats.linregress(x, single + repeated)
+    return fit.slope, fit.stderr, fit.pvalue, len(single) + len(repeated) - 2
+
+
+def test_one_run_against_repeats_takes_their_seed_spread():
+    # issue 39's example: a's 3 seeds at 1.00, 1.02, 1.04, b's one run at 1.05, evaluation se 0.001;
+    # with the evaluation noise alone it was "worse" at p = 7e-100
+    trials = _trials({"a": [1.00, 1.02, 1.04], "b": [1.05]}, se=0.001)
+    row = differences(trials, reference="a").set_index("experiment").loc["b"]
+    se = 0.02 * math.sqrt(1 + 1 / 3)  # s = 0.02 (by hand), t with 2 degrees of freedom
+    half = stats.t.ppf(0.975, 2) * se
+    assert row["diff_bpb"] == pytest.approx(0.03)
+    assert (row["diff_low"], row["diff_high"]) == pytest.approx((0.03 - half, 0.03 + half))
+    assert row["p_value"] == pytest.approx(2 * stats.t.sf(0.03 / se, 2))
+    slope, stderr, p, df = _regression([1.05], [1.00, 1.02, 1.04])
+    assert (slope, stderr, p, df) == pytest.approx((row["diff_bpb"], se, row["p_value"], 2))
+    assert row["p_value"] == pytest.approx(0.3235, abs=1e-4) and row["verdict"] == "within noise"
+    assert row["noise"] == "seeds (t, 1 vs 3 runs; seed sd from a's 3 runs)"
+    # the other way round: the repeated side is the experiment, the single run the reference
+    flipped = differences(trials, reference="b").set_index("experiment").loc["a"]
+    assert (flipped["diff_bpb"], flipped["p_value"]) == pytest.approx((-0.03, row["p_value"]))
+    assert flipped["noise"] == "seeds (t, 3 vs 1 runs; seed sd from a's 3 runs)"
+    # the plot's error bar of the single run: the reference's seed sd times t with 2 degrees of freedom
+    assert ci95_half_width(trials, "a")["b"] == pytest.approx(stats.t.ppf(0.975, 2) * 0.02)
+
+
+def test_a_real_difference_against_repeats_is_found_and_the_note_says_what_it_rests_on():
+    from analysis.export import significance_note
+
+    ref, single = [0.500, 0.506, 0.497, 0.503, 0.499], [0.560]
+    table = differences(_trials({"ref": ref, "x": single, "y": [0.4995]}), reference="ref")
+    row = table.set_index("experiment").loc["x"]
+    slope, stderr, p, df = _regression(single, ref)
+    assert row["p_value"] == pytest.approx(p) and row["verdict"] == "worse"
+    assert row["diff_high"] - row["diff_bpb"] == pytest.approx(stats.t.ppf(0.975, df) * stderr)
+    note = significance_note(table)
+    assert "seed standard deviation of the other side's runs" in note and "'evaluation'" not in note
 
 
 def test_holm_and_power_against_known_values():
@@ -95,9 +142,10 @@ def test_holm_and_power_against_known_values():
     assert repeats_needed(a + 1.0, a, family=3) == repeats_needed(a + 1.0, a, alpha=0.05 / 3) > 17
 
 
-def test_eval_standard_error_is_the_batches_spread(tmp_path):
+def test_eval_windows_are_disjoint_and_the_standard_error_is_their_spread(tmp_path):
     import contextlib
 
+    import numpy as np
     import torch
 
     from conftest import tiny
@@ -107,16 +155,36 @@ def test_eval_standard_error_is_the_batches_spread(tmp_path):
 
     c = tiny(eval_iters=6)
     data = prepare_tokens(c.dataset, c.vocab_size)
+    offsets = eval_offsets(c, len(data.validation))
+    assert [len(o) for o in offsets] == [c.batch_size] * 6
+    starts = np.sort(np.concatenate(offsets))  # no two windows (block_size + 1 tokens each) share a token
+    assert (np.diff(starts) >= c.block_size + 1).all() and starts[-1] + c.block_size + 1 <= len(data.validation)
     torch.manual_seed(0)
     model = GPT(c).eval()
     result = Evaluator(c, data.validation, contextlib.nullcontext())(model)
-    batches = [batch(data.validation, o, c.block_size) for o in eval_offsets(c, len(data.validation))]
+    batches = [batch(data.validation, o, c.block_size) for o in offsets]
     with torch.no_grad():
         losses = [model(x, y).item() for x, y in batches]  # the training loss's own path, per batch
         windows = torch.cat([torch.nn.functional.cross_entropy(model.output(model.hidden(x)).transpose(1, 2), y,
                                                                reduction="none").mean(1) for x, y in batches])
     assert result.loss == pytest.approx(sum(losses) / 6, rel=1e-6)
-    mean = sum(losses) / 6
-    assert result.loss_se == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in losses) / 5 / 6), rel=1e-4)  # float32 losses
-    assert result.window_losses.shape == (6 * c.batch_size,)
+    n = 6 * c.batch_size
+    mean = float(windows.double().mean())
+    spread = math.sqrt(sum((float(w) - mean) ** 2 for w in windows) / (n - 1) / n)  # the windows' standard error
+    assert result.loss_se == pytest.approx(spread, rel=1e-4)  # float32 losses
+    assert result.window_losses.shape == (n,)
     assert result.window_losses == pytest.approx(windows.numpy(), rel=1e-5)
+
+
+def test_a_short_validation_split_is_evaluated_on_each_of_its_disjoint_windows_once():
+    import numpy as np
+
+    from conftest import tiny
+    from slm_tune.train.evaluate import eval_offsets
+
+    c = tiny(eval_iters=6, batch_size=4, block_size=32)  # wants 24 windows of 33 tokens
+    for n_tokens, sizes in ((33 * 10 + 5, [4, 4, 2]), (33 * 3, [3]), (33 * 30, [4] * 6)):
+        offsets = eval_offsets(c, n_tokens)
+        assert [len(o) for o in offsets] == sizes, n_tokens
+        starts = np.concatenate(offsets)
+        assert len(set(starts.tolist())) == len(starts) and (starts % 33 == 0).all() and starts.max() + 33 <= n_tokens

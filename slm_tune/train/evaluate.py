@@ -21,25 +21,33 @@ def batch(tokens: np.ndarray, offsets: np.ndarray, block_size: int) -> tuple[tor
     return rows[:, :-1], rows[:, 1:]
 
 
-def eval_offsets(c: ExperimentConfig, n_tokens: int) -> np.ndarray:
+def eval_offsets(c: ExperimentConfig, n_tokens: int) -> list[np.ndarray]:
+    """The eval windows' starts, a batch of batch_size at a time: eval_iters x batch_size windows
+    that share no token (drawn without replacement from the split's disjoint slots of block_size + 1
+    tokens), so each window's loss is its own measurement and the standard errors need no
+    correction for overlap. A validation split with fewer slots is evaluated on every slot once
+    (the last batch smaller)."""
+    span = c.block_size + 1
+    slots = n_tokens // span
     rng = np.random.default_rng(EVAL_SEED)
-    return rng.integers(0, n_tokens - c.block_size - 1, size=(c.eval_iters, c.batch_size))
+    starts = rng.choice(slots, size=min(c.eval_iters * c.batch_size, slots), replace=False) * span
+    return [starts[i:i + c.batch_size] for i in range(0, len(starts), c.batch_size)]
 
 
-def windows_id(validation: np.ndarray, offsets: np.ndarray, block_size: int) -> str:
+def windows_id(validation: np.ndarray, offsets: list[np.ndarray], block_size: int) -> str:
     """A fingerprint of the eval windows' tokens: two runs with the same id were evaluated on the
     same windows (same data, tokenizer and window shape), so their losses pair window by window."""
-    rows = validation[offsets.reshape(-1)[:, None] + np.arange(block_size + 1)].astype(np.int64)
+    rows = validation[np.concatenate(offsets)[:, None] + np.arange(block_size + 1)].astype(np.int64)
     return hashlib.sha256(rows.tobytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    loss: float  # mean over the eval_iters batches, whole windows
+    loss: float  # mean over the eval windows (eval_iters x batch_size, disjoint), whole windows
     context_loss: float  # the same over the windows' second halves
-    loss_se: float  # the standard error of `loss`: the batches' std (ddof 1) / sqrt(eval_iters); NaN for 1 batch
+    loss_se: float  # the standard error of `loss`: the windows' std (ddof 1) / sqrt(windows); NaN for 1 window
     context_loss_se: float = math.nan  # the same for `context_loss`
-    window_losses: np.ndarray | None = None  # each window's mean loss (eval_iters * batch_size, float32)
+    window_losses: np.ndarray | None = None  # each window's mean loss (float32)
     windows: str = ""  # windows_id of the windows evaluated
 
 
@@ -48,10 +56,10 @@ def standard_error(values) -> float:
 
 
 class Evaluator:
-    """Validation loss on the same eval_iters batches at every eval: over whole windows, and over
+    """Validation loss on the same disjoint windows at every eval: over whole windows, and over
     their second halves (each prediction there sees at least half a block before it:
     val_bpb_context, what the corpus's entropy bounds), the loss's standard error from the
-    spread of the batches (the evaluation's own noise), and every window's own loss (what a paired
+    spread of the windows (the evaluation's own noise), and every window's own loss (what a paired
     comparison of two runs on the same windows needs). Eager: a compiled eval graph would cost a
     compile of its own for little."""
 
@@ -74,6 +82,6 @@ class Evaluator:
                 whole.append(a.numpy())
                 late.append(b.numpy())
         model.train()
-        whole, late = np.stack(whole).astype(np.float64), np.stack(late).astype(np.float64)  # (eval_iters, batch)
-        return EvalResult(float(whole.mean()), float(late.mean()), standard_error(whole.mean(1)),
-                          standard_error(late.mean(1)), whole.reshape(-1).astype(np.float32), self.windows)
+        whole, late = np.concatenate(whole).astype(np.float64), np.concatenate(late).astype(np.float64)  # a loss a window
+        return EvalResult(float(whole.mean()), float(late.mean()), standard_error(whole), standard_error(late),
+                          whole.astype(np.float32), self.windows)

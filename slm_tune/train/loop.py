@@ -92,12 +92,15 @@ class Run:
         self.model = GPT(c)
         self.optimizer = make_optimizer(self.model, c)
         self.batch_gen = torch.Generator().manual_seed(c.seed)
+        # trained_iterations: the steps this trial itself trained (after a PBT exploit, not the donor's)
         self.state: dict[str, Any] = {"iteration": 0, "best_val_loss": math.inf, "history": [],
-                                      "elapsed_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+                                      "elapsed_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "trained_iterations": 0}
         self.train_high = len(data.train) - c.block_size - 1
 
-    def restore(self, directory: Path) -> None:
-        """Continue from a checkpoint: weights, optimizer, random states and the run's state."""
+    def restore(self, directory: Path, own_iterations: int | None = None) -> None:
+        """Continue from a checkpoint: weights, optimizer, random states and the run's state. A
+        checkpoint of another trial (PBT's exploit) brings its weights, not its compute: the run
+        counts `own_iterations`, the steps this trial trained before (0 when not given)."""
         saved = load_state(Path(directory) / CHECKPOINT_FILE)
         check_same_architecture(self.c, saved.get("config", {}), directory)
         self.model.load_state_dict(saved["model"])
@@ -105,6 +108,11 @@ class Run:
         self.batch_gen.set_state(saved["batch_rng"])
         torch.set_rng_state(saved["torch_rng"])
         self.state = saved["state"]
+        donor = saved.get("config", {}).get("name", self.c.name) != self.c.name
+        if donor:
+            self.state["trained_iterations"] = int(own_iterations or 0)
+        elif "trained_iterations" not in self.state:  # a checkpoint from before the count
+            self.state["trained_iterations"] = self.state["iteration"]
         follow_new_config(self.c, saved.get("config", {}), self.state, self.optimizer)
 
     def save_checkpoint(self, directory: Path) -> None:
@@ -135,6 +143,7 @@ class Run:
         self.optimizer.step()
         loss_value = loss.item()
         self.state["iteration"] = it + 1
+        self.state["trained_iterations"] += 1
         dt = time.perf_counter() - t0
         self.state["train_s"] += dt
         self.state["elapsed_s"] += dt
@@ -181,14 +190,17 @@ def train(
     report: Report | None = None,
     resume_from: Path | None = None,
     threads: int | None = None,
+    own_iterations: int | None = None,
 ) -> TrainResult:
-    """Train `c` on `data`, reporting at every eval interval; see the module docstring."""
+    """Train `c` on `data`, reporting at every eval interval; see the module docstring.
+    `own_iterations`: the steps this trial trained before, when `resume_from` is another trial's
+    checkpoint (PBT)."""
     check_data(c, data)
     if threads:
         torch.set_num_threads(threads)
     run = Run(c, data, resolve_precision(c.precision))
     if resume_from is not None:
-        run.restore(Path(resume_from))
+        run.restore(Path(resume_from), own_iterations)
     plan = CompilePlan(c.compile, shape_key(c, run.precision), CompileCosts(data.path.parent.parent))
     forward = CompiledOrEager(run.model, plan.compiled)
     watch = CompileWatch(plan, forward, c.max_iters)

@@ -80,14 +80,15 @@ class Reporter:
             "iteration": it, "kind": "train", "train_loss": float(np.mean(self.log_losses)),
             "lr": lr_at(self.c, it - 1), "tokens_seen": it * self.tokens_per_iter, "elapsed_s": state["elapsed_s"],
             "tokens_per_s": speed, "status": "running", "max_iters": self.c.max_iters, **self.sizes,
-            "train_flops": self.train_flops(it),
+            "train_flops": self.train_flops(),
             "ms_per_token": state.get("ms_per_token", math.nan),
             **{k: self.last_eval.get(k, math.nan) for k in CARRIED},
         }, None)
 
-    def train_flops(self, iteration: int) -> float:
-        """The training FLOPs of the run's first `iteration` iterations (flops_per_token per token)."""
-        return iteration * self.tokens_per_iter * self.flops_per_token
+    def train_flops(self) -> float:
+        """The training FLOPs this trial has spent: the steps it trained itself (after a PBT
+        exploit the donor's steps are not counted again) x tokens per step x FLOPs per token."""
+        return self.run.state["trained_iterations"] * self.tokens_per_iter * self.flops_per_token
 
     def eval_report(self, train_loss: float, result, status: str) -> None:
         """The report of an eval (`result`: slm_tune.train.evaluate.EvalResult), with its checkpoint."""
@@ -109,7 +110,8 @@ class Reporter:
             "status": status, "precision": self.run.precision, **self.sizes,
             # timed once training has ended (slm_tune.model.generation); NaN until then
             "ms_per_token": state.get("ms_per_token", math.nan),
-            "train_flops": self.train_flops(it), "max_iters": self.c.max_iters,
+            "train_flops": self.train_flops(), "trained_iterations": state["trained_iterations"],
+            "max_iters": self.c.max_iters,
             **(self.plan.summary() if self.plan.decided else {"compiled": False, "compile_note": "auto: timing eager steps"}),
         }
         if state.get("config_changes"):

@@ -69,3 +69,11 @@ def newest_checkpoint(trial_dir: Path | None, known: Path | None, config: Experi
             continue
         return d
     return known
+
+
+def own_iterations(trial_dir: Path | None, name: str) -> int | None:
+    """The steps trial `name` trained itself, by its newest checkpoint in `trial_dir` (the count
+    its owner file records): what it had spent when PBT handed it another trial's weights."""
+    counts = [owner["trained_iterations"] for d in (trial_dir.glob("checkpoint_*") if trial_dir and trial_dir.is_dir() else [])
+              if (owner := read_owner(d)) and owner.get("trial") == name and "trained_iterations" in owner]
+    return max(counts, default=None)

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import ray
 from ray import tune
 
-from slm_tune.checkpoint_files import CHECKPOINT_FILE, write_owner
+from slm_tune.checkpoint_files import CHECKPOINT_FILE, read_owner, write_owner
 from slm_tune.config import ExperimentConfig
 from slm_tune.space import SearchSpace
 from slm_tune.storage import Storage, is_remote
@@ -42,7 +42,7 @@ class TuneReporter:
             return
         with tempfile.TemporaryDirectory(prefix="slm-ckpt-") as tmp:
             save_checkpoint(Path(tmp))
-            write_owner(Path(tmp), self.c.name, self.c.to_dict())
+            write_owner(Path(tmp), self.c.name, self.c.to_dict(), metrics.get("trained_iterations"))
             tune.report(tagged, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def close(self) -> None:
@@ -52,10 +52,12 @@ class TuneReporter:
             self.board.close(self.c.to_dict(), last)
 
 
-def _start_point(stack: contextlib.ExitStack, c: ExperimentConfig, label: str, trial_root: str | None) -> Path | None:
+def _start_point(stack: contextlib.ExitStack, c: ExperimentConfig, label: str,
+                 trial_root: str | None) -> tuple[Path | None, int | None]:
     """The checkpoint the trial continues from: Ray's, or a newer one of the same run in its
-    directory (for object storage, found in the bucket and fetched)."""
-    from slm_tune.train.resume import newest_checkpoint
+    directory (for object storage, found in the bucket and fetched); and, where it is another
+    trial's (PBT's exploit), the steps this trial had trained itself."""
+    from slm_tune.train.resume import newest_checkpoint, own_iterations
 
     ray_checkpoint = tune.get_checkpoint()
     known = stack.enter_context(ray_checkpoint.as_directory()) if ray_checkpoint else None
@@ -67,7 +69,10 @@ def _start_point(stack: contextlib.ExitStack, c: ExperimentConfig, label: str, t
         trial_dir = storage.mirror(label, shadow, skip=lambda rel: not rel.startswith("checkpoint_")
                                    or rel.endswith(CHECKPOINT_FILE))
         fetch = lambda d: storage.mirror(f"{label}/{d.name}", d)  # noqa: E731
-    return newest_checkpoint(trial_dir, Path(known) if known else None, c, fetch)
+    start = newest_checkpoint(trial_dir, Path(known) if known else None, c, fetch)
+    owner = read_owner(start) if start is not None else None
+    donor = owner is not None and owner.get("trial") != c.name
+    return start, own_iterations(trial_dir, c.name) if donor else None
 
 
 def run_trial(
@@ -97,7 +102,7 @@ def run_trial(
     reporter = TuneReporter(c, TrialBoard(Path(trial_root) / label) if tensorboard and local else None)
     try:
         with contextlib.ExitStack() as stack:
-            start = _start_point(stack, c, label, trial_root)
-            train(c, data, report=reporter, resume_from=start, threads=threads)
+            start, own = _start_point(stack, c, label, trial_root)
+            train(c, data, report=reporter, resume_from=start, threads=threads, own_iterations=own)
     finally:  # also when a scheduler stops the trial early: its last report is its result
         reporter.close()

@@ -9,7 +9,8 @@ order) and obeyed as Tune obeys it. What a replay does not have is Tune's own pe
 (a second or more here): that is why it is fast enough for twenty seeds of every pairing.
 
 Random search replays through Optuna's RandomSampler: the live default (Ray's random search)
-draws from the same distributions.
+draws from the same distributions (tests/test_replay.py compares 400 draws of each, and runs the
+default pairing through Tune at two workers against this replay).
 """
 
 from __future__ import annotations
