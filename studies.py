@@ -93,7 +93,7 @@ def _add_run_options(p: argparse.ArgumentParser, schedulers: tuple[str, ...] = (
     p.add_argument("--max-concurrent", type=_positive_int, help="trials at once (default: CPUs // cpus-per-trial)")
     p.add_argument("--cpus-per-trial", type=_positive_int, default=None,
                    help="CPU threads per trial (default: 1 or 2, whichever finishes the study sooner, "
-                        "bench/README.md; all CPUs for a single trial)")
+                        "docs/bench/cpu-split.md; all CPUs for a single trial)")
     p.add_argument("--max-iters", type=_positive_int, help="override every experiment's max_iters")
     p.add_argument("--reference", help="the experiment the comparison measures differences from (default: baseline "
                                        "when the study has it, else the best)")
@@ -107,7 +107,7 @@ def _add_run_options(p: argparse.ArgumentParser, schedulers: tuple[str, ...] = (
     p.add_argument("--storage-path", help="where Ray keeps the study (default: OUTPUT_DIR/ray_results; s3://, gs://)")
     p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                    help="override a setting of every experiment, e.g. --set n_layer=6 (repeatable)")
-    p.add_argument("--experiments-file", help="a TOML or JSON file of custom experiments")
+    p.add_argument("--experiments-file", help=EXPERIMENTS_FILE_HELP)
     p.add_argument("--cache-dir", help="token cache (default: ~/.cache/slm_tune or $SLM_TUNE_CACHE)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial (default: 2)")
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
@@ -131,20 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="studies.py", description="Hyperparameter studies of small GPT models on Ray Tune.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     p = sub.add_parser("list", help="list the named experiments and studies")
-    p.add_argument("--experiments-file")
+    p.add_argument("--experiments-file", help=EXPERIMENTS_FILE_HELP)
     p = sub.add_parser("details", help="every setting of one experiment")
-    p.add_argument("name")
-    p.add_argument("--experiments-file")
-    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE")
+    p.add_argument("name", help="the experiment")
+    p.add_argument("--experiments-file", help=EXPERIMENTS_FILE_HELP)
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                   help="show it with this setting changed (repeatable)")
     p = sub.add_parser("run", help="run one experiment as a one-trial study")
-    p.add_argument("name")
+    p.add_argument("name", help="the experiment (python studies.py list)")
     _add_run_options(p)
     _add_search_command(sub)
     for study in STUDIES.values():
         p = sub.add_parser(study.name, help=f"study: {study.description}".replace("%", "%%"))
         _add_run_options(p)
     p = sub.add_parser("interactive", help="a menu: list, details, run, compare")
-    p.add_argument("--output-dir", default=".")
+    p.add_argument("--output-dir", default=".", help=OUTPUT_DIR_READ_HELP)
     _add_analysis_commands(sub)
     return parser
 
@@ -205,7 +206,7 @@ def _add_search_options(p) -> None:
 
     p.add_argument("name", nargs="?", help=f"a named search: {', '.join(search_files())}")
     p.add_argument("--space", help="a TOML or JSON search space: base = \"EXPERIMENT\", then e.g. "
-                                   "learning_rate = { loguniform = [1e-5, 3e-3] } (see README, Search)")
+                                   "learning_rate = { loguniform = [1e-5, 3e-3] } (docs/search.md)")
     p.add_argument("--num-samples", type=_positive_int, default=16, help="trials to sample (default: 16)")
     p.add_argument("--search-alg", choices=tuple(SEARCH_ALGS),
                    help="; ".join(f"{k}: {v}" for k, v in SEARCH_ALGS.items()) + " (random with --scheduler pbt)")
@@ -226,7 +227,7 @@ def _add_search_options(p) -> None:
     p.add_argument("--budget", type=_flops, metavar="FLOPS",
                    help="stop sampling and running once the trials have trained this many FLOPs between them, e.g. 3e14")
     _add_run_options(p, schedulers=tuple(SCHEDULERS), scheduler=None,
-                     default_text="asha with one objective, fifo with several: the replay benchmark's best, README")
+                     default_text="asha with one objective, fifo with several: the replay benchmark's best, docs/search.md")
 
 
 def _objective_names() -> list[str]:
@@ -235,6 +236,8 @@ def _objective_names() -> list[str]:
     return [METRICS[m].alias or m for m in OBJECTIVE_METRICS]
 
 
+EXPERIMENTS_FILE_HELP = "a TOML or JSON file of custom experiments (docs/studies.md)"
+OUTPUT_DIR_READ_HELP = "where the studies were run (default: current directory)"
 STORAGE_READ_HELP = ("read the studies from this storage path (default: OUTPUT_DIR/ray_results); s3://... and "
                      "gs://... are copied into OUTPUT_DIR/ray_results first, so nothing needs mounting")
 
@@ -243,7 +246,7 @@ def _add_analysis_commands(sub) -> None:
     from slm_tune.metrics import SCALING_METRICS
 
     p = sub.add_parser("compare", help="rebuild the comparison files from the stored studies")
-    p.add_argument("--output-dir", default=".")
+    p.add_argument("--output-dir", default=".", help=OUTPUT_DIR_READ_HELP)
     p.add_argument("--study", action="append", help="only these studies (repeatable)")
     p.add_argument("--storage-path", help=STORAGE_READ_HELP)
     p.add_argument("--reference", help="the experiment every difference is measured from (default: baseline when "
@@ -251,7 +254,7 @@ def _add_analysis_commands(sub) -> None:
     p.add_argument("--against", metavar="NAME", help="with repeats: how many runs would resolve NAME's difference "
                                                      "from the reference (80%% power, 5%% two-sided)")
     p = sub.add_parser("fit", help="fit a scaling law L(N, D) = E + A/N^alpha + B/D^beta to the stored runs")
-    p.add_argument("--output-dir", default=".")
+    p.add_argument("--output-dir", default=".", help=OUTPUT_DIR_READ_HELP)
     p.add_argument("--study", action="append", help="only these studies (repeatable), e.g. --study scaling")
     p.add_argument("--budget", type=float, help="a compute budget in FLOPs (C = 6ND): the best N and D, and the loss")
     p.add_argument("--bootstrap", type=_positive_int, default=200, help="refits for the intervals (default 200)")
@@ -269,18 +272,19 @@ def _add_analysis_commands(sub) -> None:
     p.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated widths (default 64 to 1024)")
     p.add_argument("--steps", type=_positive_int, default=5, help="Adam steps recorded (default 5)")
     p.add_argument("--lr", type=float, default=3e-3, help="the learning rate of every width (default 3e-3)")
-    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE")
-    p.add_argument("--dataset")
-    p.add_argument("--experiments-file")
-    p.add_argument("--output-dir", default=".")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                   help="change a setting of the experiment (repeatable)")
+    p.add_argument("--dataset", help="storyworld (default), tinystories, hf:owner/name or a local path")
+    p.add_argument("--experiments-file", help=EXPERIMENTS_FILE_HELP)
+    p.add_argument("--output-dir", default=".", help="where experiments/coord_check.png and its CSVs land")
     p = sub.add_parser("sample", help="generate text with a trained model")
-    p.add_argument("name")
-    p.add_argument("--output-dir", default=".")
-    p.add_argument("--prompt", default="Once upon a time")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=120)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("name", help="the experiment (or search trial) whose best_model_NAME.pt generates")
+    p.add_argument("--output-dir", default=".", help="where the best_model file is (default .)")
+    p.add_argument("--prompt", default="Once upon a time", help="the text to continue")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=120, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0: the most likely token)")
+    p.add_argument("--top-k", type=int, default=50, help="sample from the k most likely tokens")
+    p.add_argument("--seed", type=int, default=0, help="the sampling seed")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope")
 MLPS = ("gelu", "swiglu")
 PARAMETRIZATIONS = ("sp", "mup")
-# depth_parametrization: how residual branches and rates follow depth (README "Tune small, train large"):
+# depth_parametrization: how residual branches and rates follow depth (docs/mup.md, "Depth"):
 # none is GPT-2's; completep (Dey et al. 2025) scales each branch by base_depth/n_layer; depth_mup
 # (Yang et al. 2023) by its square root, with hidden rates scaled by the square root too
 DEPTH_ALPHA = {"none": 0.0, "completep": 1.0, "depth_mup": 0.5}
@@ -39,27 +39,38 @@ ARCHITECTURE = ("vocab_size", "n_embd", "n_layer", "n_head", "block_size", "norm
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    name: str = "baseline"
-    description: str = ""
+    """Every setting of a run. Each field's meaning is the comment beside it, or the comment lines
+    directly above it; a comment after a blank line heads a group (the docs' settings reference is
+    generated from these comments, the defaults and _validate's rules: docs/hooks.py)."""
+
+    name: str = "baseline"  # the experiment's name: its results files and trials are named after it
+    description: str = ""  # what it is, in one line (`list`, the results, the model card)
+
     # model
-    vocab_size: int = GPT2_VOCAB_SIZE
-    n_embd: int = 256
-    n_layer: int = 4
-    n_head: int = 4
-    block_size: int = 128
-    dropout: float = 0.0
-    # block design (the defaults are GPT-2's; README "Architectures")
-    norm: str = "layernorm"  # layernorm | rmsnorm
-    pos: str = "learned"  # learned position embeddings | rope (rotary, on queries and keys)
+    vocab_size: int = GPT2_VOCAB_SIZE  # tokens: GPT-2's BPE truncated to its first merges (lossless)
+    n_embd: int = 256  # the embedding width (of the residual stream)
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention (query) heads; head size n_embd / n_head
+    block_size: int = 128  # the context window in tokens, for training and evaluation
+    dropout: float = 0.0  # dropout in attention, after each residual branch and after the embeddings
+
+    # block design (the defaults are GPT-2's; docs/architectures.md)
+    norm: str = "layernorm"  # layernorm | rmsnorm, for every norm (RMSNorm has no bias)
+    # learned position embeddings | rope: rotary positions on queries and keys (the rotate-half layout of
+    # transformers' Llama)
+    pos: str = "learned"
     rope_theta: float = 10_000.0  # rope's base wavelength
     mlp: str = "gelu"  # gelu | swiglu (a gated MLP: silu(x W_gate) * x W_up, then W_down)
-    mlp_hidden: int = 0  # the MLP's hidden size; 0: 4 x n_embd for gelu, 8/3 x n_embd up to a multiple of 64 for swiglu
+    # the MLP's hidden size; 0: 4 x n_embd for gelu, 8/3 x n_embd rounded up to a multiple of 64 for swiglu
+    # (704 at 256 wide)
+    mlp_hidden: int = 0
     n_kv_head: int = 0  # key/value heads (grouped-query attention; 1 is multi-query); 0: n_head
-    tie_embeddings: bool = True  # the output head is the token embedding
+    tie_embeddings: bool = True  # the output head is the token embedding (untied: a second vocab x n_embd matrix)
     bias: bool = True  # biases in every linear layer and layer norm
     qk_norm: bool = False  # normalise each head's queries and keys (with `norm`) before the scores
-    # parametrization (README "muP"): sp is today's; mup makes the best learning rate independent of width
-    parametrization: str = "sp"
+
+    # parametrization (docs/mup.md)
+    parametrization: str = "sp"  # sp (standard) | mup: makes the best learning rate independent of width
     mup_base_width: int = 256  # the width at which mup and sp are the same model and optimizer
     mup_base_head_size: int = 0  # the head size at the base width; 0: mup_base_width / n_head
     mup_output_mult: float = 1.0  # muP's logit multiplier at the base width (tunable at the proxy width)
@@ -71,25 +82,29 @@ class ExperimentConfig:
     hidden_init_std: float = 0.02
     depth_parametrization: str = "none"  # none | completep | depth_mup (DEPTH_ALPHA)
     base_depth: int = 0  # the depth at which a depth parametrization is the standard model (required with one)
-    # optimisation
-    batch_size: int = 32
-    learning_rate: float = 1e-4
+
+    # optimisation (AdamW)
+    batch_size: int = 32  # sequences of block_size tokens per iteration
+    learning_rate: float = 1e-4  # the peak rate, reached after warmup_iters
     min_lr_ratio: float = 0.1  # cosine decay ends at learning_rate * min_lr_ratio
-    warmup_iters: int = 100
-    max_iters: int = 1200  # one pass over storyworld's 4.9M training tokens; ~36 min here
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
+    warmup_iters: int = 100  # iterations of linear warmup, then cosine decay to max_iters
+    max_iters: int = 1200  # training iterations; baseline: one pass over storyworld's 4.9M training tokens
+    weight_decay: float = 0.1  # AdamW's decoupled weight decay
+    beta1: float = 0.9  # AdamW's first-moment decay
+    beta2: float = 0.95  # AdamW's second-moment decay
     grad_clip: float = 1.0  # 0 turns clipping off
+
     # evaluation
-    eval_interval: int = 100
-    eval_iters: int = 16
+    eval_interval: int = 100  # iterations between evals (each reports, with a checkpoint)
+    eval_iters: int = 16  # batches per eval, the same fixed windows for every run
     log_interval: int = 10  # iterations between training-loss reports (no checkpoint); 0: evals only
+
     # data
-    dataset: str = "storyworld"
-    data_fraction: float = 1.0
+    dataset: str = "storyworld"  # storyworld | tinystories | hf:owner/name | a local path (docs/datasets.md)
+    data_fraction: float = 1.0  # a deterministic share of the training split; validation never changes
+
     # run
-    seed: int = 1337
+    seed: int = 1337  # model init and batch order; --repeats runs seed, seed+1, ...
     precision: str = "auto"  # auto: bfloat16 autocast where the CPU has native bf16, else float32
     # torch.compile the model: auto where the run is long enough for it to pay (slm_tune/model/compiling.py),
     # true always, false never; eager wherever compiling fails
@@ -371,7 +386,7 @@ EXPERIMENT_CONFIGS: dict[str, ExperimentConfig] = {
             "converges in half of baseline's iterations",
             vocab_size=10_000, n_embd=128, learning_rate=1e-3, max_iters=600, warmup_iters=50,
         ),
-        # Block designs of today's small models, at baseline's parameter count (README "Architectures").
+        # Block designs of today's small models, at baseline's parameter count (docs/architectures.md).
         _variant("arch_llama", "Llama-style blocks: RMSNorm, rotary positions, SwiGLU MLP (704 wide), no biases",
                  **LLAMA),
         _variant("arch_gqa", "arch_llama with 2 key/value heads for its 4 query heads; the MLP widened to "

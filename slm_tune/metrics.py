@@ -48,7 +48,7 @@ _ALL = [
     Metric("non_embedding_params", "min", "non-embedding parameters", "", objective=True, before_training=True),
     Metric("flops_per_token", "min", "training FLOPs per token", "FLOPs", objective=True, before_training=True),
     Metric("training_time_s", "min", "training time", "s", summary=True, objective=True, report="elapsed_s"),
-    # generation at batch 1 on the trial's threads, timed once training has ended (greedy, KV-less)
+    # generation at batch 1 on the trial's threads with the key/value cache, timed once training has ended (greedy)
     Metric("ms_per_token", "min", "generation time per token", "ms", summary=True, objective=True),
     Metric("final_train_loss", "min", "final training loss", "nats per token", summary=True, per_token=True),
     Metric("final_val_loss", "min", "final validation loss", "nats per token", summary=True, per_token=True),

@@ -1,5 +1,5 @@
 """A search's samplers and schedulers by name, with what each is (the CLI's choices; no Ray here).
-slm_tune.tune.schedulers builds them; bench/tabular.py measures them (README "Which searcher")."""
+slm_tune.tune.schedulers builds them; bench/tabular.py measures them (docs/search.md, "Which searcher")."""
 
 from __future__ import annotations
 

@@ -19,8 +19,9 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [*(ROOT / "slm_tune").rglob("*.py"), *(ROOT / "analysis").rglob("*.py"),
-           *(ROOT / "search_spaces").rglob("*.py"), ROOT / "studies.py"]
-LOCAL = {"slm_tune", "analysis", "search_spaces", "studies", "tiktoken_ext"}  # tiktoken_ext: tiktoken's own
+           *(ROOT / "search_spaces").rglob("*.py"), ROOT / "studies.py", *(ROOT / "docs").glob("*.py")]
+# tiktoken_ext: tiktoken's own; gen_reference: docs/'s, which docs/hooks.py imports
+LOCAL = {"slm_tune", "analysis", "search_spaces", "studies", "tiktoken_ext", "gen_reference"}
 
 # (text in the code, distribution, the first version that has it, what it is)
 FEATURES = [
@@ -30,6 +31,7 @@ FEATURES = [
     (r"\"rope_parameters\"", "transformers", "5.0", "config.rope_parameters (4.x reads rope_theta and ignores it)"),
     (r"\.confidence_interval\(", "scipy", "1.11", "ttest_ind(...).confidence_interval"),
     (r"^import tomllib", "python", "3.11", "tomllib"),
+    (r"File\.generated\(", "mkdocs", "1.6", "mkdocs' File.generated (docs/hooks.py)"),
 ]
 
 
