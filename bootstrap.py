@@ -43,7 +43,8 @@ def setup() -> Path:
     if not marker.exists() or marker.read_text() != stamp:
         run([py, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
         run([py, "-m", "pip", "install", "--quiet", TORCH])
-        run([py, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]"])
+        # torch pinned again: a dependency's torchvision would otherwise replace the CPU build with a newer CUDA one
+        run([py, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]", TORCH])
         marker.write_text(stamp)
     return py
 
