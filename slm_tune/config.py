@@ -54,7 +54,9 @@ class ExperimentConfig:
     pos: str = "learned"  # learned position embeddings | rope (rotary, on queries and keys)
     rope_theta: float = 10_000.0  # rope's base wavelength
     mlp: str = "gelu"  # gelu | swiglu (a gated MLP: silu(x W_gate) * x W_up, then W_down)
-    mlp_hidden: int = 0  # the MLP's hidden size; 0: 4 x n_embd for gelu, 8/3 x n_embd up to a multiple of 64 for swiglu
+    # the MLP's hidden size; 0: 4 x n_embd for gelu, 8/3 x n_embd up to a multiple of 64 for swiglu (under
+    # muP only 0 follows the width: a fixed size is refused away from mup_base_width)
+    mlp_hidden: int = 0
     n_kv_head: int = 0  # key/value heads (grouped-query attention; 1 is multi-query); 0: n_head
     tie_embeddings: bool = True  # the output head is the token embedding
     bias: bool = True  # biases in every linear layer and layer norm
@@ -324,6 +326,9 @@ def _validate_architecture(c: ExperimentConfig, rule) -> None:
     rule(c.hidden_init_std > 0, "hidden_init_std", "must be positive (GPT-2's is 0.02)")
     rule(c.mup_output_mult == 1.0 or c.parametrization == "mup", "mup_output_mult",
          "applies under parametrization=mup only; add --set parametrization=mup, or leave it at 1")
+    rule(c.parametrization != "mup" or not c.mlp_hidden or c.n_embd == c.mup_base_width, "mlp_hidden",
+         f"is a fixed size, but muP scales every hidden matrix with the width (n_embd={c.n_embd}, mup_base_width="
+         f"{c.mup_base_width}); leave it at 0 (the mlp's own size, which follows n_embd) or set n_embd={c.mup_base_width}")
     rule(c.mup_attn_mult > 0, "mup_attn_mult", "must be positive")
     rule(c.mup_attn_mult == 1.0 or c.parametrization == "mup", "mup_attn_mult",
          "applies under parametrization=mup only; add --set parametrization=mup, or leave it at 1")

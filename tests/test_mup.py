@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from conftest import TINY_DATASET, run_cli, tiny
-from slm_tune.config import ExperimentConfig
+from slm_tune.config import EXPERIMENT_CONFIGS, ExperimentConfig
 from slm_tune.errors import UserError
 from slm_tune.model.gpt import GPT, CausalSelfAttention
 from slm_tune.train.optimizer import follow_new_config, load_optimizer_state, make_optimizer, set_lr
@@ -124,6 +124,24 @@ def test_mup_rates_decay_and_init_are_microsofts_mup_for_every_design(width, one
     _check_against_mup(ExperimentConfig(vocab_size=300, n_embd=width, n_layer=2, n_head=width // 32, n_kv_head=width // 64,
                                         block_size=16, parametrization="mup", mup_base_width=BASE_WIDTH,
                                         mup_base_head_size=32, mlp="swiglu", norm="rmsnorm", pos="rope"))
+
+
+def test_a_fixed_mlp_width_under_mup_is_refused_away_from_the_base_width(tmp_path):
+    fixed = dict(vocab_size=300, n_layer=1, n_head=4, block_size=16, mlp_hidden=96)
+    # why: an MLP that keeps its size as the width grows has hidden layers of a fixed size, which mup refuses
+    with pytest.raises(AssertionError):
+        mup.set_base_shapes(GPT(ExperimentConfig(n_embd=128, **fixed)), GPT(ExperimentConfig(n_embd=64, **fixed)))
+    with pytest.raises(UserError, match=r"mlp_hidden=96 is invalid: is a fixed size, but muP scales every hidden "
+                                        r"matrix with the width \(n_embd=128, mup_base_width=64\); leave it at 0"):
+        ExperimentConfig(n_embd=128, parametrization="mup", mup_base_width=64, **fixed)
+    assert ExperimentConfig(n_embd=64, parametrization="mup", mup_base_width=64, **fixed).mlp_width == 96  # the base
+    assert ExperimentConfig(n_embd=128, **fixed).mlp_width == 96  # sp: any size at any width
+    for c in EXPERIMENT_CONFIGS.values():  # every named experiment takes muP at its own width
+        c.replace(parametrization="mup", mup_base_width=c.n_embd)
+    ran = run_cli("coord-check", "--experiment", "arch_gqa", "--widths", "64,128", "--output-dir", str(tmp_path),
+                  "--dataset", TINY_DATASET)  # refused before anything runs
+    assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1 and "mlp_hidden=784" in ran.stderr
+    assert not (tmp_path / "experiments").exists()
 
 
 @pytest.mark.parametrize("parametrization, expected", [("sp", 0.05), ("mup", 0.05 / 2)])
