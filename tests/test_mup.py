@@ -69,6 +69,9 @@ def test_mup_init_multipliers_and_learning_rates_follow_the_width():
     assert sorted(g["lr"] for g in restored.param_groups) == pytest.approx([1e-3, 4e-3, 4e-3])
     assert sorted(g["weight_decay"] for g in restored.param_groups) == pytest.approx([0.0, 0.3, 0.3 * 4])
     assert state["config_changes"][0]["changes"]["weight_decay"] == [0.1, 0.3]
+    with pytest.raises(UserError, match="does not fit this run's parameter groups .* start the run without resuming"):
+        sp = c.replace(parametrization="sp")  # one group for every matrix: another layout
+        load_optimizer_state(restored, make_optimizer(GPT(sp), sp).state_dict())
 
 
 BASE_WIDTH = 64
