@@ -23,6 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 TORCH = "torch==2.13.0"
+# the tests' reference for muP (Microsoft's mup), without its dependencies: it asks for torchvision,
+# whose PyPI build does not load beside torch's CPU build (and then breaks transformers' imports)
+MUP = "mup==1.0.0"
 
 
 def venv_python() -> Path:
@@ -38,12 +41,14 @@ def setup() -> Path:
     py = venv_python()
     if not py.exists():
         venv.EnvBuilder(with_pip=True).create(VENV)
-    stamp = hashlib.sha256((TORCH + (ROOT / "pyproject.toml").read_text()).encode()).hexdigest()
+    stamp = hashlib.sha256((TORCH + MUP + (ROOT / "pyproject.toml").read_text()).encode()).hexdigest()
     marker = VENV / ".slm-tune-installed"
     if not marker.exists() or marker.read_text() != stamp:
         run([py, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
         run([py, "-m", "pip", "install", "--quiet", TORCH])
-        run([py, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]"])
+        # torch pinned again: a dependency's torchvision would otherwise replace the CPU build with a newer CUDA one
+        run([py, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]", TORCH])
+        run([py, "-m", "pip", "install", "--quiet", "--no-deps", MUP])
         marker.write_text(stamp)
     return py
 

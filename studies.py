@@ -745,9 +745,9 @@ def cmd_coord_check(args: argparse.Namespace) -> int:
     if args.dataset:
         overrides["dataset"] = args.dataset
     base = ExperimentConfig.from_name(args.experiment, _registry(args), **overrides)
-    for width in widths:  # every width must divide into the heads
-        base.replace(n_embd=width)
     check = CoordCheck(base, widths, args.steps, args.lr)
+    for width in widths:  # every shape refused before anything runs (heads that do not divide it, ...)
+        check.config("mup", width)
     data = prepare_tokens(base.dataset, base.vocab_size, base.data_fraction)
     table = write_coord_check(check, data.train, Path(args.output_dir), progress=_err)
     _out(table.to_string(index=False, float_format=lambda v: f"{v:+.2f}"))

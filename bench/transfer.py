@@ -18,6 +18,8 @@ OUTPUT/transfer_output_mult.json: whether the multiplier best at the narrow widt
 
     python bench/transfer.py --depths 2 4 8 --width 128       (about 11 minutes per seed)
     python bench/transfer.py --depths 2 4 8 --width 128 --seeds 1338 1339 --add    two more seeds beside the stored
+    python bench/transfer.py --depths 2 4 8 --width 128 --seeds 1337 1338 1339 --depth-parametrizations completep depth_mup --add
+                                                              those two again, the stored none rows kept
 
 sweeps the rate over depths instead (base depth the first), under no depth parametrization (sp's
 GPT-2 init), completep and depth_mup, and writes OUTPUT/transfer_depth.json and .png: how far the
@@ -227,7 +229,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128, help="the width of the depth sweep")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1337], help="the depth sweep's seeds (default 1337)")
     parser.add_argument("--add", action="store_true",
-                        help="keep the other seeds' rows already in OUTPUT/transfer_depth.json and add these")
+                        help="keep the rows of other seeds and other depth parametrizations already in "
+                             "OUTPUT/transfer_depth.json and add these")
     args = parser.parse_args()
     if args.depths:
         return depth_main(args)
@@ -260,8 +263,9 @@ def depth_main(args) -> None:
     else:
         rows = depth_sweep(args.depths, args.depth_parametrizations, args.lrs, args.iters, args.threads, args.width,
                            args.seeds)
-        if args.add and out.is_file():  # the other seeds' rows, kept
-            rows = [r for r in json.loads(out.read_text())["rows"] if r.get("seed", 1337) not in args.seeds] + rows
+        if args.add and out.is_file():  # the other seeds' and depth parametrizations' rows, kept
+            rows = [r for r in json.loads(out.read_text())["rows"] if r.get("seed", 1337) not in args.seeds
+                    or r["depth_parametrization"] not in args.depth_parametrizations] + rows
         args.output.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "summary": depth_summary(rows)}, indent=1))
     plot_depth(seed_means(rows), out.with_suffix(".png"))

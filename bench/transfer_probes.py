@@ -67,10 +67,16 @@ def _eps(eps: float):
 
 
 def _hidden_rate(factor: float):
+    """The blocks' matrices' rate x factor, their decay / factor (lr x decay kept)."""
     from slm_tune.train import optimizer
 
-    base = optimizer.hidden_lr_scale
-    return patched(optimizer, "hidden_lr_scale", lambda c: factor * base(c))
+    base = optimizer.param_settings
+
+    def settings(c, matrix, in_block, fan_in_mult=1.0):
+        rate, decay, eps = base(c, matrix, in_block, fan_in_mult)
+        return (rate * factor, decay / factor, eps) if matrix and in_block else (rate, decay, eps)
+
+    return patched(optimizer, "param_settings", settings)
 
 
 def _sp_attention():
@@ -80,7 +86,7 @@ def _sp_attention():
 
 
 def _init_scale(hidden: Callable[[float], float] = lambda m: 1.0, embedding: float = 1.0):
-    """Hidden matrices' init multiplied by hidden(width_mult), the embeddings' by `embedding`."""
+    """Hidden matrices' init multiplied by hidden(their fan-in ratio), the embeddings' by `embedding`."""
     from slm_tune.model import gpt
     from slm_tune.train import loop
 
@@ -89,8 +95,8 @@ def _init_scale(hidden: Callable[[float], float] = lambda m: 1.0, embedding: flo
             super().__init__(c)
             import torch
             with torch.no_grad():
-                for p in gpt.hidden_matrices(self):
-                    p.mul_(hidden(c.width_mult))
+                for p, fan_in_mult in gpt.hidden_matrices(self):
+                    p.mul_(hidden(fan_in_mult))
                 for emb in (self.wte, self.wpe):
                     if emb is not None:
                         emb.weight.mul_(embedding)

@@ -25,9 +25,10 @@ NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope")
 MLPS = ("gelu", "swiglu")
 PARAMETRIZATIONS = ("sp", "mup")
-# depth_parametrization: how residual branches and rates follow depth (docs/mup.md, "Depth"):
-# none is GPT-2's; completep (Dey et al. 2025) scales each branch by base_depth/n_layer; depth_mup
-# (Yang et al. 2023) by its square root, with hidden rates scaled by the square root too
+# depth_parametrization: how residual branches and the optimizer follow depth (docs/mup.md, "Depth"):
+# none is GPT-2's; completep is Dey et al. 2025's table 1 at alpha 1 (each branch x base_depth/n_layer),
+# depth_mup the same table at alpha 1/2 (branches x its square root, the blocks' Adam rates too: Yang
+# et al. 2023's Depth-muP), as EleutherAI's nanoGPT-mup completep branch applies it (depth_alpha_exp)
 DEPTH_ALPHA = {"none": 0.0, "completep": 1.0, "depth_mup": 0.5}
 SWIGLU_MULTIPLE = 64  # swiglu's default hidden size: 8/3 x n_embd rounded up to a multiple of this
 # The settings that shape the model: a trial continuing from another trial's weights (PBT's
@@ -62,7 +63,7 @@ class ExperimentConfig:
     rope_theta: float = 10_000.0  # rope's base wavelength
     mlp: str = "gelu"  # gelu | swiglu (a gated MLP: silu(x W_gate) * x W_up, then W_down)
     # the MLP's hidden size; 0: 4 x n_embd for gelu, 8/3 x n_embd rounded up to a multiple of 64 for swiglu
-    # (704 at 256 wide)
+    # (704 at 256 wide; under muP only 0 follows the width: a fixed size is refused away from mup_base_width)
     mlp_hidden: int = 0
     n_kv_head: int = 0  # key/value heads (grouped-query attention; 1 is multi-query); 0: n_head
     tie_embeddings: bool = True  # the output head is the token embedding (untied: a second vocab x n_embd matrix)
@@ -173,11 +174,21 @@ class ExperimentConfig:
     @property
     def mlp_width(self) -> int:
         """The MLP's hidden size: mlp_hidden, or the convention of its kind when it is 0."""
+        return self._mlp_width_at(self.n_embd)
+
+    def _mlp_width_at(self, n_embd: int) -> int:
         if self.mlp_hidden:
             return self.mlp_hidden
         if self.mlp == "swiglu":
-            return -(-8 * self.n_embd // (3 * SWIGLU_MULTIPLE)) * SWIGLU_MULTIPLE
-        return 4 * self.n_embd
+            return -(-8 * n_embd // (3 * SWIGLU_MULTIPLE)) * SWIGLU_MULTIPLE
+        return 4 * n_embd
+
+    @property
+    def mlp_width_mult(self) -> float:
+        """muP's width multiplier of the MLP's hidden size (1 under sp): mlp_width over the base
+        model's (the same rule at mup_base_width), the fan-in ratio of the MLP's down-projection.
+        Where swiglu's rule rounds it is not width_mult: 1408 / 192 = 7.33 from 64 to 512 wide."""
+        return self.mlp_width / self._mlp_width_at(self.mup_base_width) if self.parametrization == "mup" else 1.0
 
     @classmethod
     def from_name(
@@ -328,6 +339,9 @@ def _validate_architecture(c: ExperimentConfig, rule) -> None:
     rule(c.hidden_init_std > 0, "hidden_init_std", "must be positive (GPT-2's is 0.02)")
     rule(c.mup_output_mult == 1.0 or c.parametrization == "mup", "mup_output_mult",
          "applies under parametrization=mup only; add --set parametrization=mup, or leave it at 1")
+    rule(c.parametrization != "mup" or not c.mlp_hidden or c.n_embd == c.mup_base_width, "mlp_hidden",
+         f"is a fixed size, but muP scales every hidden matrix with the width (n_embd={c.n_embd}, mup_base_width="
+         f"{c.mup_base_width}); leave it at 0 (the mlp's own size, which follows n_embd) or set n_embd={c.mup_base_width}")
     rule(c.mup_attn_mult > 0, "mup_attn_mult", "must be positive")
     rule(c.mup_attn_mult == 1.0 or c.parametrization == "mup", "mup_attn_mult",
          "applies under parametrization=mup only; add --set parametrization=mup, or leave it at 1")

@@ -1,17 +1,21 @@
-"""muP (README "muP"): the model's multipliers and the optimizer's groups against the paper's
-rules written out here, the base width as today's model, and the coordinate check's slopes."""
+"""muP (README "muP"): the model's multipliers and the optimizer's groups against Microsoft's `mup`
+package (every block design) and the paper's rules written out here, the base width as today's
+model, and the coordinate check's slopes."""
 
 import csv
+import math
 
+import mup
 import pytest
 import torch
 from torch.nn import functional as F
 
 from conftest import TINY_DATASET, run_cli, tiny
+from slm_tune.config import EXPERIMENT_CONFIGS, ExperimentConfig
 from slm_tune.errors import UserError
 from slm_tune.model.gpt import GPT, CausalSelfAttention
-from slm_tune.train.optimizer import follow_new_config, make_optimizer, set_lr
-from test_architectures import _attention_by_hand
+from slm_tune.train.optimizer import follow_new_config, load_optimizer_state, make_optimizer, set_lr
+from test_architectures import _attention_by_hand, _designs
 
 
 def test_mup_at_its_base_width_is_the_standard_model():
@@ -55,12 +59,92 @@ def test_mup_init_multipliers_and_learning_rates_follow_the_width():
         assert group["lr"] == pytest.approx(1e-3 * 64 / 256 if ids <= hidden else 1e-3)
         if ids <= hidden:  # MuAdamW's rule: each hidden matrix decays by the base width's lr x wd per step
             assert group["lr"] * group["weight_decay"] == pytest.approx(1e-3 * c.weight_decay) and c.weight_decay > 0
-    # PBT's exploit: the donor's optimizer state under a new learning rate stays scaled per group
-    restored = make_optimizer(model, c)
-    restored.load_state_dict(optimizer.state_dict())
-    follow_new_config(c.replace(learning_rate=4e-3), c.to_dict(), {"iteration": 5}, restored)
+    # PBT's exploit: the donor's optimizer state under a new rate and decay, each group scaled as its own
+    exploit = c.replace(learning_rate=4e-3, weight_decay=0.3)
+    restored = make_optimizer(model, exploit)
+    load_optimizer_state(restored, optimizer.state_dict())
+    state = {"iteration": 5}
+    follow_new_config(exploit, c.to_dict(), state)
     set_lr(restored, 4e-3)
     assert sorted(g["lr"] for g in restored.param_groups) == pytest.approx([1e-3, 4e-3, 4e-3])
+    assert sorted(g["weight_decay"] for g in restored.param_groups) == pytest.approx([0.0, 0.3, 0.3 * 4])
+    assert state["config_changes"][0]["changes"]["weight_decay"] == [0.1, 0.3]
+    with pytest.raises(UserError, match="does not fit this run's parameter groups .* start the run without resuming"):
+        sp = c.replace(parametrization="sp")  # one group for every matrix: another layout
+        load_optimizer_state(restored, make_optimizer(GPT(sp), sp).state_dict())
+
+
+BASE_WIDTH = 64
+
+
+def _base_model_config(c: ExperimentConfig) -> ExperimentConfig:
+    """The same design at muP's base width, as mup's users write a base model: heads of the base
+    head size, the same share of key/value heads, and the mlp's own rule at that width."""
+    base_head = c.mup_base_head_size or c.mup_base_width // c.n_head
+    heads = c.mup_base_width // base_head
+    return c.replace(n_embd=c.mup_base_width, n_head=heads, n_kv_head=c.n_kv_head * heads // c.n_head)
+
+
+def _gpt2_init_std(name: str, c: ExperimentConfig) -> float:
+    """GPT-2's init at the base width: 0.02 everywhere, residual projections 0.02 / sqrt(2 L)."""
+    return 0.02 / math.sqrt(2 * c.n_layer) if name.endswith("c_proj.weight") else 0.02
+
+
+def _check_against_mup(c: ExperimentConfig, lr: float = 1e-3) -> None:
+    torch.manual_seed(0)
+    model = GPT(c)
+    mup.set_base_shapes(model, GPT(_base_model_config(c)), rescale_params=False, do_assert=False)
+    mup.shape.assert_hidden_size_inf(model.blocks)  # no hidden layer of a fixed size (what mup refuses)
+    mine = make_optimizer(model, c)
+    set_lr(mine, lr)
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    theirs = mup.MuAdamW([{"params": matrices, "weight_decay": c.weight_decay},
+                          {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}], lr=lr)
+    rule = {id(p): (g["lr"], g["weight_decay"]) for opt in (theirs,) for g in opt.param_groups for p in g["params"]}
+    for group in mine.param_groups:
+        for p in group["params"]:
+            assert (group["lr"], group["weight_decay"]) == pytest.approx(rule[id(p)], rel=1e-12), (c, p.infshape)
+    for name, p in model.named_parameters():  # mup.init's normal_: std x width_mult^-1/2 for a matrix-like one
+        if p.dim() >= 2 and c.n_embd != BASE_WIDTH:
+            expected = _gpt2_init_std(name, c) * (p.infshape.width_mult() ** -0.5 if p.infshape.ninf() == 2 else 1)
+            assert p.std().item() == pytest.approx(expected, rel=4 / math.sqrt(2 * p.numel()) + 1e-3), name
+    # the logits' multiplier is 1/width_mult of the head's fan-in, as mup's MuReadout; attention 1/head size
+    assert model.output_mult == pytest.approx(c.mup_output_mult / model.head_weight.infshape.width_mult())
+    base_head = _base_model_config(c).head_size
+    assert (c.attention_scale or c.head_size ** -0.5) == pytest.approx(math.sqrt(base_head) / c.head_size)
+
+
+@pytest.mark.parametrize("width", [BASE_WIDTH, 192, 512])
+def test_mup_rates_decay_and_init_are_microsofts_mup_for_every_design(width, one_thread):
+    """Every parameter's rate and weight decay against mup.MuAdamW's after mup.set_base_shapes on the
+    same design at the base width, and its init std against mup's rule: each matrix by its own fan-in
+    ratio (swiglu's down-projection: 512/192 = 2.67 at 192 wide, 1408/192 = 7.33 at 512, not 3 and 8)."""
+    for design in _designs():
+        c = ExperimentConfig(vocab_size=300, n_embd=width, n_layer=1, n_head=4, block_size=16, parametrization="mup",
+                             mup_base_width=BASE_WIDTH, **design)
+        _check_against_mup(c)
+    # heads of a fixed size (the base has fewer), grouped key/value heads in the same share
+    _check_against_mup(ExperimentConfig(vocab_size=300, n_embd=width, n_layer=2, n_head=width // 32, n_kv_head=width // 64,
+                                        block_size=16, parametrization="mup", mup_base_width=BASE_WIDTH,
+                                        mup_base_head_size=32, mlp="swiglu", norm="rmsnorm", pos="rope"))
+
+
+def test_a_fixed_mlp_width_under_mup_is_refused_away_from_the_base_width(tmp_path):
+    fixed = dict(vocab_size=300, n_layer=1, n_head=4, block_size=16, mlp_hidden=96)
+    # why: an MLP that keeps its size as the width grows has hidden layers of a fixed size, which mup refuses
+    with pytest.raises(AssertionError):
+        mup.set_base_shapes(GPT(ExperimentConfig(n_embd=128, **fixed)), GPT(ExperimentConfig(n_embd=64, **fixed)))
+    with pytest.raises(UserError, match=r"mlp_hidden=96 is invalid: is a fixed size, but muP scales every hidden "
+                                        r"matrix with the width \(n_embd=128, mup_base_width=64\); leave it at 0"):
+        ExperimentConfig(n_embd=128, parametrization="mup", mup_base_width=64, **fixed)
+    assert ExperimentConfig(n_embd=64, parametrization="mup", mup_base_width=64, **fixed).mlp_width == 96  # the base
+    assert ExperimentConfig(n_embd=128, **fixed).mlp_width == 96  # sp: any size at any width
+    for c in EXPERIMENT_CONFIGS.values():  # every named experiment takes muP at its own width
+        c.replace(parametrization="mup", mup_base_width=c.n_embd)
+    ran = run_cli("coord-check", "--experiment", "arch_gqa", "--widths", "64,128", "--output-dir", str(tmp_path),
+                  "--dataset", TINY_DATASET)  # refused before anything runs
+    assert ran.returncode == 2 and len(ran.stderr.strip().splitlines()) == 1 and "mlp_hidden=784" in ran.stderr
+    assert not (tmp_path / "experiments").exists()
 
 
 @pytest.mark.parametrize("parametrization, expected", [("sp", 0.05), ("mup", 0.05 / 2)])

@@ -123,3 +123,11 @@ def test_a_target_narrower_than_mups_base_is_refused(tmp_path):
     ran = run_cli("transfer", "--space", str(tmp_path / "mup.toml"), "--to", "n_layer=6", "--set", "mup_base_width=64",
                   "--output-dir", str(tmp_path / "out"), *STEPS, *TINY)
     assert ran.returncode == 2 and "narrower than muP's base width (64)" in ran.stderr, ran.stderr
+
+
+def test_a_fixed_mlp_width_under_mup_is_refused_before_anything_runs(tmp_path):
+    (tmp_path / "mup.toml").write_text(SPACE + "parametrization = \"mup\"\nmup_base_width = 32\nmlp_hidden = 96\n")
+    ran = run_cli("transfer", "--space", str(tmp_path / "mup.toml"), "--to", "n_embd=64",
+                  "--output-dir", str(tmp_path / "out"), *STEPS, *TINY)
+    assert ran.returncode == 2 and "mlp_hidden=96 is invalid: is a fixed size" in ran.stderr, ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1 and not (tmp_path / "out" / "ray_results").exists()

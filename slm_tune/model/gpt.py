@@ -57,6 +57,7 @@ class CausalSelfAttention(nn.Module):
         self.sizes = [c.n_embd, kv, kv]
         self.c_attn = nn.Linear(c.n_embd, c.n_embd + 2 * kv, bias=c.bias)
         self.c_proj = nn.Linear(c.n_embd, c.n_embd, bias=c.bias)
+        self.c_attn.fan_in_mult = self.c_proj.fan_in_mult = c.width_mult  # both read n_embd features (hidden_matrices)
         self.q_norm = make_norm(c, c.head_size) if c.qk_norm else None
         self.k_norm = make_norm(c, c.head_size) if c.qk_norm else None
         self.dropout = c.dropout
@@ -95,6 +96,7 @@ class MLP(nn.Module):
         # swiglu's gate and up projections are one matmul: rows [0, hidden) gate, [hidden, 2 hidden) up
         self.c_fc = nn.Linear(c.n_embd, 2 * hidden if self.gated else hidden, bias=c.bias)
         self.c_proj = nn.Linear(hidden, c.n_embd, bias=c.bias)
+        self.c_fc.fan_in_mult, self.c_proj.fan_in_mult = c.width_mult, c.mlp_width_mult  # (hidden_matrices)
         self.dropout = nn.Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,10 +127,13 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
-    """The weight matrices inside the blocks (attention and MLP): muP's width-scaled ones. The
-    token and position embeddings and the head (width x vocabulary) are not."""
-    return [p for name, p in model.named_parameters() if name.startswith("blocks.") and p.dim() >= 2]
+def hidden_matrices(model: nn.Module) -> list[tuple[nn.Parameter, float]]:
+    """The weight matrices inside the blocks (attention and MLP), muP's width-scaled ones, each with
+    its fan-in over the same matrix's in muP's base model (`fan_in_mult`, set where the layer is
+    made; Microsoft mup's infshape.width_mult; 1 under sp). The token and position embeddings and
+    the head (width x vocabulary) are not hidden."""
+    return [(m.weight, m.fan_in_mult) for name, m in model.named_modules()
+            if name.startswith("blocks.") and isinstance(m, nn.Linear)]
 
 
 class GPT(nn.Module):
@@ -155,14 +160,15 @@ class GPT(nn.Module):
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * c.residual_init_layers))
         # The hidden matrices' std is hidden_init_std (drawn at INIT_STD and scaled, so that the default
-        # draws what it always drew); muP: their variance falls as 1/width relative to the base, and
-        # the logits are multiplied by mup_output_mult x base/width (all 1 under sp and at the base width).
+        # draws what it always drew); muP: each one's variance falls as its fan-in grows over the base
+        # model's, and the logits are multiplied by mup_output_mult x base/width (all 1 under sp and at
+        # the base width).
         self.output_mult = c.output_multiplier
-        hidden_scale = c.hidden_init_std / INIT_STD * c.width_mult ** -0.5
-        if hidden_scale != 1.0:
-            with torch.no_grad():
-                for p in hidden_matrices(self):
-                    p.mul_(hidden_scale)
+        with torch.no_grad():
+            for p, fan_in_mult in hidden_matrices(self):
+                scale = c.hidden_init_std / INIT_STD * fan_in_mult ** -0.5
+                if scale != 1.0:
+                    p.mul_(scale)
 
     @property
     def head_weight(self) -> torch.Tensor:

@@ -31,6 +31,11 @@ class CoordCheck:
     lr: float = 1e-2
     seeds: int = 2
 
+    def config(self, parametrization: str, width: int) -> ExperimentConfig:
+        """The model at one width (raises UserError where the shape is refused)."""
+        return self.base.replace(n_embd=width, parametrization=parametrization, mup_base_width=self.widths[0],
+                                 dropout=0.0)
+
 
 def _layer_hooks(model: GPT, record: dict[str, list[float]]) -> list:
     def keep(name: str):
@@ -76,8 +81,7 @@ def run_coord_check(check: CoordCheck, tokens: np.ndarray,
     rows = []
     for parametrization in ("sp", "mup"):
         for width in check.widths:
-            c = c0.replace(n_embd=width, parametrization=parametrization, mup_base_width=check.widths[0],
-                           dropout=0.0)
+            c = check.config(parametrization, width)
             runs = [_run_one(c.replace(seed=c0.seed + s), check, x, y) for s in range(check.seeds)]
             for layer in runs[0]:
                 for step in range(check.steps):

@@ -34,7 +34,7 @@ from slm_tune.model.compiling import PROBE_STEPS, CompileCosts, CompiledOrEager,
 from slm_tune.model.generation import ms_per_token
 from slm_tune.model.gpt import GPT
 from slm_tune.train.evaluate import EvalResult, Evaluator, batch
-from slm_tune.train.optimizer import follow_new_config, lr_at, make_optimizer, set_lr
+from slm_tune.train.optimizer import follow_new_config, load_optimizer_state, lr_at, make_optimizer, set_lr
 from slm_tune.train.reports import Reporter
 
 SaveCheckpoint = Callable[[Path], None]
@@ -104,7 +104,7 @@ class Run:
         saved = load_state(Path(directory) / CHECKPOINT_FILE)
         check_same_architecture(self.c, saved.get("config", {}), directory)
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        load_optimizer_state(self.optimizer, saved["optimizer"])
         self.batch_gen.set_state(saved["batch_rng"])
         torch.set_rng_state(saved["torch_rng"])
         self.state = saved["state"]
@@ -113,7 +113,7 @@ class Run:
             self.state["trained_iterations"] = int(own_iterations or 0)
         elif "trained_iterations" not in self.state:  # a checkpoint from before the count
             self.state["trained_iterations"] = self.state["iteration"]
-        follow_new_config(self.c, saved.get("config", {}), self.state, self.optimizer)
+        follow_new_config(self.c, saved.get("config", {}), self.state)
 
     def save_checkpoint(self, directory: Path) -> None:
         directory = Path(directory)

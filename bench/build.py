@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""`build` measured against the simple ways of spending the same compute (issue 41's benchmark).
+
+    python bench/build.py --budgets 1e13 3e13 1e14            resumable: run it again to go on
+    python bench/build.py --budgets 3e13 --dataset corpus.txt --tag text
+    python bench/build.py --replot
+
+For each budget C, in WORK/<tag>_<C> (every step is an slm-tune command, run with --resume, so an
+interrupted bench continues where it stopped and a finished step is kept):
+1. `build --budget C --against-simple --repeats SEEDS`: the build's model at SEEDS seeds, and
+   (a) the seed's baseline settings and (b) the default settings at 20 tokens a parameter, each
+   trained on all of C at SEEDS seeds;
+2. (c) a random search (ASHA) over sp's rate and hidden init at the build's chosen shape and
+   length, stopped at C training FLOPs; its best configuration retrained at the build's seeds
+   (the search's own best run was chosen on the windows it is scored on: optimistic).
+The build's seeds against each alternative's: Welch's 95% interval, Holm over the three.
+Every run trains on PROXY's settings (one vocabulary and batch for every budget, so a budget of
+1e13 fits the smallest sweep); the machine, date and command are recorded with each budget.
+Writes OUT (JSON, one entry per budget) and OUT with .png (best val bits per byte by budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROXY = ["--set", "vocab_size=2000", "--set", "batch_size=16", "--set", "n_layer=2", "--set", "n_embd=32",
+         "--set", "mup_base_width=32", "--set", "compile=false", "--min-iters", "25"]
+SP_SPACE = ('base = "{base}"\nlearning_rate = {{ loguniform = [3e-4, 3e-2] }}\n'
+            'hidden_init_std = {{ loguniform = [0.01, 0.1] }}\n')
+
+
+def studies(*args: str, log: Path) -> None:
+    """One slm-tune command; its output appended to the budget's log; a failure stops the bench."""
+    with log.open("a") as f:
+        f.write(f"\n$ studies.py {' '.join(args)}\n")
+        f.flush()
+        code = subprocess.call([sys.executable, str(ROOT / "studies.py"), *args], stdout=f, stderr=f,
+                               stdin=subprocess.DEVNULL)
+    if code:
+        sys.exit(f"studies.py {' '.join(args[:3])} ... failed ({code}); see {log}")
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def run_budget(budget: float, work: Path, dataset: list[str], seeds: int) -> dict:
+    out = work
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "bench.log"
+    common = [*PROXY, *dataset, "--output-dir", str(out)]
+    resume = ["--resume"] if (out / "ray_results").exists() else []
+    start = time.time()
+    studies("build", "--budget", f"{budget:g}", "--against-simple", "--repeats", str(seeds), "--seed", "0",
+            *common, *resume, log=log)
+    report = json.loads((out / "experiments" / "build_report.json").read_text())
+    direct = direct_search(out, budget, report, dataset, seeds, log)
+    return {"budget": budget, "machine": cpu_name(), "date": time.strftime("%Y-%m-%d"), "seeds": seeds,
+            "command": f"python bench/build.py --budgets {budget:g}", "wall_s_this_run": time.time() - start,
+            "build": summary(report), "direct": direct, "verdicts": verdicts(report, direct)}
+
+
+def direct_search(out: Path, budget: float, report: dict, dataset: list[str], seeds: int, log: Path) -> dict:
+    """(c): sp's rate and init searched at the build's chosen shape with all of the budget, then its
+    best retrained at the build's seeds."""
+    from slm_tune.config import EXPERIMENT_CONFIGS  # noqa: F401  (the registry the TOML names)
+
+    shape = report["choice"]["shape"]
+    target = json.loads((out / "experiments" / "build_target_results.json").read_text())["config"]
+    sp = {**{k: v for k, v in target.items() if k != "name"}, "parametrization": "sp", "depth_parametrization": "none",
+          "base_depth": 0, "mup_base_head_size": 0, "mup_output_mult": 1.0, "mup_attn_mult": 1.0}
+    (out / "direct_base.json").write_text(json.dumps({"direct_base": sp}))
+    (out / "direct.toml").write_text(SP_SPACE.format(base="direct_base"))
+    files = ["--experiments-file", str(out / "direct_base.json"), "--output-dir", str(out), *dataset]
+    resume = ["--resume"] if (out / "ray_results" / "direct").exists() else []
+    studies("search", "--space", str(out / "direct.toml"), "--budget", f"{budget:g}", "--num-samples", "64",
+            "--seed", "0", *files, *resume, log=log)
+    best = out / "experiments" / "search_direct_best.toml"
+    resume = ["--resume"] if (out / "ray_results" / "run_search_direct_best").exists() else []
+    studies("run", "search_direct_best", "--experiments-file", str(best), "--repeats", str(seeds),
+            "--output-dir", str(out), *dataset, *resume, log=log)
+    retrained = json.loads((out / "experiments" / "search_direct_best_results.json").read_text())
+    search = sorted((out / "experiments").glob("direct_*_results.json"))
+    return {"shape": shape, "search_trials": len(search),
+            "search_flops": sum(_last_flops(p) for p in (out / "ray_results" / "direct").glob("*/result.json")),
+            "runs": [r["best_val_bpb"] for r in retrained.get("per_run", [retrained])],
+            "settings": {k: retrained["config"][k] for k in ("learning_rate", "hidden_init_std")}}
+
+
+def _last_flops(result: Path) -> float:
+    lines = result.read_text().splitlines()
+    return json.loads(lines[-1]).get("train_flops", 0.0) if lines else 0.0
+
+
+def summary(report: dict) -> dict:
+    c, m = report["choice"], report["measured"]
+    return {"spent": report["spent"], "how": c["how"], "shape": c["shape"], "predicted": c["predicted"],
+            "predicted_interval_95": c["predicted_interval_95"], "measured_metric": m["metric"],
+            "measured": m.get("mean"), "prediction_error": m.get("prediction_error"),
+            "runs": m["best_val_bpb_runs"], "held_out": (report.get("fit") or {}).get("held_out"),
+            "simple": {k: {kk: v.get(kk) for kk in ("runs", "shape", "flops_per_run")}
+                       for k, v in report.get("simple", {}).items()}}
+
+
+def verdicts(report: dict, direct: dict) -> dict:
+    """The build's seeds against (a), (b) and (c): Welch, Holm over the three."""
+    import numpy as np
+
+    from analysis.significance import holm, verdict, welch
+
+    mine = np.asarray(report["measured"]["best_val_bpb_runs"])
+    others = {k.removeprefix("build_simple_"): v["runs"] for k, v in report.get("simple", {}).items()}
+    others["direct_search"] = direct["runs"]
+    rows = {k: dict(zip(("diff", "lo", "hi", "p"), welch(mine, np.asarray(v)))) for k, v in others.items()
+            if len(v) > 1 and len(mine) > 1}
+    for k, p in zip(rows, holm([r["p"] for r in rows.values()])):
+        rows[k].update(p_holm=p, verdict=verdict(rows[k]["diff"], p))
+    return rows
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    names = ("build", "baseline", "chinchilla", "direct_search")
+    for i, r in enumerate(sorted(results, key=lambda r: r["budget"])):
+        runs = {"build": r["build"]["runs"], "direct_search": r["direct"]["runs"],
+                **{k.removeprefix("build_simple_"): v["runs"] for k, v in r["build"]["simple"].items()}}
+        for j, name in enumerate(names):
+            ys = runs.get(name, [])
+            ax.plot([i + (j - 1.5) * 0.18] * len(ys), ys, "o", color=f"C{j}", label=name if i == 0 else None)
+    ax.set_xticks(range(len(results)), [f"{r['budget']:.0e}" for r in sorted(results, key=lambda r: r["budget"])])
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("best val bits per byte (each seed)")
+    ax.set_title("build against the simple ways of spending the same compute", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budgets", type=float, nargs="+", default=[1e13, 3e13, 1e14])
+    ap.add_argument("--dataset", help="a corpus other than storyworld (its results are tagged with --tag)")
+    ap.add_argument("--tag", default="storyworld")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "build_runs")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "build.json")
+    ap.add_argument("--replot", action="store_true")
+    a = ap.parse_args()
+    doc = json.loads(a.out.read_text()) if a.out.exists() else {"results": []}
+    if not a.replot:
+        dataset = ["--dataset", a.dataset] if a.dataset else []
+        for budget in a.budgets:
+            if any(r["budget"] == budget and r.get("tag") == a.tag for r in doc["results"]):
+                continue
+            row = {"tag": a.tag, **run_budget(budget, a.work / f"{a.tag}_{budget:g}", dataset, a.seeds)}
+            doc["results"].append(row)
+            a.out.write_text(json.dumps(doc, indent=1))
+            print(json.dumps({k: row[k] for k in ("tag", "budget", "verdicts")}, indent=1), flush=True)
+    if doc["results"]:
+        plot(doc["results"], a.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
