@@ -171,7 +171,7 @@ def _add_search_command(sub) -> None:
 def _add_build_command(sub) -> None:
     p = sub.add_parser("build", help="from a compute budget to the best model it buys: a muP proxy search, a scaling "
                                      "sweep and fit, the compute-optimal target trained and exported")
-    p.add_argument("name", nargs="?", default="mup_base", help="the proxy's named search (default: mup_base)")
+    p.add_argument("name", nargs="?", help="the proxy's named search (default: mup_base, unless --space is given)")
     p.add_argument("--space", help="a TOML or JSON search space for the proxy instead of a named search")
     p.add_argument("--budget", type=_flops, required=True, metavar="FLOPS",
                    help="training FLOPs for the whole build (search, sweep and target), e.g. 3e14")
@@ -500,7 +500,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     space, search = _search_setup(argparse.Namespace(**{**vars(args), "repeats": 1}))
     _check_target(space, targets)
     if args.against:
-        best_config(Path(args.output_dir), args.against)  # a study to compare with, before anything runs
+        best_config(Path(args.output_dir), args.against, args.storage_path)  # a study to compare with, before anything runs
     output_dir, target = Path(args.output_dir), f"transfer_{space.name}"
     stage_args = argparse.Namespace(**{**vars(args), "repeats": 1})
     code = _run_stage(stage_args, space.name, lambda a: _run_study(
@@ -535,7 +535,7 @@ def _retrain_against(args: argparse.Namespace, target: str, seed: int) -> str | 
     windows it is scored on, so alone it is optimistic). The stage's name, or a failed stage's code."""
     from analysis.transfer import best_config
 
-    config = best_config(Path(args.output_dir), args.against)
+    config = best_config(Path(args.output_dir), args.against, args.storage_path)
     stage = f"{target}_vs_{args.against}"
     config = config.replace(name=stage, seed=seed, description=f"{args.against}'s best trial, retrained")
     code = _run_stage(args, stage, lambda a: _run_study(a, stage, {stage: config}, {stage: config.max_iters}))
@@ -551,7 +551,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.max_iters:
         raise UserError("build sets every run's length from --budget; --max-iters does not apply (give --min-iters "
                         "for the shortest run instead)")
-    space, _ = _search_setup(argparse.Namespace(**{**vars(args), "repeats": 1, "metric": "best_val_bpb",
+    name = args.name or (None if args.space else "mup_base")
+    space, _ = _search_setup(argparse.Namespace(**{**vars(args), "name": name, "repeats": 1, "metric": "best_val_bpb",
                                                    "objective": None, "constraint": None, "search_alg": None,
                                                    "optuna_storage": None, "time_budget": None}))
     from slm_tune.data.corpora import corpus_fingerprint
@@ -562,11 +563,29 @@ def cmd_build(args: argparse.Namespace) -> int:
     registry, dataset = _registry(args), {"dataset": args.dataset} if args.dataset else {}
     settings = BuildSettings(Path(args.output_dir), args.budget, space, registry["baseline"].replace(**dataset),
                              registry[space.base.name].replace(**dataset), shares, args.repeats, args.against_simple,
-                             args.num_samples, args.min_iters)
+                             args.num_samples, args.min_iters, args.storage_path)
+    _check_build_plan(settings, args.resume)
     built = run_build(settings, _BuildStages(args), _err)
     if built.code:
         return built.code
     return _build_outputs(built, STUDIES)
+
+
+def _check_build_plan(s, resume: bool) -> None:
+    """experiments/build_plan.json: what the build was started with. A --resume with another budget,
+    other shares or another proxy would mix two builds' stages: refused before anything runs."""
+    from slm_tune.files import read_json, write_json
+
+    plan = {"budget": s.budget, "shares": [s.shares.search, s.shares.sweep], "space": s.space.name,
+            "proxy": s.space.config_for({}).to_dict(), "samples": s.samples, "min_iters": s.min_iters}
+    path = s.output_dir / "experiments" / "build_plan.json"
+    if resume and path.is_file():
+        stored = read_json(path)
+        changed = [k for k in plan if stored.get(k) != plan[k]]
+        if changed:
+            raise UserError(f"--resume: this build was started with other {', '.join(changed)} ({path}); resume it "
+                            "with the same options, or give another --output-dir for a new build")
+    write_json(path, plan)
 
 
 class _BuildStages:
@@ -622,11 +641,13 @@ def _run_stage(args: argparse.Namespace, study: str, run: Callable[[argparse.Nam
     """One stage of a workflow: run it; with --resume, resume it where it was cut off, start it
     where it never started, and skip it where it finished."""
     from analysis.load import find_runs
-    from slm_tune.tune.run import unfinished_trials
+    from slm_tune.tune.run import resumable, unfinished_trials
 
     if not args.resume:
         return run(args)
-    runs = find_runs(Path(args.output_dir), [study])
+    runs = find_runs(Path(args.output_dir), [study], args.storage_path)
+    if runs and not resumable(runs[-1]):  # killed before Tune's first record: it never started
+        return run(argparse.Namespace(**{**vars(args), "resume": False}))
     if runs and not unfinished_trials(runs[-1]):
         _err(f"{study}: finished before, kept as it is")
         return 0

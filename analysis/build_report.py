@@ -15,12 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.load import find_runs, load_runs
 from analysis.transfer import trained_flops
-
-
-def _trials(output_dir, study: str) -> pd.DataFrame:
-    return load_runs(find_runs(output_dir, [study]))[0]
 
 
 def _runs(trials: pd.DataFrame, metric: str = "best_val_bpb") -> list[float]:
@@ -40,8 +35,8 @@ def _shape(c) -> dict[str, Any]:
 def build_report(built, studies: dict[str, str]) -> dict[str, Any]:
     """The report of a finished build (workflows.build.Built)."""
     s = built.settings
-    frames = {k: _trials(s.output_dir, v) for k, v in studies.items()}
-    target_runs = max(1, len(_runs(frames["target"])))
+    frames = {k: s.trials(k) for k in studies}
+    target_runs = max(1, len(frames["target"]))  # every seed's trial, finished or not
     spend = {"search": trained_flops(frames["search"]), "sweep": trained_flops(frames["sweep"]),
              "target": trained_flops(frames["target"]) / target_runs}
     total = sum(spend.values())

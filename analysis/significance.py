@@ -3,7 +3,7 @@ reference's, with a 95% interval, a p-value, a Holm-adjusted p-value and a verdi
 
 Every run is evaluated on the same fixed windows (slm_tune/train/evaluate.py: the eval batches
 depend on the data and the window shape, not on the run's seed). The `noise` column says which
-of three intervals a row has:
+of four intervals a row has:
 
 - "seeds (Welch, n vs m runs)", with two or more runs on both sides: Welch's t-test over the seeds
   (scipy's ttest_ind, equal_var=False, and its confidence interval). This is seed-to-seed noise

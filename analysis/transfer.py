@@ -31,8 +31,10 @@ def trained_flops(trials: pd.DataFrame) -> float:
     return total
 
 
-def study_trials(output_dir: Path, study: str) -> pd.DataFrame:
-    trials, _ = load_runs(find_runs(output_dir, [study]))
+def study_trials(output_dir: Path, study: str, storage_path: str | None = None) -> pd.DataFrame:
+    """The trials of the study's newest run (a study run again without --resume is a new run of
+    the same name: its stages are compared, not mixed with the earlier run's)."""
+    trials, _ = load_runs(find_runs(output_dir, [study], storage_path)[-1:])
     return trials
 
 
@@ -46,16 +48,16 @@ def _side(trials: pd.DataFrame) -> dict[str, Any]:
             "runs_best_val_bpb": values.tolist()}
 
 
-def best_config(output_dir: Path, study: str):
+def best_config(output_dir: Path, study: str, storage_path: str | None = None, missing: str | None = None):
     """The stored study's best finished trial's whole config (ExperimentConfig); a one-line error
-    when the study has none."""
+    (`missing`, or the --against one) when the study has none."""
     from slm_tune.config import ExperimentConfig
 
-    trials = study_trials(output_dir, study)
+    trials = study_trials(output_dir, study, storage_path)
     done = trials[(trials["status"] == "finished") & trials["best_val_bpb"].notna()] if not trials.empty else trials
     if done.empty:
-        raise UserError(f"--against {study!r}: no finished trial of that study in {output_dir}; name a study "
-                        "stored there that tuned the target directly (e.g. a search at the target shape)")
+        raise UserError(missing or f"--against {study!r}: no finished trial of that study in {output_dir}; name a "
+                        "study stored there that tuned the target directly (e.g. a search at the target shape)")
     return ExperimentConfig(**done.loc[done["best_val_bpb"].idxmin(), "config"])
 
 
@@ -74,8 +76,11 @@ def transfer_report(output_dir: Path, search: str, target: str, targets: dict[st
               "proxy": {**_side(proxy), "best_trial": None if best is None else best["experiment"],
                         "best_settings": {} if best is None else dict(best["searched"] or {})},
               "target_run": _side(tuned)}
+    runs = max(1, report["target_run"]["trials"])
     report["compute"] = {"proxy_flops": report["proxy"]["flops"], "target_flops": report["target_run"]["flops"],
-                         "total_flops": report["proxy"]["flops"] + report["target_run"]["flops"]}
+                         "total_flops": report["proxy"]["flops"] + report["target_run"]["flops"],
+                         # what the transfer costs: the proxy search and one target run (more seeds measure it)
+                         "transfer_flops": report["proxy"]["flops"] + report["target_run"]["flops"] / runs}
     if against:
         report["against"] = _against(output_dir, against, retrain, report)
     return report
@@ -94,7 +99,7 @@ def _against(output_dir: Path, study: str, retrain: str | None, report: dict[str
     if direct.empty:
         raise UserError(f"--against {study!r}: no stored runs of that study in {output_dir}")
     side = _side(direct)
-    out = {"study": study, **side, "compute_share": report["compute"]["total_flops"] / side["flops"]
+    out = {"study": study, **side, "compute_share": report["compute"]["transfer_flops"] / side["flops"]
            if side["flops"] else math.nan}
     runs = study_trials(output_dir, retrain) if retrain else pd.DataFrame()
     if runs.empty:
@@ -120,8 +125,8 @@ def report_text(report: dict[str, Any]) -> str:
     a = report.get("against")
     if a:
         lines.append(f"against {a['study']} (tuned directly): its best trial {_bpb(a['best_val_bpb'])} (chosen on "
-                     f"the windows it is scored on) for {a['flops']:.3g} training FLOPs; this transfer spent "
-                     f"{a['compute_share']:.0%} of that")
+                     f"the windows it is scored on) for {a['flops']:.3g} training FLOPs; the transfer (its search and one "
+                     f"target run) spent {a['compute_share']:.0%} of that")
         r = a.get("retrain")
         if r:
             lines.append(f"  its best configuration retrained at the target's seeds: {_bpb(r['mean_best_val_bpb'])} "

@@ -63,7 +63,7 @@ _ALL = [
     Metric("val_bpb_context", "min", "validation bits per byte, windows' second halves", "bits per byte",
            tracked="eval"),
     Metric("val_loss", "min", "validation loss", "nats per token", search=True, per_token=True, tracked="eval"),
-    # the evaluation's own noise: the standard error of an eval's mean over its eval_iters batches
+    # the evaluation's own noise: the standard error of an eval's mean over its windows (disjoint, so independent)
     Metric("val_loss_se", "min", "validation loss standard error", "nats per token", per_token=True, tracked="eval"),
     Metric("val_bpb_se", "min", "validation bits per byte standard error", "bits per byte", tracked="eval"),
     Metric("val_bpb_context_se", "min", "validation bits per byte standard error, windows' second halves",

@@ -72,11 +72,21 @@ def test_the_target_is_the_shape_a_law_predicts_lowest_for_the_compute_left():
     law = lambda n, d: params["E"] + params["A"] * n ** -params["alpha"] + params["B"] * d ** -params["beta"]  # noqa: E731
     flops = 5e11
     choice = choose_target(proxy, flops, law, lambda n, d: (law(n, d) - 0.01, law(n, d) + 0.01), min_iters=5)
+    # the shapes, parameters and tokens worked out here: GPT-2 blocks of width d (biases, tied head,
+    # learned positions), L layers, vocabulary 1000, 2 x 16 tokens a step
     by_hand = {}
-    for c in candidates(proxy, flops, 5):
-        spent = flops_per_token(c) * tokens_per_iter(c) * c.max_iters
-        assert flops - flops_per_token(c) * tokens_per_iter(c) < spent <= flops  # the compute, in whole iterations
-        by_hand[(c.n_layer, c.n_embd)] = law(param_counts(c)[1], c.max_iters * tokens_per_iter(c))
+    for layers in (1, 2, 3, 4):
+        for d in range(32, 32 * 16 + 1, 32):
+            n = layers * (12 * d * d + 13 * d) + 2 * d  # non-embedding: 4d^2+4d, 8d^2+5d, two norms 4d; final norm
+            per_token = 6 * (layers * 12 * d * d + 1000 * d) + 12 * layers * d * 16  # matmuls, head, attention
+            steps = int(flops // (per_token * 32))
+            if steps >= 5:
+                by_hand[(layers, d)] = law(n, steps * 32)
+    weighed = {(c.n_layer, c.n_embd): c for c in candidates(proxy, flops, 5)}
+    assert set(weighed) == set(by_hand)
+    for c in weighed.values():  # each spends the compute in whole iterations, never more
+        per_step = flops_per_token(c) * tokens_per_iter(c)
+        assert flops - per_step < per_step * c.max_iters <= flops and param_counts(c)[1] > 0
     assert (choice.config.n_layer, choice.config.n_embd) == min(by_hand, key=by_hand.get) != (1, 32)
     assert choice.predicted == pytest.approx(min(by_hand.values())) and choice.how == "fit"
     assert choice.config.depth_parametrization == "depth_mup" and choice.config.base_depth == 1
@@ -121,7 +131,12 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     _, err = finished.communicate(timeout=600)
     assert finished.returncode == 0, err[-3000:]
     assert all(f"{s}: finished before, kept as it is" in err for s in STAGES[:2])
+    for earlier in STAGES[:2]:
+        now = {p.parent.name: len(_lines(p)) for p in (tmp_path / "ray_results" / earlier).glob("*/result.json")}
+        assert now == done.setdefault(earlier, now), earlier
     _check_report(tmp_path)
+    other = run_cli(*args, "--resume", "--budget", "3e10")
+    assert other.returncode == 2 and "was started with other budget" in other.stderr, other.stderr
 
 
 @pytest.mark.parametrize("extra,said", [
@@ -130,6 +145,7 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     (["--shares", "0.5,0.6"], "must be positive and leave some of the budget"),
     (["--set", "widht=3"], "'widht' is not a setting"),
     (["--dataset", "no/such/corpus.txt"], "is not storyworld"),
+    (["--space", "no_such_space.toml"], "no_such_space.toml"),
 ])
 def test_a_build_that_cannot_run_is_refused_in_one_line(tmp_path, extra, said):
     ran = run_cli(*BUILD, "--output-dir", str(tmp_path / "out"), *extra)

@@ -2,10 +2,10 @@
 
 1. search   the muP base settings at a narrow proxy (a share of the budget, Tune's FLOPs stopper)
 2. sweep    three sizes x three token counts at the search's best settings, under muP
-3. fit      L(N, D) on the sweep (the corpus's entropy as E where known); the target shape and
+   (fit)    L(N, D) on the sweep (the corpus's entropy as E where known); the target shape and
             token count the law predicts lowest for the compute left (or a stated fallback)
-4. target   that shape trained (--repeats seeds), exported to the Hugging Face format, sampled
-5. simple   with --against-simple: the whole budget spent two simple ways, for verdicts
+3. target   that shape trained (--repeats seeds), exported to the Hugging Face format, sampled
+4. simple   with --against-simple: the whole budget spent two simple ways, for verdicts
 
 Each stage is a stored study; with --resume a finished stage is kept, an interrupted one resumes
 and the decisions between them are made again from what is stored (the fit is seeded), so a
@@ -19,6 +19,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
+
+import pandas as pd
 
 from slm_tune.config import ExperimentConfig
 from slm_tune.space import SearchSpace
@@ -49,6 +51,18 @@ class BuildSettings:
     against_simple: bool = False
     samples: int = plan.SEARCH_SAMPLES  # trials the proxy search may sample
     min_iters: int = plan.MIN_ITERS
+    storage_path: str | None = None  # where the stages' runs are kept, when not OUTPUT_DIR/ray_results
+
+    @property
+    def target_seeds(self) -> int:
+        """Verdicts against the simple ways need 2 or more seeds of the target too."""
+        return max(2, self.repeats) if self.against_simple else self.repeats
+
+    def trials(self, stage: str):
+        """The stage's newest run's trials (analysis.load's table)."""
+        from analysis.transfer import study_trials
+
+        return study_trials(self.output_dir, STUDIES[stage], self.storage_path)
 
 
 @dataclass
@@ -76,7 +90,9 @@ def run_build(s: BuildSettings, stages: Stages, log: Callable[[str], None]) -> B
         return built
     from analysis.transfer import best_config
 
-    built.best = best_config(s.output_dir, STUDIES["search"])
+    built.best = best_config(s.output_dir, STUDIES["search"], s.storage_path,
+                             f"the proxy search {STUDIES['search']} has no finished trial; see its trials' error.txt "
+                             "files, then run the build again with --resume")
     sweep = plan.sweep_configs(built.best, s.budget, s.shares)
     _say(log, 2, "sweep", s.shares.sweep, s.budget, f"{len(sweep)} runs: 3 sizes x {len(plan.TOKEN_STEPS)} token counts")
     built.code = stages.train(STUDIES["sweep"], sweep, 1)
@@ -84,16 +100,16 @@ def run_build(s: BuildSettings, stages: Stages, log: Callable[[str], None]) -> B
         return built
     _choose(built, log)
     target = built.choice.config.replace(name=STUDIES["target"], description=f"build's target: {built.choice.how}")
-    _say(log, 3, "target", 1 - s.shares.search - s.shares.sweep, s.budget,
-         f"{target.n_layer} x {target.n_embd} for {target.max_iters} iterations"
-         + (f", {s.repeats} seeds" if s.repeats > 1 else ""))
-    built.code = stages.train(STUDIES["target"], {STUDIES["target"]: target}, s.repeats)
+    left = s.budget - built.spent_before_target
+    _say(log, 3, "target", left / s.budget, s.budget, f"{target.n_layer} x {target.n_embd} for {target.max_iters} "
+         "iterations" + (f", {s.target_seeds} seeds (the build's spend counts one)" if s.target_seeds > 1 else ""))
+    built.code = stages.train(STUDIES["target"], {STUDIES["target"]: target}, s.target_seeds)
     if built.code or not s.against_simple:
         return built
     simple = simple_alternatives(s)
     _say(log, 4, "simple", 1.0, s.budget, "the whole budget spent two simple ways, "
-         f"{max(2, s.repeats)} seeds each (not part of the build's spend)")
-    built.code = stages.train(STUDIES["simple"], simple, max(2, s.repeats))
+         f"{s.target_seeds} seeds each (not part of the build's spend)")
+    built.code = stages.train(STUDIES["simple"], simple, s.target_seeds)
     return built
 
 
@@ -112,15 +128,17 @@ def _proxy_space(space: SearchSpace, proxy: ExperimentConfig) -> SearchSpace:
 
 def _choose(built: Built, log: Callable[[str], None]) -> None:
     """The fit of the sweep and the target it chooses for the compute the stages left."""
-    from analysis.load import find_runs, load_runs
     from analysis.scaling import fit_scaling, scaling_runs
     from analysis.transfer import trained_flops
     from slm_tune.errors import UserError
 
     s = built.settings
-    frames = {k: load_runs(find_runs(s.output_dir, [STUDIES[k]]))[0] for k in ("search", "sweep")}
+    frames = {k: s.trials(k) for k in ("search", "sweep")}
     built.spent_before_target = sum(trained_flops(f) for f in frames.values())
     left = s.budget - built.spent_before_target
+    if left <= 0:
+        raise UserError(f"the search and the sweep spent {built.spent_before_target:.3g} FLOPs, all of --budget "
+                        f"{s.budget:.3g}: nothing is left for the target; give a larger budget or smaller --shares")
     try:
         built.fit = fit_scaling(scaling_runs(frames["sweep"]), bootstrap=200, seed=0)
         blocking = [k for k in ("A", "alpha", "B", "beta") if k in built.fit.undetermined]
@@ -136,14 +154,15 @@ def _choose(built: Built, log: Callable[[str], None]) -> None:
     built.choice = plan.choose_target(built.best, left, built.fit.predict, built.fit.band, min_iters=s.min_iters)
 
 
-def _best_sweep_size(sweep) -> ExperimentConfig | None:
-    """The sweep's size whose longest run ended lowest (the fallback when the fit refuses)."""
-    done = sweep[(sweep["status"] == "finished") & sweep["best_val_bpb"].notna()]
+def _best_sweep_size(sweep, metric: str = "best_val_bpb_context") -> ExperimentConfig | None:
+    """The sweep's size whose longest run ended lowest on the fit's metric (the fallback when the
+    fit refuses)."""
+    done = sweep[(sweep["status"] == "finished") & pd.to_numeric(sweep[metric], errors="coerce").notna()]
     if done.empty:
         return None
     longest = done[done["iterations"] == done.groupby(done["experiment"].str.rsplit("_", n=1).str[0])["iterations"]
                    .transform("max")]
-    return ExperimentConfig(**longest.loc[longest["best_val_bpb"].idxmin(), "config"])
+    return ExperimentConfig(**longest.loc[pd.to_numeric(longest[metric]).idxmin(), "config"])
 
 
 def _say(log: Callable[[str], None], number: int, stage: str, share: float, budget: float, what: str) -> None:

@@ -105,8 +105,9 @@ def check_budget(proxy: ExperimentConfig, budget: float, shares: Shares, min_ite
         raise UserError(f"--budget {budget!r} must be a positive number of FLOPs, e.g. 3e14")
     least = smallest_budget(proxy, shares, min_iters, samples)
     if budget < least:
+        shown = math.ceil(least / 10 ** (math.floor(math.log10(least)) - 1)) * 10 ** (math.floor(math.log10(least)) - 1)
         raise UserError(f"--budget {budget:.3g} is too small for a build at this proxy ({proxy.n_layer} x "
-                        f"{proxy.n_embd}, vocabulary {proxy.vocab_size}): the smallest that works is {least:.2g} "
+                        f"{proxy.n_embd}, vocabulary {proxy.vocab_size}): the smallest that works is {shown:.2g} "
                         "FLOPs; give a larger budget, or a smaller proxy or vocabulary (--set n_embd=..., "
                         "--set vocab_size=...)")
 

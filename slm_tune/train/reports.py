@@ -111,6 +111,7 @@ class Reporter:
             # timed once training has ended (slm_tune.model.generation); NaN until then
             "ms_per_token": state.get("ms_per_token", math.nan),
             "train_flops": self.train_flops(), "trained_iterations": state["trained_iterations"],
+            "eval_flops": it * self.tokens_per_iter * self.flops_per_token,  # the weights' FLOPs: schedulers' clock
             "max_iters": self.c.max_iters,
             **(self.plan.summary() if self.plan.decided else {"compiled": False, "compile_note": "auto: timing eager steps"}),
         }

@@ -73,7 +73,16 @@ def newest_checkpoint(trial_dir: Path | None, known: Path | None, config: Experi
 
 def own_iterations(trial_dir: Path | None, name: str) -> int | None:
     """The steps trial `name` trained itself, by its newest checkpoint in `trial_dir` (the count
-    its owner file records): what it had spent when PBT handed it another trial's weights."""
-    counts = [owner["trained_iterations"] for d in (trial_dir.glob("checkpoint_*") if trial_dir and trial_dir.is_dir() else [])
-              if (owner := read_owner(d)) and owner.get("trial") == name and "trained_iterations" in owner]
+    its owner file records): what it had spent when PBT handed it another trial's weights. A
+    checkpoint from before owner files recorded the count counts its history's last iteration
+    (as if the trial had taken no weights before it)."""
+    counts = []
+    for d in (trial_dir.glob("checkpoint_*") if trial_dir and trial_dir.is_dir() else []):
+        owner = read_owner(d)
+        if not owner or owner.get("trial") != name:
+            continue
+        if "trained_iterations" in owner:
+            counts.append(int(owner["trained_iterations"]))
+        elif history := read_history(d):
+            counts.append(int(history[-1].get("iteration", 0)))
     return max(counts, default=None)

@@ -87,11 +87,17 @@ def _is_state_file(rel: str) -> bool:
     return rel.endswith(CHECKPOINT_FILE)
 
 
+def resumable(run_dir: Path) -> bool:
+    """Whether Tune can restore the stored run: False for one killed before Tune wrote its first
+    whole record (the study never properly started: a new run of it may start)."""
+    return bool(tune.Tuner.can_restore(str(run_dir)) and is_whole(newest_state(run_dir)))
+
+
 def unfinished_trials(run_dir: Path, count_unsampled: bool = True) -> list[str]:
     """Names of the trials a stored run has not run to their end (errored ones did: --resume
     retries them, but a study whose trials all ended is not unfinished); for a search that has
     not ended, also the trials it has yet to sample."""
-    if not tune.Tuner.can_restore(str(run_dir)) or not is_whole(newest_state(run_dir)):
+    if not resumable(run_dir):
         return []  # a record cut off by a kill: the study cannot be resumed, a new run may start
     analysis = tune.ExperimentAnalysis(str(run_dir))
     pending = [str(t) for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]

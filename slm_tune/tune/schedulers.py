@@ -28,16 +28,18 @@ from slm_tune.search_options import SCHEDULERS, SEARCH_ALGS
 
 def horizon(run: StudyRun) -> tuple[str, float, float]:
     """(time attribute, longest run, shortest report interval) in which schedulers count: FLOPs
-    spent when a search gives every trial the same compute (trials differ in iterations), else
+    when a search gives every trial the same compute (trials differ in iterations), else
     iterations. Both are in eval reports only, so schedulers decide on evals, not on the
-    training-loss reports between them."""
+    training-loss reports between them. The FLOPs are the weights' (eval_flops: iterations x
+    tokens x FLOPs per token, the donor's steps included after a PBT exploit, as PBT's clock
+    expects), not the trial's own spend (train_flops)."""
     if run.search is None:
         return ("eval_iteration", max(c.max_iters for c in run.configs.values()),
                 min(c.eval_interval for c in run.configs.values()))
     space = run.search
     if space.flops_budget:
         reports = max(1, round(space.base.max_iters / space.base.eval_interval))
-        return "train_flops", space.flops_budget, space.flops_budget / reports
+        return "eval_flops", space.flops_budget, space.flops_budget / reports
     # a fixed eval_interval is the space's, not its base experiment's
     smallest = min(space.dists["eval_interval"].probes()) if "eval_interval" in space.dists else space.largest("eval_interval")
     return "eval_iteration", space.largest("max_iters"), smallest

@@ -39,7 +39,8 @@ class Curve:
     def report(self, k: int) -> dict[str, Any]:
         """Eval k as a report (the keys a training run's eval report has that searches rank on)."""
         return {"iteration": int(self.iteration[k]), "eval_iteration": int(self.iteration[k]),
-                "train_flops": float(self.train_flops[k]), "elapsed_s": float(self.elapsed_s[k]),
+                "train_flops": float(self.train_flops[k]), "eval_flops": float(self.train_flops[k]),
+                "elapsed_s": float(self.elapsed_s[k]),
                 "val_bpb": float(self.val_bpb[k]), "best_val_bpb": float(self.best_val_bpb[k]),
                 "val_loss": math.nan, **{k2: float(v) for k2, v in self.figures.items()},
                 "params": float(self.figures["total_params"]), "kind": "eval"}
