@@ -54,9 +54,18 @@ def _optimizer_patch(edit: Callable) -> contextlib.AbstractContextManager:
 
 
 def _embedding_rate(factor: float):
-    def edit(opt, c):  # group 0 holds the embeddings (tied head) and, under sp, the hidden matrices
-        opt.param_groups[0]["lr_scale"] = factor
-    return _optimizer_patch(edit)
+    """The embeddings' (and the tied head's) rate x factor: the matrices outside the blocks. Set
+    per parameter (optimizer.param_settings), since the optimizer's groups are by setting: at muP's
+    base width every matrix shares one group with the embeddings."""
+    from slm_tune.train import optimizer
+
+    base = optimizer.param_settings
+
+    def settings(c, matrix, in_block, fan_in_mult=1.0):
+        rate, decay, eps = base(c, matrix, in_block, fan_in_mult)
+        return (rate * factor, decay, eps) if matrix and not in_block else (rate, decay, eps)
+
+    return patched(optimizer, "param_settings", settings)
 
 
 def _eps(eps: float):

@@ -341,7 +341,13 @@ def _validate_architecture(c: ExperimentConfig, rule) -> None:
          "applies under parametrization=mup only; add --set parametrization=mup, or leave it at 1")
     rule(c.parametrization != "mup" or not c.mlp_hidden or c.n_embd == c.mup_base_width, "mlp_hidden",
          f"is a fixed size, but muP scales every hidden matrix with the width (n_embd={c.n_embd}, mup_base_width="
-         f"{c.mup_base_width}); leave it at 0 (the mlp's own size, which follows n_embd) or set n_embd={c.mup_base_width}")
+         f"{c.mup_base_width}); leave it at 0 (the mlp's own size, which follows n_embd), or make this width the "
+         f"base (--set mup_base_width={c.n_embd})")
+    rule(c.parametrization != "mup" or c.mlp_hidden or c.n_embd == c.mup_base_width
+         or c.mlp_width != c._mlp_width_at(c.mup_base_width), "n_embd",
+         f"gives the {c.mlp} MLP the base width's hidden size ({c.mlp_width}, rounded to a multiple of "
+         f"{SWIGLU_MULTIPLE}), so its matrices would not grow with the width as muP needs; pick a width further from "
+         f"mup_base_width={c.mup_base_width}")
     rule(c.mup_attn_mult > 0, "mup_attn_mult", "must be positive")
     rule(c.mup_attn_mult == 1.0 or c.parametrization == "mup", "mup_attn_mult",
          "applies under parametrization=mup only; add --set parametrization=mup, or leave it at 1")

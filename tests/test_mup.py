@@ -5,7 +5,6 @@ model, and the coordinate check's slopes."""
 import csv
 import math
 
-import mup
 import pytest
 import torch
 from torch.nn import functional as F
@@ -16,6 +15,8 @@ from slm_tune.errors import UserError
 from slm_tune.model.gpt import GPT, CausalSelfAttention
 from slm_tune.train.optimizer import follow_new_config, load_optimizer_state, make_optimizer, set_lr
 from test_architectures import _attention_by_hand, _designs
+
+mup = pytest.importorskip("mup", reason="Microsoft's mup, the reference: python bootstrap.py installs it (pip install --no-deps mup)")
 
 
 def test_mup_at_its_base_width_is_the_standard_model():
@@ -139,6 +140,14 @@ def test_a_fixed_mlp_width_under_mup_is_refused_away_from_the_base_width(tmp_pat
         ExperimentConfig(n_embd=128, parametrization="mup", mup_base_width=64, **fixed)
     assert ExperimentConfig(n_embd=64, parametrization="mup", mup_base_width=64, **fixed).mlp_width == 96  # the base
     assert ExperimentConfig(n_embd=128, **fixed).mlp_width == 96  # sp: any size at any width
+    # swiglu rounds to multiples of 64: at 72 wide its MLP is the 64-wide base's 192, a hidden size that
+    # does not grow (mup refuses that model too); at 128 it is 384
+    swiglu = dict(vocab_size=300, n_layer=1, n_head=4, block_size=16, mlp="swiglu", norm="rmsnorm", pos="rope")
+    with pytest.raises(AssertionError):
+        mup.set_base_shapes(GPT(ExperimentConfig(n_embd=72, **swiglu)), GPT(ExperimentConfig(n_embd=64, **swiglu)))
+    with pytest.raises(UserError, match=r"n_embd=72 is invalid: gives the swiglu MLP the base width's hidden size \(192"):
+        ExperimentConfig(n_embd=72, parametrization="mup", mup_base_width=64, **swiglu)
+    assert ExperimentConfig(n_embd=128, parametrization="mup", mup_base_width=64, **swiglu).mlp_width_mult == 2
     for c in EXPERIMENT_CONFIGS.values():  # every named experiment takes muP at its own width
         c.replace(parametrization="mup", mup_base_width=c.n_embd)
     ran = run_cli("coord-check", "--experiment", "arch_gqa", "--widths", "64,128", "--output-dir", str(tmp_path),

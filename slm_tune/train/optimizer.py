@@ -56,7 +56,9 @@ def param_settings(c: ExperimentConfig, matrix: bool, in_block: bool, fan_in_mul
       m_L^(alpha-1), no depth term in the decay), epsilon / m_N x m_L^-alpha;
     - a block's vectors (norm gains, biases): rate x m_L^(alpha-1), no decay, epsilon / m_N x m_L^-alpha;
     - the embeddings and head: rate, decay, epsilon / m_N; the final norm: rate, no decay, epsilon / m_N.
-    Under sp without a depth parametrization every factor is 1."""
+    Under sp without a depth parametrization every factor is 1. The epsilon outside the blocks is
+    this project's choice: table 1 gives epsilon only for the residual blocks, and nanoGPT-mup
+    scales one global epsilon (embeddings too, by m_L^-alpha as well) on its completep branch only."""
     eps = ADAM_EPS / c.width_mult * (c.branch_multiplier if in_block else 1.0)  # m_L^-alpha is the branch's
     if not in_block:
         return 1.0, 1.0 if matrix else 0.0, eps
