@@ -43,8 +43,8 @@ def _frontier(ax, report: dict[str, Any]) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("non-embedding parameters N")
     ax.set_ylabel(m["metric"])
-    ax.set_title(f"the compute left ({c['compute_left']:.3g} FLOPs) by target shape; chosen by {c['how'][:40]}",
-                 fontsize=9)
+    how = "the fitted law" if c["how"] == "fit" else "fallback (the fit refused): the sweep's best size"
+    ax.set_title(f"the compute left ({c['compute_left']:.3g} FLOPs) by target shape; chosen by {how}", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
 
