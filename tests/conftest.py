@@ -114,14 +114,59 @@ def _evals(lines: list[dict]) -> list[dict]:
 STUDY_MARK = "SLM_TUNE_TEST_STUDY"
 
 
+def session_ray_address() -> str:
+    """The session's Ray: this process's local Ray (the one `local_ray` keeps for in-process
+    studies), started as a local study starts its own when it is down (loopback only, token
+    authentication); its GCS address, which the process-level tests' drivers attach to with
+    --address instead of each starting a Ray of its own (3-6 s each)."""
+    import ray
+
+    from slm_tune.tune.local_ray import start_local_ray
+
+    if not ray.is_initialized():
+        start_local_ray(os.cpu_count() or 1)
+    return ray.get_runtime_context().gcs_address
+
+
+def attached(args: list[str], env: dict) -> tuple[list[str], dict]:
+    """A driver's command line and environment to run on the session's Ray (`--address`). Its trial
+    workers are the session Ray's, started before the driver: what the driver's environment adds
+    to this process's (the study's mark, an S3 endpoint and its keys, ...) goes into its job's
+    runtime environment, so that they run in it as a local study's trials do, and `kill_study`
+    finds them by the mark. The driver reads the loopback switch when it imports Ray (without it
+    Ray turns 127.0.0.1 into the machine's network address, where the session's Ray does not
+    listen) and needs the session's token authentication."""
+    from slm_tune.tune.local_ray import CLUSTER_SWITCH
+
+    address = session_ray_address()
+    added = {k: v for k, v in env.items() if os.environ.get(k) != v}
+    env = {**env, CLUSTER_SWITCH: "0", "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"env_vars": added}})}
+    if os.environ.get("RAY_AUTH_MODE"):  # set by Ray when it started the session's Ray
+        env["RAY_AUTH_MODE"] = os.environ["RAY_AUTH_MODE"]
+    return [*args, "--address", address], env
+
+
+def _staging_roots() -> set[Path]:
+    """The session Ray's staging directories of drivers' runs (one per run start time)."""
+    import ray
+
+    if not ray.is_initialized():
+        return set()
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    return set((session / "artifacts").glob("*"))
+
+
 def start_study(args: list[str], env: dict) -> subprocess.Popen:
-    """A study in a process group of its own; every process it starts (Ray's too) inherits a mark in
-    its environment, so `kill_study` can wait for all of them."""
+    """A study in a process group of its own, on the session's Ray (`attached`); every process it
+    starts and every trial worker of its job inherits a mark in its environment, so `kill_study`
+    can wait for all of them."""
     mark = uuid.uuid4().hex
-    proc = subprocess.Popen([sys.executable, str(ROOT / "studies.py"), *args], env={**env, STUDY_MARK: mark},
+    args, env = attached(args, {**env, STUDY_MARK: mark})
+    staged = _staging_roots()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "studies.py"), *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
-    proc.mark = mark
+    proc.mark, proc.staged_before = mark, staged
     return proc
 
 
@@ -157,25 +202,41 @@ def _marked(mark: str) -> list:
     return found
 
 
-def kill_study(proc: subprocess.Popen, timeout: float = 60) -> None:
-    """SIGKILL a study's driver and its Ray at once, then wait until every process it started is
-    gone: Ray's trial workers are not in the driver's process group and live on for seconds, and
-    one still saving a checkpoint would write a file after the test looked (CI saw a resume go on
-    from such a checkpoint, and a crafted study get a clean one beside the crafted)."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=timeout)
+def driver_ended(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """After a study's driver ended (`proc` waited for): wait until every process it started is
+    gone, then set aside what it staged in the session's Ray. Ray's trial workers are not in the
+    driver's process group and live on for seconds, and one still saving a checkpoint would write
+    a file after the test looked (CI saw a resume go on from such a checkpoint, and a crafted study
+    get a clean one beside the crafted); for a driver attached to the session's Ray, Ray ends the
+    dead driver's job and its workers (marked through the job's environment). Its staging (the
+    run's files under the run's start time) is renamed: a local study's Ray took its session with
+    it, and the resume that follows must start, as then, from an empty staging directory rather
+    than from the ended driver's copy (slm_tune/tune/callbacks/loggers.py keeps a driver's own copy
+    over the stored one), while what `repair_state` looks for in Ray's staging stays there."""
     deadline = time.time() + timeout
     while left := _marked(proc.mark):
-        assert time.time() < deadline, f"the killed study's processes {[p.pid for p in left]} did not exit"
+        assert time.time() < deadline, f"the ended study's processes {[p.pid for p in left]} did not exit"
         time.sleep(0.1)
+    for staged in _staging_roots() - proc.staged_before:
+        if not staged.name.endswith(".ended"):
+            staged.rename(staged.with_name(f"{staged.name}.ended"))
+
+
+def kill_study(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGKILL a study's driver (and its Ray, when it started its own) at once, as a crash would,
+    and wait until every process it started is gone (`driver_ended`); the session's Ray, which an
+    attached driver ran on, stays up."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=timeout)
+    driver_ended(proc, timeout)
 
 
 @pytest.fixture(scope="session")
 def killed_study(tmp_path_factory) -> dict:
     """One SIGKILLed study (two tiny trials, the second killed mid-way, tracked in MLflow's default
-    database), built once for every test that starts from it (each takes its own copy,
-    `copy_study`); while it ran, a second study on the same output directory was tried
-    (`second`: what that printed)."""
+    database; its driver on the session's Ray), built once for every test that starts from it (each
+    takes its own copy, `copy_study`); while it ran, a second study on the same output directory
+    was tried (`second`: what that printed)."""
     out = tmp_path_factory.mktemp("killed") / "study"
     proc = _start(out, "--mlflow")
     try:
@@ -208,8 +269,9 @@ def copy_study(killed: dict, to: Path) -> Path:
     return to
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def _ray_at_the_end():
+    """The session's Ray (`session_ray_address`), whoever started it, ends with the session."""
     yield
     import ray
 
@@ -217,16 +279,12 @@ def _ray_at_the_end():
 
 
 @pytest.fixture(scope="module")
-def local_ray(_ray_at_the_end):
+def local_ray():
     """A local Ray up for a module's in-process studies, started as a study starts its own and kept
-    for the session: run_study uses a Ray that is up (and starts its own when none is), so each
-    study saves its Ray's start and stop. A test that needs a Ray of its own shuts this one down."""
-    import ray
-
-    from slm_tune.tune.local_ray import start_local_ray
-
-    if not ray.is_initialized():
-        start_local_ray(os.cpu_count() or 1)
+    for the session (`session_ray_address`; the process-level tests' drivers attach to the same
+    one): run_study uses a Ray that is up (and starts its own when none is), so each study saves
+    its Ray's start and stop. A test that needs a Ray of its own shuts this one down."""
+    session_ray_address()
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from analysis.export import export_live
 from slm_tune.tune.callbacks.live_export import ResultsExporter
 from slm_tune.tune.killed_state import newest_state
 from slm_tune.tune.run import StudyRun, run_study
-from conftest import LONG, LONG_ITERS, TINY_SETS, _evals, _lines, _start, _wait_mid_second_trial, copy_study, run_cli, tiny
+from conftest import (LONG, LONG_ITERS, TINY_SETS, _evals, _lines, _start, _wait_mid_second_trial, copy_study,
+                      driver_ended, run_cli, tiny)
 
 def _check_resumed(out: Path, killed_at: int, first_pid: int) -> None:
     run = out / "ray_results" / "run_optimal_fast"
@@ -48,6 +49,7 @@ def _interrupt_with_ctrl_c(out: Path) -> tuple[int, int]:
     _wait_mid_second_trial(out, proc)
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
+    driver_ended(proc)  # resumed as after a local study, whose Ray stopped with it
     assert proc.returncode == 130, err[-2000:]
     assert "--resume" in err.splitlines()[-1] and "Traceback" not in err
     run = out / "ray_results" / "run_optimal_fast"

@@ -13,7 +13,7 @@ import pytest
 from ray.train._internal.storage import StorageContext
 
 from analysis.load import load_run
-from conftest import ROOT, TINY_SETS, kill_study, run_cli, start_study
+from conftest import ROOT, TINY_SETS, attached, kill_study, run_cli, start_study
 from slm_tune.tune.callbacks.progress import StudyProgress
 from test_study import ENV
 
@@ -59,6 +59,8 @@ def s3():
 
 
 def _cli(env, *args, timeout=600):
+    """A study's driver as a process, on the session's Ray (`attached`)."""
+    args, env = attached(list(args), env)
     return subprocess.run([sys.executable, str(ROOT / "studies.py"), *args], capture_output=True, text=True, env=env,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
