@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""Does more capacity buy lower loss on a corpus? Model sizes of the scaling family (search_spaces/
+scaling.py: its shapes, rates and settings) trained for one token budget on each corpus, every run
+in this process through the library's training loop, one row per run in a JSON file that a rerun
+extends (runs already there are skipped: stop it any time, run it again to go on).
+
+    python bench/storyworld_capacity.py                                   s2, s4, s5 x v1, v2 at 600 iterations
+    python bench/storyworld_capacity.py --sizes s1 s2 s3 s4 s5 --iters 2400 --corpora storyworld:version=2
+    python bench/storyworld_capacity.py --sizes s6 --iters 600            one size beyond the family (10.6M)
+
+It prints, per corpus, each size's best val bits per byte (whole windows and second halves), the
+floor (the corpus's entropy) and, on storyworld version 2, the world-free level (a model that
+knows the grammar but no character); and each size step's gain with its paired evaluation noise
+(the standard error of the per-window difference on the shared eval windows,
+analysis/significance.py's paired_se) and their ratio. It writes the JSON (default
+bench/storyworld_capacity.json) and a plot beside it (.png): bits per byte against non-embedding
+parameters, one line per corpus and budget, the floors dashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EXTRA_SIZES = (("s6", 6, 384, 6, 2e-3),)  # (name, n_layer, n_embd, n_head, learning_rate): 10.6M non-embedding
+CORPORA = ("storyworld", "storyworld:version=2")
+EVALS = 8
+
+
+def machine() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def size_config(size: str, corpus: str, iters: int, seed: int):
+    """The scaling family's run of this size, at `iters` iterations on `corpus`."""
+    from search_spaces import get_study
+    from search_spaces.scaling import ITERATIONS
+
+    family = get_study("scaling").configs()
+    extra = {s[0]: s for s in EXTRA_SIZES}
+    base = family[f"scaling_{size if size not in extra else 's5'}_{min(ITERATIONS)}"]
+    if size in extra:
+        _, layers, width, heads, lr = extra[size]
+        base = base.replace(n_layer=layers, n_embd=width, n_head=heads, learning_rate=lr)
+    return base.replace(name=f"capacity_{size}_{iters}", dataset=corpus, seed=seed, max_iters=iters,
+                        eval_interval=max(1, iters // EVALS), warmup_iters=round(iters * 0.1))
+
+
+def run_one(size: str, corpus: str, iters: int, seed: int, threads: int) -> dict:
+    from slm_tune.data.cache import prepare_tokens
+    from slm_tune.model.counts import param_counts
+    from slm_tune.train import train
+
+    c = size_config(size, corpus, iters, seed)
+    data = prepare_tokens(c.dataset, c.vocab_size)
+    best: dict = {}
+
+    def report(metrics, _save):
+        if metrics.get("kind") == "eval" and "window_bpb" in metrics:
+            best.update(window_bpb=metrics["window_bpb"], val_bpb_se=metrics["val_bpb_se"])
+
+    t = time.perf_counter()
+    result = train(c, data, report=report, threads=threads)
+    history = [h for h in result.history if math.isfinite(h["val_bpb"])]
+    source = data.meta["source"]
+    return {"corpus": corpus, "size": size, "iters": iters, "seed": seed, "status": result.status,
+            "n_layer": c.n_layer, "n_embd": c.n_embd, "learning_rate": c.learning_rate,
+            "non_embedding_params": param_counts(c)[1], "tokens": iters * c.batch_size * c.block_size,
+            "best_val_bpb": min(h["val_bpb"] for h in history),
+            "best_val_bpb_context": min(h["val_bpb_context"] for h in history),
+            "entropy_bpb": source.get("entropy_bpb"), "world_free_bpb": source.get("world_free_bpb"),
+            "seconds": round(time.perf_counter() - t, 1), "threads": threads, "machine": machine(), **best}
+
+
+def step_table(rows: list[dict]) -> list[str]:
+    """Per corpus, budget and seed: each size, and each step's gain against its paired evaluation noise."""
+    from analysis.significance import paired_se
+
+    lines = []
+    for corpus, iters, seed in dict.fromkeys((r["corpus"], r["iters"], r["seed"]) for r in rows):
+        mine = sorted((r for r in rows if (r["corpus"], r["iters"], r["seed"]) == (corpus, iters, seed)),
+                      key=lambda r: r["non_embedding_params"])
+        floor, free = mine[0]["entropy_bpb"], mine[0].get("world_free_bpb")
+        lines.append(f"\n{corpus}, {iters} iterations ({mine[0]['tokens'] / 1e6:.1f}M tokens), seed {seed}: "
+                     f"floor {floor:.4f}"
+                     + (f", world-free {free:.4f}" if free else "") + " bits per byte")
+        lines.append("size   non-emb N   val_bpb   (se)     context   gap to floor   step gain   paired se   gain/se")
+        for prev, r in zip([None] + mine[:-1], mine):
+            step = ""
+            if prev is not None and prev.get("window_bpb") and r.get("window_bpb"):
+                gain = prev["best_val_bpb"] - r["best_val_bpb"]
+                se = paired_se(prev["window_bpb"], r["window_bpb"])
+                step = f"{gain:+11.4f} {se:11.4f} {gain / se:9.1f}"
+            lines.append(f"{r['size']:<6}{r['non_embedding_params'] / 1e6:9.3f}M {r['best_val_bpb']:9.4f} "
+                         f"({r.get('val_bpb_se', math.nan):.4f}) {r['best_val_bpb_context']:9.4f} "
+                         f"{r['best_val_bpb_context'] - floor:14.4f} {step}")
+    return lines
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=False)
+    for ax, metric, title in ((axes[0], "best_val_bpb", "whole windows"),
+                              (axes[1], "best_val_bpb_context", "second halves of windows")):
+        for corpus, iters in dict.fromkeys((r["corpus"], r["iters"]) for r in rows):
+            mine = sorted((r for r in rows if r["corpus"] == corpus and r["iters"] == iters),
+                          key=lambda r: r["non_embedding_params"])
+            line, = ax.plot([r["non_embedding_params"] for r in mine], [r[metric] for r in mine], "o-",
+                            label=f"{corpus}, {mine[0]['tokens'] / 1e6:.1f}M tokens")
+            ax.axhline(mine[0]["entropy_bpb"], color=line.get_color(), ls="--", lw=1)
+            if mine[0].get("world_free_bpb"):
+                ax.axhline(mine[0]["world_free_bpb"], color=line.get_color(), ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("non-embedding parameters")
+        ax.set_ylabel(f"best val bits per byte ({title})")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Capacity probe: dashed the corpus's entropy (floor), dotted version 2's world-free level")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    from search_spaces.scaling import SIZES
+
+    names = [s[0] for s in SIZES] + [s[0] for s in EXTRA_SIZES]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpora", nargs="+", default=list(CORPORA))
+    parser.add_argument("--sizes", nargs="+", choices=names, default=["s2", "s4", "s5"])
+    parser.add_argument("--iters", type=int, default=600)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1337])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "storyworld_capacity.json")
+    args = parser.parse_args()
+    rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    done = {(r["corpus"], r["size"], r["iters"], r["seed"]) for r in rows}
+    for corpus in args.corpora:
+        for seed in args.seeds:
+            for size in args.sizes:
+                if (corpus, size, args.iters, seed) in done:
+                    continue
+                rows.append(run_one(size, corpus, args.iters, seed, args.threads))
+                r = rows[-1]
+                print(f"{corpus} {size} {args.iters} it seed {seed}: {r['best_val_bpb']:.4f} bpb, context "
+                      f"{r['best_val_bpb_context']:.4f} ({r['seconds']:.0f} s, {r['machine']})", flush=True)
+                args.out.write_text(json.dumps(rows, indent=1))
+    print("\n".join(step_table(rows)))
+    plot(rows, args.out.with_suffix(".png"))
+    print(f"\n{args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
