@@ -7,6 +7,7 @@ extends (runs already there are skipped: stop it any time, run it again to go on
     python bench/storyworld_capacity.py                                   s2, s4, s5 x v1, v2 at 600 iterations
     python bench/storyworld_capacity.py --sizes s1 s2 s3 s4 s5 --iters 2400 --corpora storyworld:version=2
     python bench/storyworld_capacity.py --sizes s6 --iters 600            one size beyond the family (10.6M)
+    python bench/storyworld_capacity.py --sizes --fit storyworld:version=2   no runs: the table, and the law fitted
 
 It prints, per corpus, each size's best val bits per byte (whole windows and second halves), the
 floor (the corpus's entropy) and, on storyworld version 2, the world-free level (a model that
@@ -111,6 +112,22 @@ def step_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def fit_lines(rows: list[dict], corpus: str, metric: str) -> list[str]:
+    """The scaling law fitted to one corpus's runs (every size and budget there, seed 1337) with E
+    fixed at its entropy, as `studies.py fit` prints it, held-out error included."""
+    import pandas as pd
+
+    from analysis.scaling import ScalingRuns, fit_scaling, format_fit
+
+    mine = [r for r in rows if r["corpus"] == corpus and r["seed"] == 1337 and r["status"] == "finished"]
+    table = pd.DataFrame([{"experiment": f"{r['size']}_{r['iters']}", "N": float(r["non_embedding_params"]),
+                           "D": float(r["tokens"]), "L": r[metric], "C": 6.0 * r["non_embedding_params"] * r["tokens"],
+                           "L_se": r.get("val_bpb_se", math.nan) if metric == "best_val_bpb" else math.nan}
+                          for r in mine], columns=["experiment", "N", "D", "L", "C", "L_se"])
+    runs = ScalingRuns(table, mine[0]["entropy_bpb"], dataset=corpus, tokenizer="gpt2-2000", metric=metric)
+    return ["", format_fit(fit_scaling(runs, bootstrap=100))]
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -145,11 +162,13 @@ def main() -> None:
     names = [s[0] for s in SIZES] + [s[0] for s in EXTRA_SIZES]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpora", nargs="+", default=list(CORPORA))
-    parser.add_argument("--sizes", nargs="+", choices=names, default=["s2", "s4", "s5"])
+    parser.add_argument("--sizes", nargs="*", choices=names, default=["s2", "s4", "s5"])
     parser.add_argument("--iters", type=int, default=600)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1337])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "storyworld_capacity.json")
+    parser.add_argument("--fit", metavar="CORPUS", help="also fit L(N, D) to this corpus's stored runs, E at its floor")
+    parser.add_argument("--metric", default="best_val_bpb_context", choices=["best_val_bpb_context", "best_val_bpb"])
     args = parser.parse_args()
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
     done = {(r["corpus"], r["size"], r["iters"], r["seed"]) for r in rows}
@@ -163,7 +182,7 @@ def main() -> None:
                 print(f"{corpus} {size} {args.iters} it seed {seed}: {r['best_val_bpb']:.4f} bpb, context "
                       f"{r['best_val_bpb_context']:.4f} ({r['seconds']:.0f} s, {r['machine']})", flush=True)
                 args.out.write_text(json.dumps(rows, indent=1))
-    print("\n".join(step_table(rows)))
+    print("\n".join(step_table(rows) + (fit_lines(rows, args.fit, args.metric) if args.fit else [])))
     plot(rows, args.out.with_suffix(".png"))
     print(f"\n{args.out} and {args.out.with_suffix('.png')}")
 

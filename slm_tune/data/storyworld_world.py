@@ -162,10 +162,12 @@ class World:
         raise AssertionError("unreachable")
 
     def rank_of(self, given: str, family: str) -> int:
-        """The inverse of name_parts (a KeyError or ValueError for a name no character has)."""
+        """The inverse of name_parts (a ValueError for a name no character has)."""
         heads = len(W.FAMILY_HEADS)
-        family_index = next(i + heads * W.FAMILY_TAILS.index(family[len(h):])
-                            for i, h in enumerate(W.FAMILY_HEADS) if family.startswith(h) and family[len(h):] in W.FAMILY_TAILS)
+        family_index = next((i + heads * W.FAMILY_TAILS.index(family[len(h):]) for i, h in enumerate(W.FAMILY_HEADS)
+                             if family.startswith(h) and family[len(h):] in W.FAMILY_TAILS), None)
+        if family_index is None or given not in GIVEN:
+            raise ValueError(f"{given} {family} is not a storyworld name")
         index = family_index * len(GIVEN) + GIVEN.index(given)
         if index >= self.entities:
             raise ValueError(f"{given} {family} is not one of this world's {self.entities} characters")
