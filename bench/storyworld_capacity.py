@@ -129,31 +129,50 @@ def fit_lines(rows: list[dict], corpus: str, metric: str) -> list[str]:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Left: best val bits per byte (whole windows) against N, the floors dashed and version 2's
+    world-free level dotted; right: the second-half figure's gap to the floor, log-log (what a
+    scaling law's reducible terms describe). One colour per corpus, one line style per budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=False)
-    for ax, metric, title in ((axes[0], "best_val_bpb", "whole windows"),
-                              (axes[1], "best_val_bpb_context", "second halves of windows")):
-        for corpus, iters in dict.fromkeys((r["corpus"], r["iters"]) for r in rows):
-            mine = sorted((r for r in rows if r["corpus"] == corpus and r["iters"] == iters),
-                          key=lambda r: r["non_embedding_params"])
-            line, = ax.plot([r["non_embedding_params"] for r in mine], [r[metric] for r in mine], "o-",
-                            label=f"{corpus}, {mine[0]['tokens'] / 1e6:.1f}M tokens")
-            ax.axhline(mine[0]["entropy_bpb"], color=line.get_color(), ls="--", lw=1)
-            if mine[0].get("world_free_bpb"):
-                ax.axhline(mine[0]["world_free_bpb"], color=line.get_color(), ls=":", lw=1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
+    budgets = sorted({r["iters"] for r in rows})
+    styles = dict(zip(budgets, ["o:", "s--", "D-", "^-."]))
+    for (corpus, iters), mine in _groups(rows).items():
+        color = f"C{corpora.index(corpus)}"
+        n = [r["non_embedding_params"] for r in mine]
+        label = f"{corpus}, {mine[0]['tokens'] / 1e6:.1f}M tokens"
+        left.plot(n, [r["best_val_bpb"] for r in mine], styles[iters], color=color, label=label)
+        right.plot(n, [r["best_val_bpb_context"] - r["entropy_bpb"] for r in mine], styles[iters], color=color,
+                   label=label)
+    for corpus in corpora:
+        first = next(r for r in rows if r["corpus"] == corpus)
+        left.axhline(first["entropy_bpb"], color=f"C{corpora.index(corpus)}", ls="--", lw=0.8)
+        if first.get("world_free_bpb"):
+            left.axhline(first["world_free_bpb"], color=f"C{corpora.index(corpus)}", ls=":", lw=0.8)
+    left.set_ylabel("best val bits per byte (whole windows)")
+    right.set_ylabel("second-half val bits per byte minus the floor")
+    right.set_yscale("log")
+    for ax in (left, right):
         ax.set_xscale("log")
         ax.set_xlabel("non-embedding parameters")
-        ax.set_ylabel(f"best val bits per byte ({title})")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Capacity probe: dashed the corpus's entropy (floor), dotted version 2's world-free level")
+    right.legend(fontsize=8)
+    fig.suptitle("storyworld capacity probe (left: dashed each corpus's entropy, dotted version 2's world-free level)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    """Seed 1337's runs by (corpus, budget), smallest model first."""
+    out: dict[tuple[str, int], list[dict]] = {}
+    for r in sorted((r for r in rows if r["seed"] == 1337), key=lambda r: r["non_embedding_params"]):
+        out.setdefault((r["corpus"], r["iters"]), []).append(r)
+    return out
 
 
 def main() -> None:
