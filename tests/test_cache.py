@@ -50,6 +50,11 @@ def test_key_depends_on_corpus_tokenizer_and_fraction():
     assert len(keys) == 4
 
 
+def test_key_names_the_storyworld_version():
+    assert entry_key("storyworld", 2000, 1.0) == "storyworld-gpt2-2000-f1-7c7d09407ccd"  # as before version 2
+    assert entry_key("storyworld:version=2", 2000, 1.0) != entry_key("storyworld", 2000, 1.0)
+
+
 def test_damaged_entry_is_detected_and_rebuilt(tmp_path):
     data = prepare_tokens(SPEC, 1000, cache_dir=tmp_path)
     original = np.array(data.train)

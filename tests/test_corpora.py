@@ -32,6 +32,29 @@ def test_storyworld_default_and_sized():
 def test_storyworld_bad_spec():
     with pytest.raises(UserError, match="is not one of train=N"):
         load_corpus("storyworld:stories=5")
+    with pytest.raises(UserError, match="storyworld has versions 1, 2, not 3"):
+        load_corpus("storyworld:version=3")
+    with pytest.raises(UserError, match="entities=N is a setting of storyworld version 2"):
+        corpus_fingerprint("storyworld:entities=100")
+    with pytest.raises(UserError, match="entities must be 2 to 808,960"):
+        corpus_fingerprint("storyworld:version=2,entities=1")
+
+
+def test_storyworld_versions_in_the_spec_and_the_fingerprint():
+    """No version is version 1 (what stored studies recorded); the fingerprint, and so the token
+    cache's key, names the version, and version 1's is what it always was."""
+    v1 = load_corpus("storyworld:train=40,validation=10,seed=2")
+    assert v1.info["storyworld_version"] == 1 and "world_free_bpb" not in v1.info
+    assert load_corpus("storyworld:version=1,train=40,validation=10,seed=2").splits["train"]["text"] == \
+        v1.splits["train"]["text"]
+    v2 = load_corpus("storyworld:version=2,train=40,validation=10,seed=2")
+    assert v2.info["storyworld_version"] == 2 and v2.info["entities"] == 808_960
+    assert 0 < v2.info["entropy_bpb"] < v2.info["world_free_bpb"] < 1
+    assert not set(v1.splits["train"]["text"]) & set(v2.splits["train"]["text"])
+    assert corpus_fingerprint("storyworld") == corpus_fingerprint("storyworld:version=1") == \
+        "storyworld-v1-t30000-v1500-s0"
+    assert len({corpus_fingerprint(s) for s in ("storyworld", "storyworld:version=2",
+                                                 "storyworld:version=2,entities=1000")}) == 3
 
 
 def test_txt_blank_lines_and_endoftext(tmp_path):

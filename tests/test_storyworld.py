@@ -59,3 +59,35 @@ def test_splits_are_disjoint_and_entropy_is_plausible():
     assert not {s.text for s in train} & {s.text for s in validation}
     bpb = storyworld.entropy_bits_per_byte(validation)
     assert 0.05 < bpb < 0.5
+
+
+def test_version_1_is_what_it_was():
+    """Version 1 stays reproducible beside version 2: these stories and log-probabilities are the
+    ones the code wrote before version 2 existed (fingerprint taken then)."""
+    import hashlib
+
+    train, validation = storyworld.generate_splits(3000, 300, seed=4)
+    h = hashlib.sha256()
+    for s in train + validation:
+        h.update(s.text.encode())
+        h.update(repr(round(s.logprob, 9)).encode())
+    assert h.hexdigest() == "4b6806af6dd51f6d80ba9f12ba11402b09931170b80a572e5811b7f0d82521b5"
+    assert storyworld.generate(5, seed=4) == storyworld.generate(5, seed=4, version=1)
+
+
+def test_a_stored_study_on_version_1_finds_its_corpus_again(tmp_path):
+    """The legacy fixture recorded `storyworld:train=300,validation=30` (no version): it must still
+    name version 1, with the entropy and token count the study recorded."""
+    import json
+    from pathlib import Path
+
+    from slm_tune.data.cache import prepare_tokens
+    from slm_tune.data.corpora import load_corpus
+
+    study = Path(__file__).parent / "fixtures" / "legacy_study" / "ray_results" / "legacy" / "study.json"
+    for entry in json.loads(study.read_text())["data"]:
+        corpus = load_corpus(entry["dataset"])
+        assert corpus.info["storyworld_version"] == 1
+        assert corpus.info["entropy_bpb"] == entry["entropy_bpb"]
+        data = prepare_tokens(entry["dataset"], entry["vocab_size"], cache_dir=tmp_path)
+        assert len(data.train) == entry["train_tokens"]

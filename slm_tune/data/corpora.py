@@ -1,7 +1,9 @@
 """Every corpus, behind one function: a dataset spec in, a DatasetDict (train, validation; "text") out.
 
 Specs:
-- ``storyworld`` (default) or ``storyworld:train=N,validation=M,seed=S``: the embedded corpus.
+- ``storyworld`` or ``storyworld:train=N,validation=M,seed=S,version=V``: the embedded corpus, in
+  version 1 unless the spec names another (stored studies recorded version 1 as plain
+  ``storyworld``); version 2 also takes ``entities=N``, the size of its world.
 - ``tinystories``: roneneldan/TinyStories from the Hugging Face Hub (the seed's data).
 - ``hf:owner/name``: any Hub dataset.
 - a local path: a .txt file (documents separated by blank lines or ``<|endoftext|>``), .jsonl or
@@ -45,7 +47,8 @@ if TYPE_CHECKING:  # imported where a corpus is read: a cached corpus never need
     import datasets
 
 _STORYWORLD_KEYS = {"train": storyworld.DEFAULT_TRAIN_STORIES,
-                    "validation": storyworld.DEFAULT_VALIDATION_STORIES, "seed": 0}
+                    "validation": storyworld.DEFAULT_VALIDATION_STORIES, "seed": 0,
+                    "version": storyworld.UNVERSIONED, "entities": storyworld.DEFAULT_ENTITIES}
 
 
 @dataclass
@@ -55,18 +58,30 @@ class Corpus:
 
 
 def _storyworld_args(spec: str) -> dict[str, int]:
+    """The settings a storyworld spec names, over the defaults; `entities` only for version 2."""
     args = dict(_STORYWORLD_KEYS)
     _, _, rest = spec.partition(":")
+    given = set()
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, sep, value = part.partition("=")
         if not sep or key not in args or not value.strip().isdigit():
             raise UserError(
-                f"dataset {spec!r}: {part!r} is not one of train=N, validation=N, seed=N; "
-                "e.g. storyworld:train=2000,validation=200"
+                f"dataset {spec!r}: {part!r} is not one of train=N, validation=N, seed=N, version=N, entities=N; "
+                "e.g. storyworld:version=2,train=2000,validation=200"
             )
         args[key] = int(value)
+        given.add(key)
     if args["train"] < 1 or args["validation"] < 1:
         raise UserError(f"dataset {spec!r}: train and validation need at least 1 story each")
+    if args["version"] not in storyworld.VERSIONS:
+        raise UserError(f"dataset {spec!r}: storyworld has versions {', '.join(map(str, storyworld.VERSIONS))}, "
+                        f"not {args['version']}")
+    if args["version"] == 1:
+        if "entities" in given:
+            raise UserError(f"dataset {spec!r}: entities=N is a setting of storyworld version 2 (version=2)")
+        del args["entities"]
+    elif not 2 <= args["entities"] <= storyworld.MAX_ENTITIES:
+        raise UserError(f"dataset {spec!r}: entities must be 2 to {storyworld.MAX_ENTITIES:,}")
     return args
 
 
@@ -94,7 +109,8 @@ def corpus_fingerprint(spec: str) -> str:
         return f"{corpus_fingerprint(base)}-column-{column}"
     if spec == "storyworld" or spec.startswith("storyworld:"):
         a = _storyworld_args(spec)
-        return f"storyworld-v{storyworld.STORYWORLD_VERSION}-t{a['train']}-v{a['validation']}-s{a['seed']}"
+        world = f"-e{a['entities']}" if a["version"] > 1 else ""  # version 1's keys stay as they were
+        return f"storyworld-v{a['version']}-t{a['train']}-v{a['validation']}-s{a['seed']}{world}"
     if spec == "tinystories" or spec.startswith("hf:"):
         return spec  # the Hub's datasets are versioned by their ids; datasets caches them itself
     path = Path(spec).expanduser()
@@ -296,13 +312,16 @@ def load_corpus(spec: str) -> Corpus:
 
     if spec == "storyworld" or spec.startswith("storyworld:"):
         a = _storyworld_args(spec)
-        train, validation = storyworld.generate_splits(a["train"], a["validation"], a["seed"])
+        train, validation = storyworld.generate_splits(a["train"], a["validation"], a["seed"], a["version"],
+                                                       a.get("entities", storyworld.DEFAULT_ENTITIES))
         splits = datasets.DatasetDict({
             "train": datasets.Dataset.from_dict({"text": [s.text for s in train]}),
             "validation": datasets.Dataset.from_dict({"text": [s.text for s in validation]}),
         })
-        info = {"source": "storyworld", "storyworld_version": storyworld.STORYWORLD_VERSION, **a,
+        info = {"source": "storyworld", "storyworld_version": a["version"], **a,
                 "entropy_bpb": storyworld.entropy_bits_per_byte(validation), "split": {"by": "given"}}
+        if a["version"] > 1:
+            info["world_free_bpb"] = storyworld.world_free_bits_per_byte(validation)
         return Corpus(splits, info)
     base, column = split_column(spec)
     if base == "tinystories":

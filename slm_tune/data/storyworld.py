@@ -1,4 +1,4 @@
-"""storyworld: the embedded default corpus, generated here, seeded, deterministic.
+"""storyworld: the embedded corpus, generated here, seeded, deterministic, in versions.
 
 TinyStories-style children's stories (named characters with consistent pronouns, an object and
 places that stay the same through a story, a problem, dialogue in quotes, a resolution, sometimes a
@@ -7,54 +7,36 @@ random choice is drawn from a known distribution and its log-probability added u
 grammar is unambiguous (the text determines the choices), so the sum is the story's exact
 log-probability. The validation split's entropy in bits per byte is the floor no model's val_bpb
 can beat in expectation: a result below it exposes a bug.
+
+Version 1 (this module's write_story) draws every choice afresh in every story: its grammar is
+learned by about a million parameters, and larger models gain nothing more. Version 2
+(storyworld_v2.py) tells the same kind of story about the characters of a fixed world
+(storyworld_world.py), whose facts a model must memorise: there the entropy is the text's given
+the world. A version, once published, never changes; a spec without one is version 1.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 
+from slm_tune.data import storyworld_v2
 from slm_tune.data import storyworld_words as W
+from slm_tune.data.storyworld_base import Story, Writer, article
+from slm_tune.data.storyworld_world import DEFAULT_ENTITIES, MAX_ENTITIES, World  # noqa: F401 (MAX_ENTITIES: corpora)
 
-STORYWORLD_VERSION = 1  # bump when the grammar changes: it is part of the token-cache key
+# A new grammar is a new version beside the old ones, which stay as they are: a version is part of
+# the dataset spec and of the token-cache key, so results stored on one keep meaning that one.
+VERSIONS = (1, 2)
+UNVERSIONED = 1  # `storyworld` without version=: how every study before version 2 recorded its corpus
 DEFAULT_TRAIN_STORIES = 30_000
 DEFAULT_VALIDATION_STORIES = 1_500
 _GIRLS = set(W.GIRLS)
 _NAMES = W.GIRLS + W.BOYS
 
 
-@dataclass(frozen=True)
-class Story:
-    text: str
-    logprob: float  # natural log of the story's probability under the grammar
-    choices: tuple[int, ...]  # the random choices that made it, in order
-
-
-class _Writer:
-    """Draws choices and keeps their log-probability and indices."""
-
-    def __init__(self, rng: random.Random):
-        self.rng = rng
-        self.logprob = 0.0
-        self.choices: list[int] = []
-
-    def pick(self, options: list, exclude=None):
-        pool = [o for o in options if o != exclude] if exclude is not None else options
-        i = self.rng.randrange(len(pool))
-        self.logprob -= math.log(len(pool))
-        self.choices.append(i)
-        return pool[i]
-
-    def coin(self, p: float) -> bool:
-        heads = self.rng.random() < p
-        self.logprob += math.log(p if heads else 1.0 - p)
-        self.choices.append(int(heads))
-        return heads
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
+_Writer = Writer  # version 1 as it was written
+_article = article
 
 
 def _character(w: _Writer, exclude: str | None = None) -> tuple[str, str, dict[str, str]]:
@@ -123,22 +105,33 @@ def write_story(rng: random.Random) -> Story:
     return Story(" ".join(out), w.logprob, tuple(w.choices))
 
 
-def generate(n_stories: int, seed: int) -> list[Story]:
+def generate(n_stories: int, seed: int, version: int = 1, world: World | None = None) -> list[Story]:
+    """n stories of a version from the random stream `seed`; version 2 tells them about `world`
+    (default: the world of corpus seed 0)."""
     rng = random.Random(seed)
-    return [write_story(rng) for _ in range(n_stories)]
+    if version == 1:
+        return [write_story(rng) for _ in range(n_stories)]
+    if version == 2:
+        world = world or World(0)
+        return [storyworld_v2.write_story(rng, world) for _ in range(n_stories)]
+    raise ValueError(f"storyworld has versions {', '.join(map(str, VERSIONS))}, not {version}")
 
 
 def generate_splits(
     train_stories: int = DEFAULT_TRAIN_STORIES,
     validation_stories: int = DEFAULT_VALIDATION_STORIES,
     seed: int = 0,
+    version: int = 1,
+    entities: int = DEFAULT_ENTITIES,
 ) -> tuple[list[Story], list[Story]]:
-    """Disjoint train and validation stories: separate random streams, and any validation story
-    that also occurs in train (rare, but possible by chance) is dropped from validation."""
-    train = generate(train_stories, seed=2 * seed)
+    """Disjoint train and validation stories: separate random streams (in version 2 about one world,
+    that of `seed`), and any validation story that also occurs in train (rare, but possible by
+    chance) is dropped from validation."""
+    world = World(seed, entities) if version == 2 else None
+    train = generate(train_stories, 2 * seed, version, world)
     seen = {s.text for s in train}
     validation = []
-    for s in generate(validation_stories, seed=2 * seed + 1):
+    for s in generate(validation_stories, 2 * seed + 1, version, world):
         if s.text not in seen:
             seen.add(s.text)
             validation.append(s)
@@ -149,3 +142,11 @@ def entropy_bits_per_byte(stories: list[Story]) -> float:
     """The corpus's true entropy: -sum(log2 p(story)) / sum(UTF-8 bytes of the stories)."""
     bits = -sum(s.logprob for s in stories) / math.log(2)
     return bits / sum(len(s.text.encode("utf-8")) for s in stories)
+
+
+def world_free_bits_per_byte(stories: list[Story]) -> float | None:
+    """Version 2: the cross-entropy of a model that knows the grammar and the world's laws but no
+    character's facts (each fact at its prior, once per story); None for version 1."""
+    if any(s.prior_logprob is None for s in stories):
+        return None
+    return -sum(s.prior_logprob for s in stories) / math.log(2) / sum(len(s.text.encode("utf-8")) for s in stories)

@@ -114,3 +114,36 @@ giggle snore""".split()
 
 ADVERBS = """softly loudly happily sadly slowly quickly gently sweetly proudly quietly
 cheerfully sleepily""".split()
+
+# Version 2's world (slm_tune/data/storyworld_world.py). Family names are a head and a tail
+# (80 x 64 = 5,120, every concatenation distinct), villages likewise (16 x 16 = 256); no list shares
+# an entry with another, so a name's text gives back its parts.
+
+FAMILY_HEADS = """Ash Bar Bell Birch Black Bram Brook Cal Cold Corn Crane Dal Dun East Elder Fair Fen Fern
+Fox Gold Gray Green Hal Hart Hay Hazel High Holl Kings Lang Lark Lind Long Marsh Mead Mill Moss North
+Oak Pen Pine Quill Rad Raven Red Ridge Rook Rose Rush Sand Shaw Silver Sloe Snow South Stan Stone Storm
+Sum Swift Thorn Tall Thistle Tod Under Vale Wald War West Whit Wild Willow Wind Winter Wolf Wood Wren
+Yar York Copper""".split()
+
+FAMILY_TAILS = """wood field brook ton by well ford ley worth more stead wick hill dale bury croft gate ham
+holt hurst mere moor ridge side stone thorpe vale water win wright man son fellow bridge combe den don
+fold grove hall land low mont mouth pool port rick row sey stow tree ward way lock marsh hope end cott
+acre ney burn bank beck cliff""".split()
+
+VILLAGE_HEADS = """Apple Bramble Clover Daisy Ember Frost Glimmer Honey Juniper Maple Meadow Pebble Sunny
+Tulip Velvet Acorn""".split()
+
+VILLAGE_TAILS = """ville haven glen cove shire bourne dell burgh nook fair brae crest spring hollow vale
+wold""".split()
+
+PET_NAMES = """Bix Pip Mo Dot Zip Taffy Biscuit Pebble Sprout Noodle Muffin Pickle Button Cocoa Peanut
+Waffle Bean Fudge Ziggy Nugget Pudding Sunny Tiny Jojo Coco Bubbles Rascal Scout Shadow Ginger Pepper
+Socks Whiskers Patches Snowball Marble Toffee Dumpling Pixie Bingo Rolo Kiwi Mango Bonbon Fizz Wiggles
+Tater Sparky Gizmo Dusty Pumpkin Sherbet Truffle Jellybean Smudge Paddy Chip Boots Tuffy Buzzy Lulu
+Momo Rocket Moppet""".split()
+
+COUNTABLES = """shells stones acorns marbles berries coins stickers flowers feathers buttons pebbles
+cookies crayons leaves apples ribbons""".split()
+
+NUMBERS = """zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen
+fifteen sixteen seventeen eighteen""".split()

@@ -1,0 +1,210 @@
+#!/usr/bin/env python
+"""Does more capacity buy lower loss on a corpus? Model sizes of the scaling family (search_spaces/
+scaling.py: its shapes, rates and settings) trained for one token budget on each corpus, every run
+in this process through the library's training loop, one row per run in a JSON file that a rerun
+extends (runs already there are skipped: stop it any time, run it again to go on).
+
+    python bench/storyworld_capacity.py                                   s2, s4, s5 x v1, v2 at 600 iterations
+    python bench/storyworld_capacity.py --sizes s1 s2 s3 s4 s5 --iters 2400 --corpora storyworld:version=2
+    python bench/storyworld_capacity.py --sizes s6 --iters 600            one size beyond the family (10.6M)
+    python bench/storyworld_capacity.py --sizes --fit storyworld:version=2   no runs: the table, and the law fitted
+
+It prints, per corpus, each size's best val bits per byte (whole windows and second halves), the
+floor (the corpus's entropy) and, on storyworld version 2, the world-free level (a model that
+knows the grammar but no character); and each size step's gain with its paired evaluation noise
+(the standard error of the per-window difference on the shared eval windows,
+analysis/significance.py's paired_se) and their ratio. It writes the JSON (default
+bench/storyworld_capacity.json) and a plot beside it (.png): bits per byte against non-embedding
+parameters, one line per corpus and budget, the floors dashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EXTRA_SIZES = (("s6", 6, 384, 6, 2e-3),)  # (name, n_layer, n_embd, n_head, learning_rate): 10.6M non-embedding
+CORPORA = ("storyworld", "storyworld:version=2")
+EVALS = 8
+
+
+def machine() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def size_config(size: str, corpus: str, iters: int, seed: int):
+    """The scaling family's run of this size, at `iters` iterations on `corpus`."""
+    from search_spaces import get_study
+    from search_spaces.scaling import ITERATIONS
+
+    family = get_study("scaling").configs()
+    extra = {s[0]: s for s in EXTRA_SIZES}
+    base = family[f"scaling_{size if size not in extra else 's5'}_{min(ITERATIONS)}"]
+    if size in extra:
+        _, layers, width, heads, lr = extra[size]
+        base = base.replace(n_layer=layers, n_embd=width, n_head=heads, learning_rate=lr)
+    return base.replace(name=f"capacity_{size}_{iters}", dataset=corpus, seed=seed, max_iters=iters,
+                        eval_interval=max(1, iters // EVALS), warmup_iters=round(iters * 0.1))
+
+
+def run_one(size: str, corpus: str, iters: int, seed: int, threads: int) -> dict:
+    from slm_tune.data.cache import prepare_tokens
+    from slm_tune.model.counts import param_counts
+    from slm_tune.train import train
+
+    c = size_config(size, corpus, iters, seed)
+    data = prepare_tokens(c.dataset, c.vocab_size)
+    best: dict = {}
+
+    def report(metrics, _save):
+        if metrics.get("kind") == "eval" and "window_bpb" in metrics:
+            best.update(window_bpb=metrics["window_bpb"], val_bpb_se=metrics["val_bpb_se"])
+
+    t = time.perf_counter()
+    result = train(c, data, report=report, threads=threads)
+    history = [h for h in result.history if math.isfinite(h["val_bpb"])]
+    source = data.meta["source"]
+    return {"corpus": corpus, "size": size, "iters": iters, "seed": seed, "status": result.status,
+            "n_layer": c.n_layer, "n_embd": c.n_embd, "learning_rate": c.learning_rate,
+            "non_embedding_params": param_counts(c)[1], "tokens": iters * c.batch_size * c.block_size,
+            "best_val_bpb": min(h["val_bpb"] for h in history),
+            "best_val_bpb_context": min(h["val_bpb_context"] for h in history),
+            "entropy_bpb": source.get("entropy_bpb"), "world_free_bpb": source.get("world_free_bpb"),
+            "seconds": round(time.perf_counter() - t, 1), "threads": threads, "machine": machine(), **best}
+
+
+def step_table(rows: list[dict]) -> list[str]:
+    """Per corpus, budget and seed: each size, and each step's gain against its paired evaluation noise."""
+    from analysis.significance import paired_se
+
+    lines = []
+    for corpus, iters, seed in dict.fromkeys((r["corpus"], r["iters"], r["seed"]) for r in rows):
+        mine = sorted((r for r in rows if (r["corpus"], r["iters"], r["seed"]) == (corpus, iters, seed)),
+                      key=lambda r: r["non_embedding_params"])
+        floor, free = mine[0]["entropy_bpb"], mine[0].get("world_free_bpb")
+        lines.append(f"\n{corpus}, {iters} iterations ({mine[0]['tokens'] / 1e6:.1f}M tokens), seed {seed}: "
+                     f"floor {floor:.4f}"
+                     + (f", world-free {free:.4f}" if free else "") + " bits per byte")
+        lines.append("size   non-emb N   val_bpb   (se)     context   gap to floor   step gain   paired se   gain/se")
+        for prev, r in zip([None] + mine[:-1], mine):
+            step = ""
+            if prev is not None and prev.get("window_bpb") and r.get("window_bpb"):
+                gain = prev["best_val_bpb"] - r["best_val_bpb"]
+                se = paired_se(prev["window_bpb"], r["window_bpb"])
+                step = f"{gain:+11.4f} {se:11.4f} {gain / se:9.1f}"
+            lines.append(f"{r['size']:<6}{r['non_embedding_params'] / 1e6:9.3f}M {r['best_val_bpb']:9.4f} "
+                         f"({r.get('val_bpb_se', math.nan):.4f}) {r['best_val_bpb_context']:9.4f} "
+                         f"{r['best_val_bpb_context'] - floor:14.4f} {step}")
+    return lines
+
+
+def fit_lines(rows: list[dict], corpus: str, metric: str) -> list[str]:
+    """The scaling law fitted to one corpus's runs (every size and budget there, seed 1337) with E
+    fixed at its entropy, as `studies.py fit` prints it, held-out error included."""
+    import pandas as pd
+
+    from analysis.scaling import ScalingRuns, fit_scaling, format_fit
+
+    mine = [r for r in rows if r["corpus"] == corpus and r["seed"] == 1337 and r["status"] == "finished"]
+    table = pd.DataFrame([{"experiment": f"{r['size']}_{r['iters']}", "N": float(r["non_embedding_params"]),
+                           "D": float(r["tokens"]), "L": r[metric], "C": 6.0 * r["non_embedding_params"] * r["tokens"],
+                           "L_se": r.get("val_bpb_se", math.nan) if metric == "best_val_bpb" else math.nan}
+                          for r in mine], columns=["experiment", "N", "D", "L", "C", "L_se"])
+    runs = ScalingRuns(table, mine[0]["entropy_bpb"], dataset=corpus, tokenizer="gpt2-2000", metric=metric)
+    return ["", format_fit(fit_scaling(runs, bootstrap=100))]
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Left: best val bits per byte (whole windows) against N, the floors dashed and version 2's
+    world-free level dotted; right: the second-half figure's gap to the floor, log-log (what a
+    scaling law's reducible terms describe). One colour per corpus, one line style per budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
+    budgets = sorted({r["iters"] for r in rows})
+    styles = dict(zip(budgets, ["o:", "s--", "D-", "^-."]))
+    for (corpus, iters), mine in _groups(rows).items():
+        color = f"C{corpora.index(corpus)}"
+        n = [r["non_embedding_params"] for r in mine]
+        label = f"{corpus}, {mine[0]['tokens'] / 1e6:.1f}M tokens"
+        left.plot(n, [r["best_val_bpb"] for r in mine], styles[iters], color=color, label=label)
+        right.plot(n, [r["best_val_bpb_context"] - r["entropy_bpb"] for r in mine], styles[iters], color=color,
+                   label=label)
+    for corpus in corpora:
+        first = next(r for r in rows if r["corpus"] == corpus)
+        left.axhline(first["entropy_bpb"], color=f"C{corpora.index(corpus)}", ls="--", lw=0.8)
+        if first.get("world_free_bpb"):
+            left.axhline(first["world_free_bpb"], color=f"C{corpora.index(corpus)}", ls=":", lw=0.8)
+    left.set_ylabel("best val bits per byte (whole windows)")
+    right.set_ylabel("second-half val bits per byte minus the floor")
+    right.set_yscale("log")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("non-embedding parameters")
+        ax.grid(True, which="both", alpha=0.3)
+    right.legend(fontsize=8)
+    fig.suptitle("storyworld capacity probe (left: dashed each corpus's entropy, dotted version 2's world-free level)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    """Seed 1337's runs by (corpus, budget), smallest model first."""
+    out: dict[tuple[str, int], list[dict]] = {}
+    for r in sorted((r for r in rows if r["seed"] == 1337), key=lambda r: r["non_embedding_params"]):
+        out.setdefault((r["corpus"], r["iters"]), []).append(r)
+    return out
+
+
+def main() -> None:
+    from search_spaces.scaling import SIZES
+
+    names = [s[0] for s in SIZES] + [s[0] for s in EXTRA_SIZES]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpora", nargs="+", default=list(CORPORA))
+    parser.add_argument("--sizes", nargs="*", choices=names, default=["s2", "s4", "s5"])
+    parser.add_argument("--iters", type=int, default=600)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1337])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "storyworld_capacity.json")
+    parser.add_argument("--fit", metavar="CORPUS", help="also fit L(N, D) to this corpus's stored runs, E at its floor")
+    parser.add_argument("--metric", default="best_val_bpb_context", choices=["best_val_bpb_context", "best_val_bpb"])
+    args = parser.parse_args()
+    rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    done = {(r["corpus"], r["size"], r["iters"], r["seed"]) for r in rows}
+    for corpus in args.corpora:
+        for seed in args.seeds:
+            for size in args.sizes:
+                if (corpus, size, args.iters, seed) in done:
+                    continue
+                rows.append(run_one(size, corpus, args.iters, seed, args.threads))
+                r = rows[-1]
+                print(f"{corpus} {size} {args.iters} it seed {seed}: {r['best_val_bpb']:.4f} bpb, context "
+                      f"{r['best_val_bpb_context']:.4f} ({r['seconds']:.0f} s, {r['machine']})", flush=True)
+                args.out.write_text(json.dumps(rows, indent=1))
+    print("\n".join(step_table(rows) + (fit_lines(rows, args.fit, args.metric) if args.fit else [])))
+    plot(rows, args.out.with_suffix(".png"))
+    print(f"\n{args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
