@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -218,8 +219,10 @@ def driver_ended(proc: subprocess.Popen, timeout: float = 60) -> None:
         assert time.time() < deadline, f"the ended study's processes {[p.pid for p in left]} did not exit"
         time.sleep(0.1)
     for staged in _staging_roots() - proc.staged_before:
-        if not staged.name.endswith(".ended"):
-            staged.rename(staged.with_name(f"{staged.name}.ended"))
+        if ".ended" not in staged.name:  # two drivers can stage under one start second: a name of its own
+            target = next(t for i in itertools.count(1)
+                          if not (t := staged.with_name(f"{staged.name}.ended" + (f"-{i}" if i > 1 else ""))).exists())
+            staged.rename(target)
 
 
 def kill_study(proc: subprocess.Popen, timeout: float = 60) -> None:

@@ -19,9 +19,10 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [*(ROOT / "slm_tune").rglob("*.py"), *(ROOT / "analysis").rglob("*.py"),
-           *(ROOT / "search_spaces").rglob("*.py"), ROOT / "studies.py", *(ROOT / "docs").glob("*.py")]
+           *(ROOT / "search_spaces").rglob("*.py"), *(ROOT / "workflows").rglob("*.py"), ROOT / "studies.py",
+           *(ROOT / "docs").glob("*.py")]
 # tiktoken_ext: tiktoken's own; gen_reference: docs/'s, which docs/hooks.py imports
-LOCAL = {"slm_tune", "analysis", "search_spaces", "studies", "tiktoken_ext", "gen_reference"}
+LOCAL = {"slm_tune", "analysis", "search_spaces", "workflows", "studies", "tiktoken_ext", "gen_reference"}
 
 # (text in the code, distribution, the first version that has it, what it is)
 FEATURES = [
