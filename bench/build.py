@@ -56,11 +56,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_budget(budget: float, work: Path, dataset: list[str], seeds: int) -> dict:
+def run_budget(budget: float, work: Path, dataset: list[str], seeds: int, proxy: list[str]) -> dict:
     out = work
     out.mkdir(parents=True, exist_ok=True)
     log = out / "bench.log"
-    common = [*PROXY, *dataset, "--output-dir", str(out)]
+    common = [*proxy, *dataset, "--output-dir", str(out)]
     resume = ["--resume"] if (out / "ray_results").exists() else []
     start = time.time()
     studies("build", "--budget", f"{budget:g}", "--against-simple", "--repeats", str(seeds), "--seed", "0",
@@ -164,6 +164,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "build_runs")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "build.json")
     ap.add_argument("--replot", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting over PROXY's, for every run (a smoke run of the bench at a tiny proxy)")
     a = ap.parse_args()
     doc = json.loads(a.out.read_text()) if a.out.exists() else {"results": []}
     if not a.replot:
@@ -171,7 +173,8 @@ def main() -> None:
         for budget in a.budgets:
             if any(r["budget"] == budget and r.get("tag") == a.tag for r in doc["results"]):
                 continue
-            row = {"tag": a.tag, **run_budget(budget, a.work / f"{a.tag}_{budget:g}", dataset, a.seeds)}
+            row = {"tag": a.tag, **run_budget(budget, a.work / f"{a.tag}_{budget:g}", dataset, a.seeds,
+                                                 [*PROXY, *(x for kv in a.set for x in ("--set", kv))])}
             doc["results"].append(row)
             a.out.write_text(json.dumps(doc, indent=1))
             print(json.dumps({k: row[k] for k in ("tag", "budget", "verdicts")}, indent=1), flush=True)

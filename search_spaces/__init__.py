@@ -47,9 +47,9 @@ STUDIES: dict[str, Study] = {
     for s in [
         Study(
             "quick",
-            "Try the tool: three 10k-vocabulary experiments, short runs (a few minutes on 2 cores)",
+            "Try the tool: three 10k-vocabulary experiments, short runs (1 to 3 minutes on 2 cores)",
             ("optimal_fast", "vocab_small", "optimal_small"),
-            {"max_iters": 150, "batch_size": 16, "eval_interval": 50, "warmup_iters": 15, "eval_iters": 8},
+            {"max_iters": 100, "batch_size": 8, "eval_interval": 25, "warmup_iters": 10, "eval_iters": 8},
         ),
         Study("vocab", "Vocabulary size: 50,257 vs 25,000 vs 10,000 tokens",
               ("baseline", "vocab_small", "vocab_medium")),
