@@ -113,13 +113,17 @@ def step_table(rows: list[dict]) -> list[str]:
 
 
 def fit_lines(rows: list[dict], corpus: str, metric: str) -> list[str]:
-    """The scaling law fitted to one corpus's runs (every size and budget there, seed 1337) with E
-    fixed at its entropy, as `studies.py fit` prints it, held-out error included."""
+    """The scaling law fitted to one corpus's runs of the scaling family's sizes (every budget there,
+    seed 1337) with E fixed at its entropy, as `studies.py fit` prints it, held-out error included
+    (the largest size predicted from the others)."""
     import pandas as pd
 
     from analysis.scaling import ScalingRuns, fit_scaling, format_fit
+    from search_spaces.scaling import SIZES
 
-    mine = [r for r in rows if r["corpus"] == corpus and r["seed"] == 1337 and r["status"] == "finished"]
+    family = {s[0] for s in SIZES}
+    mine = [r for r in rows if r["corpus"] == corpus and r["seed"] == 1337 and r["status"] == "finished"
+            and r["size"] in family]
     table = pd.DataFrame([{"experiment": f"{r['size']}_{r['iters']}", "N": float(r["non_embedding_params"]),
                            "D": float(r["tokens"]), "L": r[metric], "C": 6.0 * r["non_embedding_params"] * r["tokens"],
                            "L_se": r.get("val_bpb_se", math.nan) if metric == "best_val_bpb" else math.nan}
