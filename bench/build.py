@@ -65,11 +65,33 @@ def run_budget(budget: float, work: Path, dataset: list[str], seeds: int, proxy:
     start = time.time()
     studies("build", "--budget", f"{budget:g}", "--against-simple", "--repeats", str(seeds), "--seed", "0",
             *common, *resume, log=log)
+    build_wall = time.time() - start
     report = json.loads((out / "experiments" / "build_report.json").read_text())
     direct = direct_search(out, budget, report, dataset, seeds, log)
+    busy = busy_seconds(sorted(out.glob("ray_results/build_*/*/result.json")))
     return {"budget": budget, "machine": cpu_name(), "date": time.strftime("%Y-%m-%d"), "seeds": seeds,
             "command": f"python bench/build.py --budgets {budget:g}", "wall_s_this_run": time.time() - start,
+            "build_wall_s": build_wall, "build_resumed": bool(resume), "build_trials_busy_s": busy,
+            "driver_share": (build_wall - busy) / build_wall if not resume and build_wall > 0 else None,
             "build": summary(report), "direct": direct, "verdicts": verdicts(report, direct)}
+
+
+def busy_seconds(results: list[Path]) -> float:
+    """Seconds in which at least one of the trials was running: the union of each trial's
+    [end - time_since_restore, end] (Ray's timestamps are whole seconds). The build's wall time
+    less this is what the driver adds: Ray's start, stage changes, fits, reports, exports."""
+    spans = []
+    for path in results:
+        lines = path.read_text().splitlines()
+        if lines:
+            last = json.loads(lines[-1])
+            spans.append((last["timestamp"] - last["time_since_restore"], last["timestamp"]))
+    busy, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b > end:
+            busy += b - max(a, end)
+            end = b
+    return busy
 
 
 def direct_search(out: Path, budget: float, report: dict, dataset: list[str], seeds: int, log: Path) -> dict:
@@ -155,6 +177,32 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def table(results: list[dict]) -> str:
+    """The docs page's table: one row per corpus and budget, every figure from the JSON."""
+    head = ("| corpus | budget | build's model | how chosen | predicted / measured | build | (a) baseline | "
+            "(b) 20 tokens/param | (c) whole-budget search | stages 1+2 | driver |")
+    rows = [head, "|" + "---|" * 11]
+    for r in sorted(results, key=lambda r: (r["tag"], r["budget"])):
+        b, sh = r["build"], r["build"]["shape"]
+        pred = (f"{b['predicted']:.4f} / {b['measured']:.4f} ({b['prediction_error']:+.1%})"
+                if b.get("predicted") is not None else "none (fallback)")
+        cells = [r["tag"], f"{r['budget']:.0e}",
+                 f"{sh['n_layer']}x{sh['n_embd']}, N {sh['non_embedding_params'] / 1e6:.2f}M, {sh['tokens'] / 1e6:.1f}M tok",
+                 "fit" if b["how"].startswith("fit") else "fallback", pred, _mean(b["runs"])]
+        for k in ("baseline", "chinchilla", "direct_search"):
+            v = r["verdicts"].get(k)
+            cells.append(f"{v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}] {v['verdict']}" if v else "n/a")
+        shares = b["spent"]["shares"]
+        cells.append(f"{shares['search'] + shares['sweep']:.0%}")
+        cells.append(f"{r['driver_share']:.0%}" if r.get("driver_share") is not None else "resumed")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _mean(runs: list[float]) -> str:
+    return f"{sum(runs) / len(runs):.4f} (" + ", ".join(f"{x:.4f}" for x in runs) + ")"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", type=float, nargs="+", default=[1e13, 3e13, 1e14])
@@ -180,6 +228,7 @@ def main() -> None:
             print(json.dumps({k: row[k] for k in ("tag", "budget", "verdicts")}, indent=1), flush=True)
     if doc["results"]:
         plot(doc["results"], a.out.with_suffix(".png"))
+        print(table(doc["results"]))
 
 
 if __name__ == "__main__":
