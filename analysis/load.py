@@ -91,6 +91,9 @@ def _ray_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Ray's view of each trial (status, error), keyed by trial directory name."""
     from ray import tune
 
+    from slm_tune.tune.run import drop_unstarted_warnings
+
+    drop_unstarted_warnings()  # a search its budget ended leaves trials that never started
     out: dict[str, dict[str, Any]] = {}
     try:
         with old_module_names():  # a run stored before modules moved pickles their old names
