@@ -205,10 +205,20 @@ def tracking_costs() -> None:
         ov = study_overhead("quick", extra)
         print(f"quick study, {label}: wall {ov['wall_s']:.0f} s, Ray's share of wall time "
               f"{100 * ov['overhead']:.1f}%", flush=True)
-    # quick: 3 trials of 150 iterations, an eval every 50, a report every 10
-    cost = tensorboard_cost(trials=3, reports=15, evals=3)
-    print(f"TensorBoard writer for the quick study's 3 trials x 15 reports: {cost:.2f} s "
+    trials, reports, evals = quick_reports()
+    cost = tensorboard_cost(trials=trials, reports=reports, evals=evals)
+    print(f"TensorBoard writer for the quick study's {trials} trials x {reports} reports: {cost:.2f} s "
           f"({100 * cost / ov['wall_s']:.2f}% of its wall time)")
+
+
+def quick_reports() -> tuple[int, int, int]:
+    """The quick study's trials, and each one's training-loss reports and evals, from its settings."""
+    from search_spaces import STUDIES
+    from slm_tune.config import EXPERIMENT_CONFIGS
+
+    quick = STUDIES["quick"]
+    c = EXPERIMENT_CONFIGS[quick.experiments[0]].replace(**quick.overrides)
+    return len(quick.experiments), c.max_iters // c.log_interval, c.max_iters // c.eval_interval
 
 
 def main() -> None:
