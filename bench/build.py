@@ -153,25 +153,33 @@ def verdicts(report: dict, direct: dict) -> dict:
 
 
 def plot(results: list[dict], path: Path) -> None:
+    """Each seed's best val bits per byte, by budget, a panel per corpus (log scale: the seed's
+    baseline is far above the rest at these budgets)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    tags = sorted({r["tag"] for r in results})
+    fig, axes = plt.subplots(1, len(tags), figsize=(4.5 + 3.5 * len(tags), 4.5), squeeze=False)
     names = ("build", "baseline", "chinchilla", "direct_search")
-    for i, r in enumerate(sorted(results, key=lambda r: r["budget"])):
-        runs = {"build": r["build"]["runs"], "direct_search": r["direct"]["runs"],
-                **{k.removeprefix("build_simple_"): v["runs"] for k, v in r["build"]["simple"].items()}}
-        for j, name in enumerate(names):
-            ys = runs.get(name, [])
-            ax.plot([i + (j - 1.5) * 0.18] * len(ys), ys, "o", color=f"C{j}", label=name if i == 0 else None)
-    ax.set_xticks(range(len(results)), [f"{r['budget']:.0e}" for r in sorted(results, key=lambda r: r["budget"])])
-    ax.set_xlabel("training FLOPs")
-    ax.set_ylabel("best val bits per byte (each seed)")
-    ax.set_title("build against the simple ways of spending the same compute", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    for ax, tag in zip(axes[0], tags):
+        rows = sorted((r for r in results if r["tag"] == tag), key=lambda r: r["budget"])
+        for i, r in enumerate(rows):
+            runs = {"build": r["build"]["runs"], "direct_search": r["direct"]["runs"],
+                    **{k.removeprefix("build_simple_"): v["runs"] for k, v in r["build"]["simple"].items()}}
+            for j, name in enumerate(names):
+                ys = runs.get(name, [])
+                ax.plot([i + (j - 1.5) * 0.18] * len(ys), ys, "o", color=f"C{j}", label=name if i == 0 else None)
+        ax.set_xticks(range(len(rows)), [f"{r['budget']:.0e}" for r in rows])
+        ax.set_xlim(-0.6, len(rows) - 0.4)
+        ax.set_yscale("log")
+        ax.set_xlabel("training FLOPs")
+        ax.set_ylabel("best val bits per byte (each seed)")
+        ax.set_title(tag, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle("build against the simple ways of spending the same compute", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
