@@ -58,6 +58,14 @@ def test_progress_lines_show_totals_and_etas():
     assert p.study_eta() == pytest.approx(900)
     assert duration(3725) == "1h02m" and duration(None) == "?"
     assert "0/3 trial(s) done, 1 running; study ETA 15m00s" in p.header(time.time())
+    # a search with a FLOPs budget (search --budget, build's stages): what is spent of it, and an
+    # ETA that ends with the budget: a has trained 100 iterations (4.1e11 FLOPs) of a 8.2e11
+    # budget, so the rest (4.1e11) at a's 4.1e9 FLOPs a second is 100 s, sooner than its 63
+    # unsampled trials would take
+    p._plan = {"n_trials": 64, "flops": {}, "repeats": 1, "flops_budget": 2 * 100 * 4096 * 1e6}
+    p._latest = {"a": ("RUNNING", {**result, "train_flops": 100 * 4096 * 1e6})}
+    assert p.study_eta() == pytest.approx(100)
+    assert "0/64 trial(s) done, 1 running; 50% of its 8.19e+11 FLOPs budget spent; study ETA 1m40s" in p.header(time.time())
 
 
 def test_progress_reads_the_study_plan_where_ray_stores_the_run(tmp_path):

@@ -116,7 +116,7 @@ class StudyProgress(tune.Callback):
             except (TypeError, ValueError):
                 pass
         self._plan = {"n_trials": int(doc.get("n_trials") or 0), "flops": flops,
-                      "repeats": int(doc.get("repeats") or 1)}
+                      "repeats": int(doc.get("repeats") or 1), "flops_budget": float(doc.get("flops_budget") or 0)}
 
     def _total(self, name: str, result: dict[str, Any]) -> int | None:
         experiment = result.get("experiment", name.split("_seed")[0])
@@ -124,7 +124,8 @@ class StudyProgress(tune.Callback):
 
     def study_eta(self) -> float | None:
         """Remaining training FLOPs (running trials' rest, and trials not started: their configs'
-        FLOPs, or in a search the mean of those seen) over the running trials' FLOP rate."""
+        FLOPs, or in a search the mean of those seen; at most what is left of a FLOPs budget) over
+        the running trials' FLOP rate."""
         plan = self._plan or {}
         rate, remaining, seen_flops, started = 0.0, 0.0, [], set()
         for name, (status, result) in self._latest.items():
@@ -138,6 +139,7 @@ class StudyProgress(tune.Callback):
                 remaining += max(0, total - result["iteration"]) * r[0] * fpt
         if rate <= 0:
             return None
+        left = plan["flops_budget"] - self.spent_flops() if plan.get("flops_budget") else math.inf
         pending = max(0, plan.get("n_trials", 0) - len(self._latest))
         if pending:
             not_started = [f for n, f in plan.get("flops", {}).items() if n not in started]
@@ -145,9 +147,15 @@ class StudyProgress(tune.Callback):
                 remaining += sum(not_started) * plan.get("repeats", 1)
             elif seen_flops:
                 remaining += pending * sum(seen_flops) / len(seen_flops)
-            else:
+            elif not math.isfinite(left):
                 return None
-        return remaining / rate
+            else:
+                remaining = math.inf
+        return max(0.0, min(remaining, left)) / rate
+
+    def spent_flops(self) -> float:
+        """The training FLOPs the study's trials have reported (what --budget counts)."""
+        return sum(float(r.get("train_flops") or 0) for _, r in self._latest.values())
 
     # ------------------------------------------------------------------ lines
 
@@ -167,7 +175,9 @@ class StudyProgress(tune.Callback):
         running = sum(1 for s, _ in self._latest.values() if s in ("STARTED", "RUNNING"))
         total = (self._plan or {}).get("n_trials") or len(self._latest)
         eta = self.study_eta() if running else None
-        return (f"[{now - self._started:6.0f}s] {done}/{total} trial(s) done, {running} running"
+        budget = (self._plan or {}).get("flops_budget")
+        spent = f"; {self.spent_flops() / budget:.0%} of its {budget:.3g} FLOPs budget spent" if budget else ""
+        return (f"[{now - self._started:6.0f}s] {done}/{total} trial(s) done, {running} running{spent}"
                 + (f"; study ETA {duration(eta)}" if eta is not None else ""))
 
     def _flush(self, force: bool = False) -> None:
