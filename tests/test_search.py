@@ -303,10 +303,24 @@ def test_time_budget_ends_a_search_early_as_finished(tmp_path, local_ray):
     assert "interrupted" not in out.stderr
     # the trials the budget ended before they started are not each a warning line of Tune's
     assert not [m for m in logged if m.startswith("Failed to fetch metrics")], logged[:1]
-    trials = sorted(p.parent.name for p in (tmp_path / "ray_results" / "tiny").glob("tiny_*/result.json"))  # the ones that ran
+    run = tmp_path / "ray_results" / "tiny"
+    trials = sorted(p.parent.name for p in run.glob("tiny_*/result.json"))  # the ones that ran
     assert 1 <= len(trials) < 40
-    meta = json.loads((tmp_path / "ray_results" / "tiny" / "study.json").read_text())
+    assert len(list(run.glob("tiny_*"))) > len(trials)  # and trials Tune made that never started
+    meta = json.loads((run / "study.json").read_text())
     assert meta["ended_at"] and meta["time_budget_s"] == 6
+    # a trial that ran and then lost its results is still a warning (its folder is not empty)
+    for name in ("result.json", "progress.csv"):
+        (run / trials[0] / name).unlink(missing_ok=True)
+    from ray import tune
+
+    results_log.addHandler(catch)
+    try:
+        tune.ExperimentAnalysis(str(run))
+    finally:
+        results_log.removeHandler(catch)
+    warned = [m for m in logged if m.startswith("Failed to fetch metrics")]
+    assert len(warned) == 1 and trials[0] in warned[0], logged
 
 
 def test_flops_budget_ends_a_search_once_its_trials_trained_that_much(tmp_path, local_ray):

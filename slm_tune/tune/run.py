@@ -141,15 +141,22 @@ class _DropGoneCheckpoints(logging.Filter):
 
 class _DropUnstarted(logging.Filter):
     """Tune's results warn, one line each, of trials with no result file: those a search's budget
-    or a stopper ended before they started (53 of 64 in a `build` search). Dropped when every
-    trial it lists is such a trial; any other failure to read a trial's results is kept whole."""
+    or a stopper ended before they started (53 of 64 in a `build` search). Dropped only when every
+    trial it lists has an empty folder here (an unstarted trial's); a trial that ran and lost its
+    results (its folder holds other files), one on object storage, or any other failure keeps the
+    warning whole."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = str(record.msg)
         if not msg.startswith("Failed to fetch metrics"):
             return True
         listed = [line for line in msg.splitlines()[1:] if line.startswith("- ")]
-        return not listed or not all("FileNotFoundError" in x and "were not found" in x for x in listed)
+        folders = [re.search(r"were not found at (.+?)'\)$", line) for line in listed]
+        return not listed or not all(f and _empty_folder(Path(f.group(1))) for f in folders)
+
+
+def _empty_folder(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
 
 
 def drop_unstarted_warnings() -> None:
@@ -161,7 +168,6 @@ def drop_unstarted_warnings() -> None:
 
 def _quiet_ray(verbose: bool) -> None:
     """Our progress lines instead of Ray's banner, tables and INFO logs (--verbose shows them)."""
-    drop_unstarted_warnings()
     if verbose:
         return
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
