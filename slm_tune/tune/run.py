@@ -160,7 +160,8 @@ def _empty_folder(path: Path) -> bool:
 
 
 def drop_unstarted_warnings() -> None:
-    """Install _DropUnstarted on the logger of Tune's results (once; verbose or not)."""
+    """Install _DropUnstarted on the logger of Tune's results (once): by _quiet_ray, and by
+    analysis/load before it reads a run."""
     results = logging.getLogger("ray.tune.analysis.experiment_analysis")
     if not any(isinstance(f, _DropUnstarted) for f in results.filters):
         results.addFilter(_DropUnstarted())
