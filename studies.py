@@ -55,6 +55,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
 def _flops(text: str) -> float:
     """'3e14' -> 3e14: a positive number of FLOPs."""
     try:
@@ -169,6 +179,8 @@ def _add_search_command(sub) -> None:
 
 
 def _add_build_command(sub) -> None:
+    from workflows.build_plan import HORIZON_EXPONENT
+
     p = sub.add_parser("build", help="from a compute budget to the best model it buys: a muP proxy search, a scaling "
                                      "sweep and fit, the compute-optimal target trained and exported")
     p.add_argument("name", nargs="?", help="the proxy's named search (default: mup_base, unless --space is given)")
@@ -185,6 +197,10 @@ def _add_build_command(sub) -> None:
                    help="trials the proxy search may sample before its share of the budget runs out (default: 64)")
     p.add_argument("--min-iters", type=_positive_int, default=50,
                    help="the fewest iterations of a sweep run or the target, twice that of a proxy trial (default: 50)")
+    p.add_argument("--horizon-exponent", type=_non_negative, default=None, metavar="BETA",
+                   help="each sweep run and the target take the search's best rate x (their iterations / the "
+                        "search's)^-BETA, as the best rate falls with training length (default: "
+                        f"{HORIZON_EXPONENT:g}, measured in docs/bench/horizon-rate.md; 0: the search's rate everywhere)")
     _add_run_options(p, schedulers=("asha",), scheduler="asha", default_text="asha for the search, fifo elsewhere")
 
 
@@ -546,7 +562,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     """From a compute budget to the best model it buys (workflows/build.py), its report
     (experiments/build_report.json and .png), its export and a sample."""
     from workflows.build import STUDIES, BuildSettings, run_build
-    from workflows.build_plan import Shares, check_budget
+    from workflows.build_plan import HORIZON_EXPONENT, Shares, check_budget
 
     if args.max_iters:
         raise UserError("build sets every run's length from --budget; --max-iters does not apply (give --min-iters "
@@ -563,7 +579,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     registry, dataset = _registry(args), {"dataset": args.dataset} if args.dataset else {}
     settings = BuildSettings(Path(args.output_dir), args.budget, space, registry["baseline"].replace(**dataset),
                              registry[space.base.name].replace(**dataset), shares, args.repeats, args.against_simple,
-                             args.num_samples, args.min_iters, args.storage_path)
+                             args.num_samples, args.min_iters, args.storage_path,
+                             horizon_exponent=HORIZON_EXPONENT if args.horizon_exponent is None else args.horizon_exponent)
     _check_build_plan(settings, args.resume)
     built = run_build(settings, _BuildStages(args), _err)
     if built.code:
@@ -576,12 +593,14 @@ def _check_build_plan(s, resume: bool) -> None:
     other shares or another proxy would mix two builds' stages: refused before anything runs."""
     from slm_tune.files import read_json, write_json
 
+    before_horizon = {"horizon_exponent": 0.0}  # builds started before the rule ran at the search's rate throughout
     plan = {"budget": s.budget, "shares": [s.shares.search, s.shares.sweep], "space": s.space.name,
-            "proxy": s.space.config_for({}).to_dict(), "samples": s.samples, "min_iters": s.min_iters}
+            "proxy": s.space.config_for({}).to_dict(), "samples": s.samples, "min_iters": s.min_iters,
+            "horizon_exponent": s.horizon_exponent}
     path = s.output_dir / "experiments" / "build_plan.json"
     if resume and path.is_file():
         stored = read_json(path)
-        changed = [k for k in plan if stored.get(k) != plan[k]]
+        changed = [k for k in plan if stored.get(k, before_horizon.get(k)) != plan[k]]
         if changed:
             raise UserError(f"--resume: this build was started with other {', '.join(changed)} ({path}); resume it "
                             "with the same options, or give another --output-dir for a new build")

@@ -46,7 +46,8 @@ def build_report(built, studies: dict[str, str]) -> dict[str, Any]:
         "spent": {**spend, "total": total, "shares": {k: v / s.budget for k, v in spend.items()},
                   "further_target_seeds": trained_flops(frames["target"]) - spend["target"]},
         "proxy": {**_shape(built.proxy), "trials": int(len(frames["search"])),
-                  "best_settings": {k: getattr(built.best, k) for k in s.space.searched}},
+                  "best_settings": {k: getattr(built.best, k) for k in s.space.searched},
+                  "best_learning_rate": built.best.learning_rate, "horizon_exponent": s.horizon_exponent},
         "choice": _choice(built),
         "measured": _measured(built, frames["target"]),
     }
@@ -110,6 +111,10 @@ def report_text(report: dict[str, Any]) -> str:
     shape = c["shape"]
     lines.append(f"target: {shape['n_layer']} layers x {shape['n_embd']} wide ({shape['non_embedding_params']:,} "
                  f"non-embedding parameters), {shape['tokens']:,} tokens; chosen by {c['how']}")
+    proxy = report["proxy"]
+    lines.append(f"rate: {shape['learning_rate']:.3g}, the search's best {proxy['best_learning_rate']:.3g} at its "
+                 f"{proxy['max_iters']} iterations x ({shape['max_iters']} / {proxy['max_iters']})^-"
+                 f"{proxy['horizon_exponent']:g}")
     if c["predicted"] is not None and "mean" in m:
         lo, hi = c["predicted_interval_95"]
         lines.append(f"predicted {c['predicted']:.4f} [{lo:.4f}, {hi:.4f}] {m['metric']}, measured {m['mean']:.4f} "

@@ -56,7 +56,8 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_budget(budget: float, work: Path, dataset: list[str], seeds: int, proxy: list[str]) -> dict:
+def run_budget(budget: float, work: Path, dataset: list[str], seeds: int, proxy: list[str],
+               horizon: list[str]) -> dict:
     out = work
     out.mkdir(parents=True, exist_ok=True)
     log = out / "bench.log"
@@ -64,7 +65,7 @@ def run_budget(budget: float, work: Path, dataset: list[str], seeds: int, proxy:
     resume = ["--resume"] if (out / "ray_results").exists() else []
     start = time.time()
     studies("build", "--budget", f"{budget:g}", "--against-simple", "--repeats", str(seeds), "--seed", "0",
-            *common, *resume, log=log)
+            *horizon, *common, *resume, log=log)
     build_end = time.time()
     report = json.loads((out / "experiments" / "build_report.json").read_text())
     direct = direct_search(out, budget, report, dataset, seeds, log)
@@ -75,6 +76,8 @@ def run_budget(budget: float, work: Path, dataset: list[str], seeds: int, proxy:
             "command": " ".join(["python bench/build.py", *sys.argv[1:]]), "versions": {"torch": torch.__version__,
             "ray": ray.__version__}, "wall_s_this_run": time.time() - start, "build_wall_s": build_end - start,
             "build_resumed": bool(resume), "build_started_at": start, "build_ended_at": build_end,
+            "horizon_exponent": report["proxy"].get("horizon_exponent", 0.0),
+            **({"reused": json.loads((out / "reused.json").read_text())} if (out / "reused.json").exists() else {}),
             **(driver_accounting(out, start, build_end) if not resume else {}),
             "build": summary(report), "direct": direct, "verdicts": verdicts(report, direct)}
 
@@ -129,6 +132,7 @@ def direct_search(out: Path, budget: float, report: dict, dataset: list[str], se
     target = json.loads((out / "experiments" / "build_target_results.json").read_text())["config"]
     sp = {**{k: v for k, v in target.items() if k != "name"}, "parametrization": "sp", "depth_parametrization": "none",
           "base_depth": 0, "mup_base_head_size": 0, "mup_output_mult": 1.0, "mup_attn_mult": 1.0}
+    _set_aside_other_direct(out, sp)
     (out / "direct_base.json").write_text(json.dumps({"direct_base": sp}))
     (out / "direct.toml").write_text(SP_SPACE.format(base="direct_base"))
     files = ["--experiments-file", str(out / "direct_base.json"), "--output-dir", str(out), *dataset]
@@ -149,6 +153,50 @@ def direct_search(out: Path, budget: float, report: dict, dataset: list[str], se
             "search_trials_finished": sum(json.loads(p.read_text()).get("status") == "finished"
                                           for p in search),
             "settings": {k: retrained["config"][k] for k in ("learning_rate", "hidden_init_std")}}
+
+
+DIRECT = ("ray_results/direct", "ray_results/run_search_direct_best", "direct_base.json", "direct.toml")
+DIRECT_GLOBS = ("experiments/direct_*", "experiments/search_direct_best*", "best_model_direct_*",
+                "best_model_search_direct_best.pt")
+REUSED = ("ray_results/build_search", "ray_results/build_simple")
+REUSED_GLOBS = ("experiments/build_search_*", "experiments/build_simple_*", "best_model_build_search_*",
+                "best_model_build_simple_*")
+
+
+def _set_aside_other_direct(out: Path, sp: dict) -> None:
+    """(c) stored for another shape or length (a reused work dir whose build chose differently) is
+    moved to WORK/stale_direct, so (c) runs again at this build's shape."""
+    stored = out / "direct_base.json"
+    if not stored.exists() or json.loads(stored.read_text())["direct_base"] == sp:
+        return
+    stale = out / "stale_direct"
+    for rel in [*DIRECT, *(str(p.relative_to(out)) for g in DIRECT_GLOBS for p in out.glob(g))]:
+        if (out / rel).exists():
+            (stale / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).rename(stale / rel)
+
+
+def reuse(earlier: Path, out: Path, exponent: float) -> None:
+    """A build with another rate rule at the same budget, corpus and proxy: the search (run before
+    the rule acts), the simple alternatives (which never use it) and (c) (kept only if the build
+    chooses the same shape and length: _set_aside_other_direct) are copied from EARLIER's work dir;
+    the sweep and the target run again. Said in WORK/reused.json and the bench's row."""
+    import shutil
+
+    if (out / "ray_results").exists():
+        return
+    for rel in [*REUSED, *DIRECT, *(str(p.relative_to(earlier)) for g in (*REUSED_GLOBS, *DIRECT_GLOBS)
+                                    for p in earlier.glob(g))]:
+        src, dst = earlier / rel, out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        elif src.exists():
+            shutil.copy2(src, dst)
+    plan = json.loads((earlier / "experiments" / "build_plan.json").read_text())
+    (out / "experiments" / "build_plan.json").write_text(json.dumps({**plan, "horizon_exponent": exponent}))
+    (out / "reused.json").write_text(json.dumps({"from": str(earlier), "stages": ["build_search", "build_simple",
+                                                 "direct (if the same shape)"]}))
 
 
 def _last_flops(result: Path) -> float:
@@ -194,14 +242,14 @@ def plot(results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(tags), figsize=(4.5 + 3.5 * len(tags), 4.5), squeeze=False)
     names = ("build", "baseline", "chinchilla", "direct_search")
     for ax, tag in zip(axes[0], tags):
-        rows = sorted((r for r in results if r["tag"] == tag), key=lambda r: r["budget"])
+        rows = sorted((r for r in results if r["tag"] == tag), key=lambda r: (r["budget"], _beta(r)))
         for i, r in enumerate(rows):
             runs = {"build": r["build"]["runs"], "direct_search": r["direct"]["runs"],
                     **{k.removeprefix("build_simple_"): v["runs"] for k, v in r["build"]["simple"].items()}}
             for j, name in enumerate(names):
                 ys = runs.get(name, [])
                 ax.plot([i + (j - 1.5) * 0.18] * len(ys), ys, "o", color=f"C{j}", label=name if i == 0 else None)
-        ax.set_xticks(range(len(rows)), [f"{r['budget']:.0e}" for r in rows])
+        ax.set_xticks(range(len(rows)), [f"{r['budget']:.0e}\nrate rule {_beta(r):g}" for r in rows])
         ax.set_xlim(-0.6, len(rows) - 0.4)
         ax.set_yscale("log")
         ax.set_xlabel("training FLOPs")
@@ -220,13 +268,14 @@ def table(results: list[dict]) -> str:
     head = ("| corpus | budget | build's model | how chosen | predicted / measured | build | (a) baseline | "
             "(b) 20 tokens/param | (c) whole-budget search | stages 1+2 | driver / training |")
     rows = [head, "|" + "---|" * 11]
-    for r in sorted(results, key=lambda r: (r["tag"], r["budget"])):
+    for r in sorted(results, key=lambda r: (r["tag"], r["budget"], _beta(r))):
         b, sh = r["build"], r["build"]["shape"]
         pred = (f"{b['predicted']:.4f} / {b['measured']:.4f} ({b['prediction_error']:+.1%})"
                 if b.get("predicted") is not None else "none (fallback)")
         cells = [r["tag"], f"{r['budget']:.0e}",
                  f"{sh['n_layer']}x{sh['n_embd']}, N {sh['non_embedding_params'] / 1e6:.2f}M, {sh['tokens'] / 1e6:.1f}M tok",
-                 "fit" if b["how"].startswith("fit") else "fallback", pred, _mean(b["runs"])]
+                 ("fit" if b["how"].startswith("fit") else "fallback") + f", rate rule {_beta(r):g}", pred,
+                 _mean(b["runs"])]
         for k in ("baseline", "chinchilla", "direct_search"):
             v = r["verdicts"].get(k)
             cells.append(f"{v['diff']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}] {v['verdict']}" if v else "n/a")
@@ -237,8 +286,16 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def _beta(row: dict) -> float:
+    return row.get("horizon_exponent", 0.0)  # rows from before the rule ran at the search's rate
+
+
 def _mean(runs: list[float]) -> str:
     return f"{sum(runs) / len(runs):.4f} (" + ", ".join(f"{x:.4f}" for x in runs) + ")"
+
+
+def _work_name(tag: str, budget: float, exponent: float) -> str:
+    return f"{tag}_{budget:g}" + (f"_h{exponent:g}" if exponent else "")  # exponent 0: the runs before the rule
 
 
 def main() -> None:
@@ -250,17 +307,30 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "build_runs")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "build.json")
     ap.add_argument("--replot", action="store_true")
+    ap.add_argument("--horizon-exponent", type=float, default=None,
+                    help="the build's --horizon-exponent (default: the build's own); rows are kept per exponent")
+    ap.add_argument("--reuse-exponent", type=float, metavar="EARLIER",
+                    help="copy the search, the simple alternatives and (c) from this budget's and corpus's run "
+                         "at exponent EARLIER in WORK (they do not depend on the exponent)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting over PROXY's, for every run (a smoke run of the bench at a tiny proxy)")
     a = ap.parse_args()
     doc = json.loads(a.out.read_text()) if a.out.exists() else {"results": []}
     if not a.replot:
         dataset = ["--dataset", a.dataset] if a.dataset else []
+        from workflows.build_plan import HORIZON_EXPONENT
+
+        exponent = HORIZON_EXPONENT if a.horizon_exponent is None else a.horizon_exponent
         for budget in a.budgets:
-            if any(r["budget"] == budget and r.get("tag") == a.tag for r in doc["results"]):
+            if any(r["budget"] == budget and r.get("tag") == a.tag and r.get("horizon_exponent", 0.0) == exponent
+                   for r in doc["results"]):
                 continue
-            row = {"tag": a.tag, **run_budget(budget, a.work / f"{a.tag}_{budget:g}", dataset, a.seeds,
-                                                 [*PROXY, *(x for kv in a.set for x in ("--set", kv))])}
+            work = a.work / _work_name(a.tag, budget, exponent)
+            if a.reuse_exponent is not None:
+                reuse(a.work / _work_name(a.tag, budget, a.reuse_exponent), work, exponent)
+            row = {"tag": a.tag, **run_budget(budget, work, dataset, a.seeds,
+                                                 [*PROXY, *(x for kv in a.set for x in ("--set", kv))],
+                                                 ["--horizon-exponent", f"{exponent:g}"])}
             doc["results"].append(row)
             a.out.write_text(json.dumps(doc, indent=1))
             print(json.dumps({k: row[k] for k in ("tag", "budget", "verdicts")}, indent=1), flush=True)

@@ -474,6 +474,10 @@ def load_experiments_file(
             raise UserError(f"{path}: [{name}] must be a table of settings, got {settings!r}")
         settings = dict(settings)
         base = settings.pop("base", "baseline")
+        inner = settings.pop("name", name)  # a config copied from a results file carries its name
+        if inner != name:
+            raise UserError(f"{path}: [{name}] sets name = {inner!r}; an experiment's name is its table's "
+                            f"name: drop the name key or rename the table to [{inner}]")
         if base not in registry:
             raise UserError(f"{path}: [{name}] base {base!r} is not an experiment{closest(str(base), registry)}")
         settings.setdefault("description", f"custom experiment from {path.name}")

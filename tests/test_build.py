@@ -51,6 +51,10 @@ def _check_report(out: Path) -> dict:
         sizes = {(c["n_layer"], c["n_embd"]) for c in _sweep_configs(out)}
         assert (shape["n_layer"], shape["n_embd"]) in sizes and report["choice"]["predicted"] is None
     assert report["measured"]["runs"]
+    proxy, beta = report["proxy"], report["proxy"]["horizon_exponent"]
+    for c in [shape, *_sweep_configs(out)]:  # every run at the search's best rate moved to its length
+        assert c["learning_rate"] == pytest.approx(proxy["best_learning_rate"] * (c["max_iters"] / proxy["max_iters"])
+                                                   ** -beta)
     assert (out / "best_model_build_target.pt").is_file() and (out / "experiments" / "build_report.png").is_file()
     assert (Path(report["export"]["path"]) / "config.json").is_file() and report["sample"]
     return report
@@ -94,6 +98,28 @@ def test_the_target_is_the_shape_a_law_predicts_lowest_for_the_compute_left():
     assert choice.config.mup_base_head_size == 16 and choice.config.n_embd // choice.config.n_head == 16
 
 
+def test_the_sweep_and_the_target_take_the_searchs_rate_moved_to_their_length():
+    """Bjorck et al. (ICLR 2025): the best rate falls with training length as LR*(D) = B D^-beta, at a
+    fixed batch. Each sweep run and the target (chosen by a law or by the fallback) trains at the
+    search's rate x (its iterations / the search's)^-beta; with beta 0 at the search's rate."""
+    from slm_tune.config import ExperimentConfig
+    from workflows.build_plan import Shares, choose_target, sweep_configs
+
+    best = ExperimentConfig(n_embd=32, n_head=2, n_layer=1, vocab_size=1000, block_size=16, batch_size=2,
+                            parametrization="mup", mup_base_width=32, learning_rate=0.02, max_iters=100)
+    law = lambda n, d: 0.5 + 40 * n ** -0.35 + 300 * d ** -0.4  # noqa: E731
+    for beta in (0.0, 0.5):
+        sweep = sweep_configs(best, 1e10, Shares(0.1, 0.2), beta)
+        assert len({c.max_iters for c in sweep.values()}) == 3
+        for c in sweep.values():
+            assert c.learning_rate == pytest.approx(0.02 * (c.max_iters / 100) ** -beta)
+        by_law = choose_target(best, 5e11, law, None, min_iters=5, exponent=beta).config
+        fallback = choose_target(best, 5e11, None, None, sweep["build_sweep_s2_4"], "refused", 5, beta).config
+        for c in (by_law, fallback):
+            assert c.max_iters > 100 and c.learning_rate == pytest.approx(0.02 * (c.max_iters / 100) ** -beta)
+    assert by_law.learning_rate < 0.02 / 2  # 0.5: a run 4 x longer than the search's or more halves the rate
+
+
 def _wait_for_reports(out: Path, study: str, proc, reports: int = 1) -> None:
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -132,6 +158,8 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     assert f"{report['choice']['shape']['n_embd']} wide" in out
     other = run_cli(*args, "--resume", "--budget", "9e9")
     assert other.returncode == 2 and "was started with other budget" in other.stderr, other.stderr
+    other = run_cli(*args, "--resume", "--horizon-exponent", "0.1")
+    assert other.returncode == 2 and "was started with other horizon_exponent" in other.stderr, other.stderr
 
 
 @pytest.mark.parametrize("extra,said", [

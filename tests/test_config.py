@@ -85,6 +85,12 @@ def test_experiments_file_toml_and_json(tmp_path):
     js = tmp_path / "mine.json"
     js.write_text(json.dumps({"j": {"n_layer": 2}}))
     assert load_experiments_file(js)["j"].n_layer == 2
+    copied = tmp_path / "copied.json"  # a results file's config, its name inside
+    copied.write_text(json.dumps({"j": {**EXPERIMENT_CONFIGS["arch_deep"].__dict__, "name": "j"}}))
+    assert load_experiments_file(copied)["j"].n_layer == EXPERIMENT_CONFIGS["arch_deep"].n_layer
+    copied.write_text(json.dumps({"j": {"name": "k", "n_layer": 2}}))
+    with pytest.raises(UserError, match=r"\[j\] sets name = 'k'.*rename the table to \[k\]"):
+        load_experiments_file(copied)
 
 
 def test_experiments_file_errors_name_file_and_line(tmp_path):

@@ -1,10 +1,11 @@
 """`studies.py build`: from a compute budget to the best model it buys, in stages.
 
 1. search   the muP base settings at a narrow proxy (a share of the budget, Tune's FLOPs stopper)
-2. sweep    three sizes x three token counts at the search's best settings, under muP
+2. sweep    three sizes x three token counts at the search's best settings, under muP, the rate
+            moved to each run's length (build_plan.at_horizon: muP does not move it across length)
    (fit)    L(N, D) on the sweep (the corpus's entropy as E where known); the target shape and
             token count the law predicts lowest for the compute left (or a stated fallback)
-3. target   that shape trained (--repeats seeds), exported to the Hugging Face format, sampled
+3. target   that shape trained (--repeats seeds; the rate at its length), exported to the Hugging Face format, sampled
 4. simple   with --against-simple: the whole budget spent two simple ways, for verdicts
 
 Each stage is a stored study; with --resume a finished stage is kept, an interrupted one resumes
@@ -52,6 +53,7 @@ class BuildSettings:
     samples: int = plan.SEARCH_SAMPLES  # trials the proxy search may sample
     min_iters: int = plan.MIN_ITERS
     storage_path: str | None = None  # where the stages' runs are kept, when not OUTPUT_DIR/ray_results
+    horizon_exponent: float = plan.HORIZON_EXPONENT  # the rate's move with a run's length (build_plan.at_horizon)
 
     @property
     def target_seeds(self) -> int:
@@ -93,7 +95,7 @@ def run_build(s: BuildSettings, stages: Stages, log: Callable[[str], None]) -> B
     built.best = best_config(s.output_dir, STUDIES["search"], s.storage_path,
                              f"the proxy search {STUDIES['search']} has no finished trial; see its trials' error.txt "
                              "files, then run the build again with --resume")
-    sweep = plan.sweep_configs(built.best, s.budget, s.shares)
+    sweep = plan.sweep_configs(built.best, s.budget, s.shares, s.horizon_exponent)
     _say(log, 2, "sweep", s.shares.sweep, s.budget, f"{len(sweep)} runs: 3 sizes x {len(plan.TOKEN_STEPS)} token counts")
     built.code = stages.train(STUDIES["sweep"], sweep, 1)
     if built.code:
@@ -149,9 +151,10 @@ def _choose(built: Built, log: Callable[[str], None]) -> None:
     if built.fit_refused:
         log(f"build: the scaling fit refused ({built.fit_refused}); falling back to the sweep's best size")
         built.choice = plan.choose_target(built.best, left, None, None, _best_sweep_size(frames["sweep"]),
-                                          built.fit_refused, s.min_iters)
+                                          built.fit_refused, s.min_iters, s.horizon_exponent)
         return
-    built.choice = plan.choose_target(built.best, left, built.fit.predict, built.fit.band, min_iters=s.min_iters)
+    built.choice = plan.choose_target(built.best, left, built.fit.predict, built.fit.band, min_iters=s.min_iters,
+                                      exponent=s.horizon_exponent)
 
 
 def _best_sweep_size(sweep, metric: str = "best_val_bpb_context") -> ExperimentConfig | None:

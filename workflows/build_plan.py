@@ -28,6 +28,9 @@ WARMUP_SHARE = 0.1
 WIDTH_STEPS = range(1, 17)  # the target's width: 1 to 16 x the proxy's
 DEPTH_STEPS = (1, 2, 3, 4)  # the target's depth: 1 to 4 x the proxy's (depth_mup above 1)
 CHINCHILLA_TOKENS_PER_PARAM = 20
+HORIZON_EXPONENT = 0.45  # the search's best rate x (iterations / the search's)^-this for every longer or shorter run:
+# muP transfers the rate across width, not across training length (Bjorck et al., ICLR 2025: LR*(D) = B D^-beta);
+# measured at one shape on storyworld v2: docs/bench/horizon-rate.md (bench/horizon_rate.py); --horizon-exponent
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,13 @@ class Shares:
         if not (0 < self.search and 0 < self.sweep and self.search + self.sweep < 1):
             raise UserError(f"--shares {self.search},{self.sweep}: the search's and the sweep's shares must be "
                             "positive and leave some of the budget for the target, e.g. --shares 0.1,0.2")
+
+
+def at_horizon(c: ExperimentConfig, search: ExperimentConfig, exponent: float) -> ExperimentConfig:
+    """`c` (trained for its max_iters) at the search's best rate moved to its length: the search's
+    rate x (c's iterations / the search's)^-exponent, at the same batch (so iterations stand for
+    tokens). exponent 0: the search's rate as it is."""
+    return c.replace(learning_rate=search.learning_rate * (c.max_iters / search.max_iters) ** -exponent)
 
 
 def run_length(c: ExperimentConfig, iterations: int) -> ExperimentConfig:
@@ -72,9 +82,11 @@ def sweep_sizes(proxy: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
     return [("s1", base), ("s2", wide), ("s3", deep)]
 
 
-def sweep_configs(proxy_best: ExperimentConfig, budget: float, shares: Shares) -> dict[str, ExperimentConfig]:
-    """Sizes x token counts (TOKEN_STEPS) at the proxy search's best settings, splitting the sweep's
-    share so each size trains D, 2D and 4D tokens; named build_sweep_sI_T."""
+def sweep_configs(proxy_best: ExperimentConfig, budget: float, shares: Shares,
+                  exponent: float = HORIZON_EXPONENT) -> dict[str, ExperimentConfig]:
+    """Sizes x token counts (TOKEN_STEPS) at the proxy search's best settings (its rate moved to
+    each run's length, at_horizon), splitting the sweep's share so each size trains D, 2D and 4D
+    tokens; named build_sweep_sI_T."""
     sizes = sweep_sizes(proxy_best)
     per_token = sum(flops_per_token(c) for _, c in sizes) * sum(TOKEN_STEPS)
     shortest = budget * shares.sweep / per_token / tokens_per_iter(proxy_best)
@@ -83,7 +95,7 @@ def sweep_configs(proxy_best: ExperimentConfig, budget: float, shares: Shares) -
         for step in TOKEN_STEPS:
             iters = int(shortest * step)
             key = f"build_sweep_{name}_{step}"
-            out[key] = run_length(c, iters).replace(name=key, description=f"build's scaling sweep: {c.n_layer} x "
+            out[key] = at_horizon(run_length(c, iters), proxy_best, exponent).replace(name=key, description=f"build's scaling sweep: {c.n_layer} x "
                                                     f"{c.n_embd}, {iters} iterations")
     return out
 
@@ -139,9 +151,10 @@ class Choice:
     candidates: list[dict[str, Any]] = field(default_factory=list)
 
 
-def candidates(proxy_best: ExperimentConfig, flops: float, min_iters: int = MIN_ITERS) -> list[ExperimentConfig]:
+def candidates(proxy_best: ExperimentConfig, flops: float, min_iters: int = MIN_ITERS,
+               exponent: float = HORIZON_EXPONENT) -> list[ExperimentConfig]:
     """Every target shape the choice weighs: widths 1 to 16 x the proxy's, depths 1 to 4 x, each
-    trained for the whole iterations `flops` buys (at least min_iters)."""
+    trained for the whole iterations `flops` buys (at least min_iters), its rate at that length."""
     base = _depth_ready(proxy_best)
     out = []
     for w in WIDTH_STEPS:
@@ -149,22 +162,24 @@ def candidates(proxy_best: ExperimentConfig, flops: float, min_iters: int = MIN_
             c = _shape(base, w * proxy_best.n_embd, d * proxy_best.n_layer)
             iters = iterations_for(c, flops)
             if iters >= min_iters:
-                out.append(run_length(c, iters))
+                out.append(at_horizon(run_length(c, iters), proxy_best, exponent))
     return out
 
 
 def choose_target(proxy_best: ExperimentConfig, flops: float, predict: Callable | None, band: Callable | None,
-                  fallback: ExperimentConfig | None = None, why: str = "", min_iters: int = MIN_ITERS) -> Choice:
+                  fallback: ExperimentConfig | None = None, why: str = "", min_iters: int = MIN_ITERS,
+                  exponent: float = HORIZON_EXPONENT) -> Choice:
     """The candidate the law predicts lowest for `flops`; without a law (`predict` None: the fit
-    refused), `fallback` (the sweep's best size) trained for all of `flops`, said so in `how`."""
+    refused), `fallback` (the sweep's best size) trained for all of `flops`, said so in `how`.
+    Either way the target's rate is the search's moved to the target's length (at_horizon)."""
     if predict is None:
         if fallback is None:
             raise UserError("the scaling fit refused and the sweep has no finished run to fall back on; "
                             "see the sweep's trials' error.txt files, then run the build again with --resume")
-        c = run_length(fallback, iterations_for(fallback, flops))
+        c = at_horizon(run_length(fallback, iterations_for(fallback, flops)), proxy_best, exponent)
         return Choice(c, None, None, f"fallback: {why}; the sweep's best size, trained for the compute left")
     table = []
-    for c in candidates(proxy_best, flops, min_iters):
+    for c in candidates(proxy_best, flops, min_iters, exponent):
         n = param_counts(c)[1]
         d = float(c.max_iters * tokens_per_iter(c))
         table.append({"config": c, "N": n, "D": d, "n_embd": c.n_embd, "n_layer": c.n_layer,
