@@ -198,8 +198,8 @@ def _add_build_command(sub) -> None:
     p.add_argument("--min-iters", type=_positive_int, default=50,
                    help="the fewest iterations of a sweep run or the target, twice that of a proxy trial (default: 50)")
     p.add_argument("--horizon-exponent", type=_non_negative, default=None, metavar="BETA",
-                   help="each sweep run and the target take the search's best rate x (their iterations / the "
-                        "search's)^-BETA, as the best rate falls with training length (default: "
+                   help="each sweep run and the target longer than the search's trials take its best rate x (their "
+                        "iterations / the search's)^-BETA, as the best rate falls with training length (default: "
                         f"{HORIZON_EXPONENT:g}, measured in docs/bench/horizon-rate.md; 0: the search's rate everywhere)")
     _add_run_options(p, schedulers=("asha",), scheduler="asha", default_text="asha for the search, fifo elsewhere")
 

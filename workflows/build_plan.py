@@ -28,7 +28,7 @@ WARMUP_SHARE = 0.1
 WIDTH_STEPS = range(1, 17)  # the target's width: 1 to 16 x the proxy's
 DEPTH_STEPS = (1, 2, 3, 4)  # the target's depth: 1 to 4 x the proxy's (depth_mup above 1)
 CHINCHILLA_TOKENS_PER_PARAM = 20
-HORIZON_EXPONENT = 0.45  # the search's best rate x (iterations / the search's)^-this for every longer or shorter run:
+HORIZON_EXPONENT = 0.45  # the search's best rate x (iterations / the search's)^-this for every longer run:
 # muP transfers the rate across width, not across training length (Bjorck et al., ICLR 2025: LR*(D) = B D^-beta);
 # measured at one shape on storyworld v2: docs/bench/horizon-rate.md (bench/horizon_rate.py); --horizon-exponent
 
@@ -45,10 +45,12 @@ class Shares:
 
 
 def at_horizon(c: ExperimentConfig, search: ExperimentConfig, exponent: float) -> ExperimentConfig:
-    """`c` (trained for its max_iters) at the search's best rate moved to its length: the search's
-    rate x (c's iterations / the search's)^-exponent, at the same batch (so iterations stand for
-    tokens). exponent 0: the search's rate as it is."""
-    return c.replace(learning_rate=search.learning_rate * (c.max_iters / search.max_iters) ** -exponent)
+    """`c` (trained for its max_iters) at the search's best rate moved to its length: a run longer
+    than the search's trials takes the search's rate x (c's iterations / the search's)^-exponent,
+    at the same batch (so iterations stand for tokens); a shorter one keeps the search's rate (the
+    rule was measured only above the search's length, and a sweep run at a third of it did worse
+    at the raised rate: docs/bench/horizon-rate.md). exponent 0: the search's rate throughout."""
+    return c.replace(learning_rate=search.learning_rate * max(1.0, c.max_iters / search.max_iters) ** -exponent)
 
 
 def run_length(c: ExperimentConfig, iterations: int) -> ExperimentConfig:
