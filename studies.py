@@ -55,13 +55,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative(text: str) -> float:
+def _horizon_exponent(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    if not 0 <= value <= 2:  # nan fails too; above 2 a run 10x longer would train at 1/100 of the rate
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 2 (measured: 0.45; 0: no change)")
     return value
 
 
@@ -197,7 +197,7 @@ def _add_build_command(sub) -> None:
                    help="trials the proxy search may sample before its share of the budget runs out (default: 64)")
     p.add_argument("--min-iters", type=_positive_int, default=50,
                    help="the fewest iterations of a sweep run or the target, twice that of a proxy trial (default: 50)")
-    p.add_argument("--horizon-exponent", type=_non_negative, default=None, metavar="BETA",
+    p.add_argument("--horizon-exponent", type=_horizon_exponent, default=None, metavar="BETA",
                    help="each sweep run and the target longer than the search's trials take its best rate x (their "
                         "iterations / the search's)^-BETA, as the best rate falls with training length (default: "
                         f"{HORIZON_EXPONENT:g}, measured in docs/bench/horizon-rate.md; 0: the search's rate everywhere)")
@@ -602,8 +602,10 @@ def _check_build_plan(s, resume: bool) -> None:
         stored = read_json(path)
         changed = [k for k in plan if stored.get(k, before_horizon.get(k)) != plan[k]]
         if changed:
+            hint = (f" (--horizon-exponent {stored.get('horizon_exponent', 0.0):g})"
+                    if "horizon_exponent" in changed else "")
             raise UserError(f"--resume: this build was started with other {', '.join(changed)} ({path}); resume it "
-                            "with the same options, or give another --output-dir for a new build")
+                            f"with the same options{hint}, or give another --output-dir for a new build")
     write_json(path, plan)
 
 

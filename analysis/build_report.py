@@ -112,9 +112,10 @@ def report_text(report: dict[str, Any]) -> str:
     lines.append(f"target: {shape['n_layer']} layers x {shape['n_embd']} wide ({shape['non_embedding_params']:,} "
                  f"non-embedding parameters), {shape['tokens']:,} tokens; chosen by {c['how']}")
     proxy = report["proxy"]
+    moved = (f" x ({shape['max_iters']} / {proxy['max_iters']})^-{proxy['horizon_exponent']:g}"
+             if shape["max_iters"] > proxy["max_iters"] and proxy["horizon_exponent"] else ", as it is")
     lines.append(f"rate: {shape['learning_rate']:.3g}, the search's best {proxy['best_learning_rate']:.3g} at its "
-                 f"{proxy['max_iters']} iterations x ({shape['max_iters']} / {proxy['max_iters']})^-"
-                 f"{proxy['horizon_exponent']:g}")
+                 f"{proxy['max_iters']} iterations{moved}")
     if c["predicted"] is not None and "mean" in m:
         lo, hi = c["predicted_interval_95"]
         lines.append(f"predicted {c['predicted']:.4f} [{lo:.4f}, {hi:.4f}] {m['metric']}, measured {m['mean']:.4f} "

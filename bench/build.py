@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 PROXY = ["--set", "vocab_size=2000", "--set", "batch_size=16", "--set", "n_layer=2", "--set", "n_embd=32",
          "--set", "mup_base_width=32", "--set", "compile=false", "--min-iters", "25"]
+SEARCHED = ("learning_rate", "hidden_init_std", "description")  # what (c) searches, and its text
 SP_SPACE = ('base = "{base}"\nlearning_rate = {{ loguniform = [3e-4, 3e-2] }}\n'
             'hidden_init_std = {{ loguniform = [0.01, 0.1] }}\n')
 
@@ -165,9 +166,11 @@ REUSED_GLOBS = ("experiments/build_search_*", "experiments/build_simple_*", "bes
 
 def _set_aside_other_direct(out: Path, sp: dict) -> None:
     """(c) stored for another shape or length (a reused work dir whose build chose differently) is
-    moved to WORK/stale_direct, so (c) runs again at this build's shape."""
+    moved to WORK/stale_direct, so (c) runs again at this build's shape. What (c) searches (rate,
+    init) and the description are not compared: the build's own rate does not change (c)."""
     stored = out / "direct_base.json"
-    if not stored.exists() or json.loads(stored.read_text())["direct_base"] == sp:
+    fixed = lambda c: {k: v for k, v in c.items() if k not in SEARCHED}  # noqa: E731
+    if not stored.exists() or fixed(json.loads(stored.read_text())["direct_base"]) == fixed(sp):
         return
     stale = out / "stale_direct"
     for rel in [*DIRECT, *(str(p.relative_to(out)) for g in DIRECT_GLOBS for p in out.glob(g))]:

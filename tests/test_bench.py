@@ -45,6 +45,10 @@ def test_horizon_rate_recovers_a_known_rate_law():
     assert out["beta"] == pytest.approx(0.4, rel=1e-6) and out["beta_from"] == [100, 400, 1600]
     edge = horizon.best_rate([(0.01, 1.0), (0.02, 1.1), (0.04, 1.2)])
     assert edge == (0.01, "grid edge (the best rate may lie beyond it)")
+    rows += [{"iters": 50, "learning_rate": r, "best_val_bpb": y} for r, y in ((0.01, 1.0), (0.02, 1.1), (0.04, 1.2))]
+    out = horizon.analyse(rows)
+    assert out["best_rate"]["50"]["how"].startswith("grid edge") and out["beta_from"] == [100, 400, 1600]
+    assert out["beta"] == pytest.approx(0.4, rel=1e-6)
 
 
 def test_build_bench_counts_the_seconds_any_trial_ran(tmp_path):

@@ -52,6 +52,10 @@ def _check_report(out: Path) -> dict:
         assert (shape["n_layer"], shape["n_embd"]) in sizes and report["choice"]["predicted"] is None
     assert report["measured"]["runs"]
     proxy, beta = report["proxy"], report["proxy"]["horizon_exponent"]
+    searched = [json.loads(p.read_text()) for p in (out / "experiments").glob("build_search_*_results.json")]
+    best = min((r for r in searched if r["status"] == "finished"), key=lambda r: r["best_val_bpb"])
+    assert proxy["best_learning_rate"] == best["config"]["learning_rate"] and beta == 0.45  # the default
+    assert shape["max_iters"] > proxy["max_iters"]  # the target is longer than the search's trials: its rate moved
     for c in [shape, *_sweep_configs(out)]:  # every run at the search's best rate moved to its length
         longer = max(1, c["max_iters"] / proxy["max_iters"])
         assert c["learning_rate"] == pytest.approx(proxy["best_learning_rate"] * longer ** -beta)
@@ -161,6 +165,10 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     assert other.returncode == 2 and "was started with other budget" in other.stderr, other.stderr
     other = run_cli(*args, "--resume", "--horizon-exponent", "0.1")
     assert other.returncode == 2 and "was started with other horizon_exponent" in other.stderr, other.stderr
+    plan = tmp_path / "experiments" / "build_plan.json"  # a build started before the rule ran at exponent 0
+    plan.write_text(json.dumps({k: v for k, v in json.loads(plan.read_text()).items() if k != "horizon_exponent"}))
+    other = run_cli(*args, "--resume")
+    assert other.returncode == 2 and "same options (--horizon-exponent 0)" in other.stderr, other.stderr
 
 
 @pytest.mark.parametrize("extra,said", [
@@ -170,6 +178,7 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     (["--set", "widht=3"], "'widht' is not a setting"),
     (["--dataset", "no/such/corpus.txt"], "is not storyworld"),
     (["--space", "no_such_space.toml"], "no_such_space.toml"),
+    (["--horizon-exponent", "5"], "must be between 0 and 2"),
 ])
 def test_a_build_that_cannot_run_is_refused_in_one_line(tmp_path, extra, said):
     ran = run_cli(*BUILD, "--output-dir", str(tmp_path / "out"), *extra)
