@@ -30,7 +30,8 @@ DEPTH_STEPS = (1, 2, 3, 4)  # the target's depth: 1 to 4 x the proxy's (depth_mu
 CHINCHILLA_TOKENS_PER_PARAM = 20
 HORIZON_EXPONENT = 0.45  # the search's best rate x (iterations / the search's)^-this for every longer run:
 # muP transfers the rate across width, not across training length (Bjorck et al., ICLR 2025: LR*(D) = B D^-beta);
-# measured at one shape on storyworld v2: docs/bench/horizon-rate.md (bench/horizon_rate.py); --horizon-exponent
+# measured at one shape on storyworld v2 (0.45 from a first grid; a finer one gives 0.53, 0.34 to 0.73 between
+# neighbouring lengths): docs/bench/horizon-rate.md (bench/horizon_rate.py); --horizon-exponent
 
 
 @dataclass(frozen=True)
