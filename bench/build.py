@@ -311,7 +311,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "build.json")
     ap.add_argument("--replot", action="store_true")
     ap.add_argument("--horizon-exponent", type=float, default=None,
-                    help="the build's --horizon-exponent (default: the build's own); rows are kept per exponent")
+                    help="the build's --horizon-exponent (default: the build's own, 0); rows are kept per exponent")
     ap.add_argument("--reuse-exponent", type=float, metavar="EARLIER",
                     help="copy the search, the simple alternatives and (c) from this budget's and corpus's run "
                          "at exponent EARLIER in WORK (they do not depend on the exponent)")

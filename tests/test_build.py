@@ -19,6 +19,7 @@ TINY = ["--set", "n_embd=32", "--set", "n_head=2", "--set", "n_layer=1", "--set"
         "--set", "block_size=16", "--set", "batch_size=2", "--set", "eval_iters=2", "--set", "precision=float32",
         "--set", "compile=false", "--set", "vocab_size=1000", "--set", "log_interval=0", "--dataset", TINY_DATASET]
 BUILD = ["build", "--budget", "6e9", "--num-samples", "2", "--min-iters", "5", "--shares", "0.1,0.45", "--seed", "1",
+         "--horizon-exponent", "0.45",
          "--max-concurrent", "1", *TINY]
 STAGES = ("build_search", "build_sweep", "build_target")
 
@@ -54,7 +55,7 @@ def _check_report(out: Path) -> dict:
     proxy, beta = report["proxy"], report["proxy"]["horizon_exponent"]
     searched = [json.loads(p.read_text()) for p in (out / "experiments").glob("build_search_*_results.json")]
     best = min((r for r in searched if r["status"] == "finished"), key=lambda r: r["best_val_bpb"])
-    assert proxy["best_learning_rate"] == best["config"]["learning_rate"] and beta == 0.45  # the default
+    assert proxy["best_learning_rate"] == best["config"]["learning_rate"] and beta == 0.45  # as BUILD gives it
     assert shape["max_iters"] > proxy["max_iters"]  # the target is longer than the search's trials: its rate moved
     for c in [shape, *_sweep_configs(out)]:  # every run at the search's best rate moved to its length
         longer = max(1, c["max_iters"] / proxy["max_iters"])
@@ -167,7 +168,7 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     assert other.returncode == 2 and "was started with other horizon_exponent" in other.stderr, other.stderr
     plan = tmp_path / "experiments" / "build_plan.json"  # a build started before the rule ran at exponent 0
     plan.write_text(json.dumps({k: v for k, v in json.loads(plan.read_text()).items() if k != "horizon_exponent"}))
-    other = run_cli(*args, "--resume")
+    other = run_cli(*args, "--resume")  # BUILD's 0.45 against the stored plan's 0
     assert other.returncode == 2 and "same options (--horizon-exponent 0)" in other.stderr, other.stderr
 
 
