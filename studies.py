@@ -200,8 +200,8 @@ def _add_build_command(sub) -> None:
     p.add_argument("--horizon-exponent", type=_horizon_exponent, default=None, metavar="BETA",
                    help="each sweep run and the target longer than the search's trials take its best rate x (their "
                         "iterations / the search's)^-BETA, as the best rate falls with training length (default: "
-                        f"{HORIZON_EXPONENT:g}: the search's rate everywhere; 0.45 was measured at one shape, and "
-                        "helped one build and hurt another: docs/bench/horizon-rate.md)")
+                        f"{HORIZON_EXPONENT:g}: the search's rate everywhere; 0.45 was tried and hurt on real text: "
+                        "docs/bench/horizon-rate.md)")
     _add_run_options(p, schedulers=("asha",), scheduler="asha", default_text="asha for the search, fifo elsewhere")
 
 
@@ -594,14 +594,15 @@ def _check_build_plan(s, resume: bool) -> None:
     other shares or another proxy would mix two builds' stages: refused before anything runs."""
     from slm_tune.files import read_json, write_json
 
-    before_horizon = {"horizon_exponent": 0.0}  # builds started before the rule ran at the search's rate throughout
+    from workflows.build import plan_changes
+
     plan = {"budget": s.budget, "shares": [s.shares.search, s.shares.sweep], "space": s.space.name,
             "proxy": s.space.config_for({}).to_dict(), "samples": s.samples, "min_iters": s.min_iters,
             "horizon_exponent": s.horizon_exponent}
     path = s.output_dir / "experiments" / "build_plan.json"
     if resume and path.is_file():
         stored = read_json(path)
-        changed = [k for k in plan if stored.get(k, before_horizon.get(k)) != plan[k]]
+        changed = plan_changes(stored, plan)
         if changed:
             hint = (f" (--horizon-exponent {stored.get('horizon_exponent', 0.0):g})"
                     if "horizon_exponent" in changed else "")

@@ -6,8 +6,9 @@
 
 muP transfers the rate across width, not across training length: Bjorck et al. (ICLR 2025) find
 the best peak rate falls with the tokens trained as LR*(D) = B D^-beta. `build` tunes its rate at
-its proxy's short horizon and trains the sweep and the target for other lengths, so it moves the
-rate by (iterations / the search's)^-beta (workflows/build_plan.at_horizon). This bench measures
+its proxy's short horizon and trains the sweep and the target for other lengths; with
+--horizon-exponent BETA it moves the rate by (iterations / the search's)^-BETA
+(workflows/build_plan.at_horizon; off by default). This bench measures
 beta at one shape: CONFIG (an experiment as a results file stores it, e.g. a build's
 `build_target_results.json`) trained for each of --iters iterations (warmup 10%, 8 evaluations,
 as build's runs) at the rate x each of --mults, one seed, one trial per core. For each length the
@@ -120,7 +121,7 @@ def plot(doc: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, help="a results JSON whose 'config' is the shape and settings")
-    ap.add_argument("--grid", nargs="+", default=["290:0.5,1,2,4", "1096:0.25,0.5,1,2", "4382:0.25,0.5,1"],
+    ap.add_argument("--grid", nargs="+", default=["290:0.5,1,1.5,2,3,4", "1096:0.25,0.5,1,2", "4382:0.25,0.5,1"],
                     metavar="ITERS:MULT,...", help="each length and the rate multiples it is trained at")
     ap.add_argument("--dataset", default="storyworld:version=2")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "horizon_runs")

@@ -126,6 +126,23 @@ def test_the_sweep_and_the_target_take_the_searchs_rate_moved_to_their_length():
     assert by_law.learning_rate < 0.02 / 2  # 0.5: a run 4 x longer than the search's or more halves the rate
 
 
+def test_by_default_every_run_keeps_the_searchs_rate_and_old_plans_resume_at_it():
+    """The rule is off by default (it hurt out of sample: docs/bench/horizon-rate.md): the sweep and
+    the target train at the search's rate; a plan stored before the rule existed counts as 0."""
+    from slm_tune.config import ExperimentConfig
+    from workflows.build import plan_changes
+    from workflows.build_plan import Shares, choose_target, sweep_configs
+
+    best = ExperimentConfig(n_embd=32, n_head=2, n_layer=1, vocab_size=1000, block_size=16, batch_size=2,
+                            parametrization="mup", mup_base_width=32, learning_rate=0.02, max_iters=100)
+    runs = [*sweep_configs(best, 1e11, Shares(0.1, 0.2)).values(),
+            choose_target(best, 5e11, lambda n, d: 1 + n ** -0.3 + d ** -0.3, None, min_iters=5).config]
+    assert max(c.max_iters for c in runs) > 100 and {c.learning_rate for c in runs} == {0.02}
+    old = {"budget": 1e9}  # no horizon_exponent: stored before the rule
+    assert plan_changes(old, {"budget": 1e9, "horizon_exponent": 0.0}) == []
+    assert plan_changes(old, {"budget": 1e9, "horizon_exponent": 0.45}) == ["horizon_exponent"]
+
+
 def _wait_for_reports(out: Path, study: str, proc, reports: int = 1) -> None:
     deadline = time.time() + 300
     while time.time() < deadline:

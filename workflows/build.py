@@ -1,11 +1,11 @@
 """`studies.py build`: from a compute budget to the best model it buys, in stages.
 
 1. search   the muP base settings at a narrow proxy (a share of the budget, Tune's FLOPs stopper)
-2. sweep    three sizes x three token counts at the search's best settings, under muP, the rate
-            moved to each run's length (build_plan.at_horizon: muP does not move it across length)
+2. sweep    three sizes x three token counts at the search's best settings, under muP (with
+            --horizon-exponent above 0, the rate moved to each longer run's length: build_plan.at_horizon)
    (fit)    L(N, D) on the sweep (the corpus's entropy as E where known); the target shape and
             token count the law predicts lowest for the compute left (or a stated fallback)
-3. target   that shape trained (--repeats seeds; the rate at its length), exported to the Hugging Face format, sampled
+3. target   that shape trained (--repeats seeds), exported to the Hugging Face format, sampled
 4. simple   with --against-simple: the whole budget spent two simple ways, for verdicts
 
 Each stage is a stored study; with --resume a finished stage is kept, an interrupted one resumes
@@ -113,6 +113,15 @@ def run_build(s: BuildSettings, stages: Stages, log: Callable[[str], None]) -> B
          f"{s.target_seeds} seeds each (not part of the build's spend)")
     built.code = stages.train(STUDIES["simple"], simple, s.target_seeds)
     return built
+
+
+BEFORE_HORIZON = {"horizon_exponent": 0.0}  # plans stored before the rate rule: those builds kept the search's rate
+
+
+def plan_changes(stored: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    """The keys of experiments/build_plan.json in which a --resume's plan differs from the stored
+    one (a key the stored plan lacks counts as what builds did before it existed)."""
+    return [k for k in plan if stored.get(k, BEFORE_HORIZON.get(k)) != plan[k]]
 
 
 def simple_alternatives(s: BuildSettings) -> dict[str, ExperimentConfig]:

@@ -30,8 +30,9 @@ DEPTH_STEPS = (1, 2, 3, 4)  # the target's depth: 1 to 4 x the proxy's (depth_mu
 CHINCHILLA_TOKENS_PER_PARAM = 20
 HORIZON_EXPONENT = 0.0  # the search's best rate x (iterations / the search's)^-this for every longer run:
 # muP transfers the rate across width, not across training length (Bjorck et al., ICLR 2025: LR*(D) = B D^-beta).
-# Off by default: 0.45 (measured at one shape on storyworld v2) closed the 3e13 gap it was fitted on, changed
-# nothing at 1e13 on storyworld and cost 0.14 bpb on real text (docs/bench/horizon-rate.md); --horizon-exponent
+# Off by default (--horizon-exponent sets it): at 0.45 (a first, biased reading of one shape on storyworld v2;
+# the finer grid gives 0.53) it changed nothing clear on storyworld and cost 0.14 bpb on real text at 1e13
+# (docs/bench/horizon-rate.md, docs/bench/build.md).
 
 
 @dataclass(frozen=True)
