@@ -65,3 +65,32 @@ def test_build_bench_counts_the_seconds_any_trial_ran(tmp_path):
                      + json.dumps({"timestamp": b, "time_since_restore": b - a}) + "\n")
         paths.append(p)
     assert build.busy_seconds(paths) == 110
+
+
+def test_build_bench_reuses_c_only_at_the_same_shape(tmp_path):
+    """(c) stored for the same shape, length and settings is kept when only what (c) searches (and its
+    text) differs; another width sets it aside, so (c) runs again at the new build's shape."""
+    import json
+
+    build = _bench("build")
+    earlier, out = tmp_path / "earlier", tmp_path / "new"
+    sp = {"n_embd": 64, "n_layer": 2, "max_iters": 6599, "learning_rate": 0.018, "hidden_init_std": 0.049,
+          "description": "build's target"}
+    for rel in ("ray_results/build_search/t/result.json", "ray_results/build_simple/t/result.json",
+                "ray_results/direct/t/result.json", "ray_results/build_sweep/t/result.json",
+                "experiments/direct_0001_results.json", "experiments/build_sweep_s1_1_results.json"):
+        (earlier / rel).parent.mkdir(parents=True, exist_ok=True)
+        (earlier / rel).write_text("{}")
+    (earlier / "direct_base.json").write_text(json.dumps({"direct_base": sp}))
+    (earlier / "experiments" / "build_plan.json").write_text(json.dumps({"budget": 1e13, "horizon_exponent": 0.0}))
+    build.reuse(earlier, out, 0.45)
+    assert (out / "ray_results" / "direct").is_dir() and (out / "ray_results" / "build_search").is_dir()
+    assert not (out / "ray_results" / "build_sweep").exists()  # the sweep and the target run again
+    assert not (out / "experiments" / "build_sweep_s1_1_results.json").exists()
+    assert json.loads((out / "experiments" / "build_plan.json").read_text())["horizon_exponent"] == 0.45
+    build._set_aside_other_direct(out, {**sp, "learning_rate": 0.0045, "description": "other"})
+    assert (out / "ray_results" / "direct").is_dir() and not (out / "stale_direct").exists()
+    build._set_aside_other_direct(out, {**sp, "n_embd": 128})
+    assert not (out / "ray_results" / "direct").exists() and not (out / "direct_base.json").exists()
+    assert (out / "stale_direct" / "ray_results" / "direct").is_dir()
+    assert (out / "stale_direct" / "experiments" / "direct_0001_results.json").is_file()
