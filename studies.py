@@ -197,7 +197,7 @@ def _add_build_command(sub) -> None:
                    help="trials the proxy search may sample before its share of the budget runs out (default: 64)")
     p.add_argument("--min-iters", type=_positive_int, default=50,
                    help="the fewest iterations of a sweep run or the target, twice that of a proxy trial (default: 50)")
-    p.add_argument("--horizon-exponent", type=_horizon_exponent, default=None, metavar="BETA",
+    p.add_argument("--horizon-exponent", type=_horizon_exponent, default=HORIZON_EXPONENT, metavar="BETA",
                    help="each sweep run and the target longer than the search's trials take its best rate x (their "
                         "iterations / the search's)^-BETA, as the best rate falls with training length (default: "
                         f"{HORIZON_EXPONENT:g}: the search's rate everywhere; 0.45 was tried and hurt on real text: "
@@ -563,7 +563,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     """From a compute budget to the best model it buys (workflows/build.py), its report
     (experiments/build_report.json and .png), its export and a sample."""
     from workflows.build import STUDIES, BuildSettings, run_build
-    from workflows.build_plan import HORIZON_EXPONENT, Shares, check_budget
+    from workflows.build_plan import Shares, check_budget
 
     if args.max_iters:
         raise UserError("build sets every run's length from --budget; --max-iters does not apply (give --min-iters "
@@ -581,7 +581,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     settings = BuildSettings(Path(args.output_dir), args.budget, space, registry["baseline"].replace(**dataset),
                              registry[space.base.name].replace(**dataset), shares, args.repeats, args.against_simple,
                              args.num_samples, args.min_iters, args.storage_path,
-                             horizon_exponent=HORIZON_EXPONENT if args.horizon_exponent is None else args.horizon_exponent)
+                             horizon_exponent=args.horizon_exponent)
     _check_build_plan(settings, args.resume)
     built = run_build(settings, _BuildStages(args), _err)
     if built.code:
@@ -594,7 +594,7 @@ def _check_build_plan(s, resume: bool) -> None:
     other shares or another proxy would mix two builds' stages: refused before anything runs."""
     from slm_tune.files import read_json, write_json
 
-    from workflows.build import plan_changes
+    from workflows.build import BEFORE_HORIZON, plan_changes
 
     plan = {"budget": s.budget, "shares": [s.shares.search, s.shares.sweep], "space": s.space.name,
             "proxy": s.space.config_for({}).to_dict(), "samples": s.samples, "min_iters": s.min_iters,
@@ -604,7 +604,7 @@ def _check_build_plan(s, resume: bool) -> None:
         stored = read_json(path)
         changed = plan_changes(stored, plan)
         if changed:
-            hint = (f" (--horizon-exponent {stored.get('horizon_exponent', 0.0):g})"
+            hint = (f" (--horizon-exponent {stored.get('horizon_exponent', BEFORE_HORIZON['horizon_exponent']):g})"
                     if "horizon_exponent" in changed else "")
             raise UserError(f"--resume: this build was started with other {', '.join(changed)} ({path}); resume it "
                             f"with the same options{hint}, or give another --output-dir for a new build")
