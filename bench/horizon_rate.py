@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def name(iters: int, mult: float) -> str:
@@ -42,9 +43,12 @@ def run(config: dict, iters: int, mult: float, work: Path, dataset: str) -> subp
     if _result(out) is not None:
         return None
     out.mkdir(parents=True, exist_ok=True)
-    c = {k: v for k, v in config.items() if k not in ("name", "description")}
-    c.update(max_iters=iters, eval_interval=max(1, iters // 8), warmup_iters=round(iters * 0.1),
-             learning_rate=config["learning_rate"] * mult, dataset=dataset)
+    from slm_tune.config import ExperimentConfig
+    from workflows.build_plan import run_length  # build's own length rule: warmup and evaluations
+
+    c = run_length(ExperimentConfig(**config), iters).replace(learning_rate=config["learning_rate"] * mult,
+                                                              dataset=dataset).to_dict()
+    c = {k: v for k, v in c.items() if k not in ("name", "description")}
     (out / "exp.json").write_text(json.dumps({key: c}))
     resume = ["--resume"] if (out / "ray_results").exists() else []
     log = (out / "run.log").open("a")
@@ -149,8 +153,10 @@ def main() -> None:
             rows.append({"iters": it, "mult": m, "learning_rate": r["config"]["learning_rate"],
                          "best_val_bpb": r["best_val_bpb"], "best_val_bpb_se": r.get("best_val_bpb_se"),
                          "seed": r["config"]["seed"]})
-        cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                    if l.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+        sys.path.insert(0, str(ROOT / "bench"))
+        from build import cpu_name  # noqa: PLC0415
+
+        cpu = cpu_name()
         doc = {"command": " ".join(["python bench/horizon_rate.py", *sys.argv[1:]]), "machine": cpu,
                "date": time.strftime("%Y-%m-%d"), "shape": f"{config['n_layer']} x {config['n_embd']} "
                f"{config['parametrization']}", "config": config, "runs": rows, "analysis": analyse(rows)}
