@@ -46,8 +46,8 @@ def machine() -> str:
     return platform.processor() or platform.machine()
 
 
-def size_config(size: str, corpus: str, iters: int, seed: int):
-    """The scaling family's run of this size, at `iters` iterations on `corpus`."""
+def size_config(size: str, corpus: str, iters: int, seed: int, lr_mult: float = 1.0):
+    """The scaling family's run of this size, at `iters` iterations on `corpus` (its rate x lr_mult)."""
     from search_spaces import get_study
     from search_spaces.scaling import ITERATIONS
 
@@ -58,15 +58,16 @@ def size_config(size: str, corpus: str, iters: int, seed: int):
         _, layers, width, heads, lr = extra[size]
         base = base.replace(n_layer=layers, n_embd=width, n_head=heads, learning_rate=lr)
     return base.replace(name=f"capacity_{size}_{iters}", dataset=corpus, seed=seed, max_iters=iters,
+                        learning_rate=base.learning_rate * lr_mult,
                         eval_interval=max(1, iters // EVALS), warmup_iters=round(iters * 0.1))
 
 
-def run_one(size: str, corpus: str, iters: int, seed: int, threads: int) -> dict:
+def run_one(size: str, corpus: str, iters: int, seed: int, threads: int, lr_mult: float = 1.0) -> dict:
     from slm_tune.data.cache import prepare_tokens
     from slm_tune.model.counts import param_counts
     from slm_tune.train import train
 
-    c = size_config(size, corpus, iters, seed)
+    c = size_config(size, corpus, iters, seed, lr_mult)
     data = prepare_tokens(c.dataset, c.vocab_size)
     best: dict = {}
 
@@ -79,7 +80,7 @@ def run_one(size: str, corpus: str, iters: int, seed: int, threads: int) -> dict
     history = [h for h in result.history if math.isfinite(h["val_bpb"])]
     source = data.meta["source"]
     return {"corpus": corpus, "size": size, "iters": iters, "seed": seed, "status": result.status,
-            "n_layer": c.n_layer, "n_embd": c.n_embd, "learning_rate": c.learning_rate,
+            "n_layer": c.n_layer, "n_embd": c.n_embd, "learning_rate": c.learning_rate, "lr_mult": lr_mult,
             "non_embedding_params": param_counts(c)[1], "tokens": iters * c.batch_size * c.block_size,
             "best_val_bpb": min(h["val_bpb"] for h in history),
             "best_val_bpb_context": min(h["val_bpb_context"] for h in history),
@@ -109,6 +110,28 @@ def step_table(rows: list[dict]) -> list[str]:
             lines.append(f"{r['size']:<6}{r['non_embedding_params'] / 1e6:9.3f}M {r['best_val_bpb']:9.4f} "
                          f"({r.get('val_bpb_se', math.nan):.4f}) {r['best_val_bpb_context']:9.4f} "
                          f"{r['best_val_bpb_context'] - floor:14.4f} {step}")
+    return lines
+
+
+def probe_lines(rows: list[dict]) -> list[str]:
+    """Each run that has rate probes (--lr-mult): its rates side by side, with the paired
+    evaluation noise of each probe against the family's rate (one seed each: a probe, not a tuning)."""
+    from analysis.significance import paired_se
+
+    probes = [r for r in rows if r.get("lr_mult", 1.0) != 1.0]
+    lines = ["\nrate probes (the family's rate x lr_mult; context = second-half bpb)"] if probes else []
+    for key in dict.fromkeys((r["corpus"], r["size"], r["iters"], r["seed"]) for r in probes):
+        same = sorted((r for r in rows if (r["corpus"], r["size"], r["iters"], r["seed"]) == key),
+                      key=lambda r: r.get("lr_mult", 1.0))
+        ref = next((r for r in same if r.get("lr_mult", 1.0) == 1.0), None)
+        for r in same:
+            vs = ""
+            if ref is not None and r is not ref and r.get("window_bpb") and ref.get("window_bpb"):
+                vs = (f"  whole {r['best_val_bpb'] - ref['best_val_bpb']:+.4f} against x1 "
+                      f"(paired se {paired_se(ref['window_bpb'], r['window_bpb']):.4f})")
+            lines.append(f"{key[0]} {key[1]} {key[2]} it seed {key[3]}: x{r.get('lr_mult', 1.0):g} "
+                         f"(rate {r['learning_rate']:.3g}) whole {r['best_val_bpb']:.4f} context "
+                         f"{r['best_val_bpb_context']:.4f}{vs}")
     return lines
 
 
@@ -188,25 +211,30 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="*", choices=names, default=["s2", "s4", "s5"])
     parser.add_argument("--iters", type=int, default=600)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1337])
+    parser.add_argument("--lr-mult", type=float, default=1.0,
+                        help="each size's rate x this (a rate probe: kept out of the tables, the plot and the fit)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "storyworld_capacity.json")
     parser.add_argument("--fit", metavar="CORPUS", help="also fit L(N, D) to this corpus's stored runs, E at its floor")
     parser.add_argument("--metric", default="best_val_bpb_context", choices=["best_val_bpb_context", "best_val_bpb"])
     args = parser.parse_args()
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
-    done = {(r["corpus"], r["size"], r["iters"], r["seed"]) for r in rows}
+    done = {(r["corpus"], r["size"], r["iters"], r["seed"], r.get("lr_mult", 1.0)) for r in rows}
     for corpus in args.corpora:
         for seed in args.seeds:
             for size in args.sizes:
-                if (corpus, size, args.iters, seed) in done:
+                if (corpus, size, args.iters, seed, args.lr_mult) in done:
                     continue
-                rows.append(run_one(size, corpus, args.iters, seed, args.threads))
+                rows.append(run_one(size, corpus, args.iters, seed, args.threads, args.lr_mult))
                 r = rows[-1]
-                print(f"{corpus} {size} {args.iters} it seed {seed}: {r['best_val_bpb']:.4f} bpb, context "
-                      f"{r['best_val_bpb_context']:.4f} ({r['seconds']:.0f} s, {r['machine']})", flush=True)
+                print(f"{corpus} {size} {args.iters} it seed {seed} rate {r['learning_rate']:.3g}: "
+                      f"{r['best_val_bpb']:.4f} bpb, context {r['best_val_bpb_context']:.4f} ({r['seconds']:.0f} s, "
+                      f"{r['machine']})", flush=True)
                 args.out.write_text(json.dumps(rows, indent=1))
-    print("\n".join(step_table(rows) + (fit_lines(rows, args.fit, args.metric) if args.fit else [])))
-    plot(rows, args.out.with_suffix(".png"))
+    family = [r for r in rows if r.get("lr_mult", 1.0) == 1.0]
+    print("\n".join(step_table(family) + probe_lines(rows)
+                    + (fit_lines(family, args.fit, args.metric) if args.fit else [])))
+    plot(family, args.out.with_suffix(".png"))
     print(f"\n{args.out} and {args.out.with_suffix('.png')}")
 
 

@@ -94,3 +94,40 @@ def test_build_bench_reuses_c_only_at_the_same_shape(tmp_path):
     assert not (out / "ray_results" / "direct").exists() and not (out / "direct_base.json").exists()
     assert (out / "stale_direct" / "ray_results" / "direct").is_dir()
     assert (out / "stale_direct" / "experiments" / "direct_0001_results.json").is_file()
+
+
+def test_build_extrapolate_recovers_a_known_token_law():
+    """Sweep losses made from c_s + 40 D^-0.5 (the shared form) and from 0.1 + B_s D^-beta_s (the
+    per-size form), at the sweep's three token counts: each fit predicts its own law's loss at 30x
+    the longest run's tokens."""
+    import pytest
+
+    ex = _bench("build_extrapolate")
+    tokens = (1e5, 2e5, 4e5)
+    shared = {"s1": 0.5, "s2": 0.3, "s3": 0.25}
+    rows = [{"size": s, "D": d, "L": c + 40 * d ** -0.5} for s, c in shared.items() for d in tokens]
+    fits = ex.fit_shared(rows, 0.1)
+    for s, c in shared.items():
+        assert fits[s](1.2e7) == pytest.approx(c + 40 * 1.2e7 ** -0.5, rel=1e-4)
+    per = {"s1": (30.0, 0.4), "s2": (300.0, 0.6), "s3": (3e3, 0.8)}
+    rows = [{"size": s, "D": d, "L": 0.1 + b * d ** -beta} for s, (b, beta) in per.items() for d in tokens]
+    fits = ex.fit_per_size(rows, 0.1)
+    for s, (b, beta) in per.items():
+        assert fits[s](1.2e7) == pytest.approx(0.1 + b * 1.2e7 ** -beta, rel=1e-4)
+
+
+def test_capacity_rate_probes_are_listed_beside_the_familys_rate():
+    """A run at the family's rate and its probe at half of it: the probe line gives the whole-window
+    difference and the paired se of the per-window differences (worked here by hand)."""
+    import statistics
+
+    cap = _bench("storyworld_capacity")
+    ref = {"corpus": "c", "size": "s5", "iters": 10, "seed": 1, "learning_rate": 0.004, "best_val_bpb": 0.30,
+           "best_val_bpb_context": 0.25, "window_bpb": [0.3, 0.31, 0.29, 0.30]}
+    probe = {**ref, "lr_mult": 0.5, "learning_rate": 0.002, "best_val_bpb": 0.28, "window_bpb": [0.28, 0.30, 0.27, 0.27]}
+    lines = cap.probe_lines([ref, probe])
+    diffs = [b - a for a, b in zip(ref["window_bpb"], probe["window_bpb"])]
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5
+    assert lines[1].startswith("c s5 10 it seed 1: x0.5 (rate 0.002) whole 0.2800") and lines[2].startswith("c s5 10 it seed 1: x1 ")
+    assert f"whole -0.0200 against x1 (paired se {se:.4f})" in lines[1]
+    assert cap.probe_lines([ref]) == []

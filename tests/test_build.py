@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_DATASET, _lines, kill_study, run_cli, start_study
+from test_bench import _bench
 from test_study import ENV
 
 TINY = ["--set", "n_embd=32", "--set", "n_head=2", "--set", "n_layer=1", "--set", "mup_base_width=32",
@@ -179,6 +180,10 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
         assert now == done.setdefault(earlier, now), earlier
     report = _check_report(tmp_path)
     assert f"{report['choice']['shape']['n_embd']} wide" in out
+    shape = report["choice"]["shape"]  # bench/build_extrapolate.py reads a real build's files
+    lines = _bench("build_extrapolate").report(tmp_path)
+    assert f"the build chose {shape['n_layer']}x{shape['n_embd']}" in lines[0]
+    assert sum("would choose" in line for line in lines) == 2 and len(lines) == 1 + 3 + 2
     other = run_cli(*args, "--resume", "--budget", "9e9")
     assert other.returncode == 2 and "was started with other budget" in other.stderr, other.stderr
     other = run_cli(*args, "--resume", "--horizon-exponent", "0.1")

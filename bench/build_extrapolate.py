@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""What a fallback that extrapolates each sweep size by tokens would have chosen and predicted, read
+from stored builds (no training): issue 41's suggested fallback, tried on the benchmark's sweeps.
+
+    python bench/build_extrapolate.py /work/build_runs/storyworld2_1e+13 /work/build_runs/sotu_1e+13 ...
+
+For each build directory (a `bench/build.py` work directory or a `studies.py build --output-dir`),
+the sweep's 9 runs (3 sizes x 3 token counts, second-half val bits per byte, the fit's metric) are
+fitted two ways, each size then extrapolated to the tokens the compute left buys it
+(experiments/build_report.json's compute_left / the size's FLOPs per token):
+
+- shared: L_s(D) = c_s + B / D^beta, one B and beta for every size and a constant per size (the
+  scaling law's form with its N term left free per size: 5 unknowns for 9 runs); c_s >= E where the
+  corpus's entropy is known (storyworld), >= 0 elsewhere;
+- per size: L_s(D) = E + B_s / D^beta_s through each size's 3 runs (E the entropy, 0 elsewhere).
+
+Robust least squares on log L (scipy's least_squares, Huber 0.01, as analysis/scaling.py), several
+starts. It prints each size's runs and predictions, the size each form would choose, the size the
+build chose (its fallback: the size whose longest run ended lowest) and the target's measured
+mean over its seeds, with the chosen size's prediction error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+METRIC = "best_val_bpb_context"
+
+
+def sweep_runs(work: Path) -> list[dict]:
+    """The sweep's finished runs: size, tokens, loss, the entropy and the size's FLOPs per token."""
+    from slm_tune.config import ExperimentConfig
+    from slm_tune.model.counts import flops_per_token, tokens_per_iter
+
+    rows = []
+    for path in sorted((work / "experiments").glob("build_sweep_*_results.json")):
+        r = json.loads(path.read_text())
+        if r.get("status") != "finished" or not math.isfinite(r.get(METRIC) or math.nan):
+            continue
+        c = ExperimentConfig(**r["config"])
+        rows.append({"size": r["experiment"].split("_")[2], "shape": f"{c.n_layer}x{c.n_embd}",
+                     "D": float(r["iterations"] * tokens_per_iter(c)), "L": float(r[METRIC]),
+                     "E": r.get("entropy_bpb"), "flops_per_token": float(flops_per_token(c))})
+    return rows
+
+
+def _least_squares(residuals, starts, lower, upper):
+    from scipy.optimize import least_squares
+
+    fits = [least_squares(residuals, np.clip(x0, np.add(lower, 1e-9), np.subtract(upper, 1e-9)),
+                          bounds=(lower, upper), loss="huber", f_scale=0.01, max_nfev=4000) for x0 in starts]
+    return min(fits, key=lambda r: r.cost).x
+
+
+def fit_shared(rows: list[dict], floor: float) -> dict:
+    """c_s + B / D^beta: each size's c_s (>= floor), one B and beta; returns a predictor per size."""
+    sizes = sorted({r["size"] for r in rows})
+    at = np.array([sizes.index(r["size"]) for r in rows])
+    d, loss = np.array([r["D"] for r in rows]), np.array([r["L"] for r in rows])
+    k = len(sizes)
+
+    def unpack(x):
+        return floor + np.exp(x[:k]), math.exp(x[k]), x[k + 1]
+
+    def residuals(x):
+        c, b, beta = unpack(x)
+        return np.log(c[at] + b * d ** -beta) - np.log(loss)
+
+    starts = [[math.log(max(loss.min() * f - floor, 1e-4))] * k + [math.log(np.median(loss)) + beta * math.log(np.median(d)), beta]
+              for f in (0.3, 0.7) for beta in (0.2, 0.5, 1.0)]
+    c, b, beta = unpack(_least_squares(residuals, starts, [-30.0] * k + [-30.0, 0.0], [10.0] * k + [80.0, 3.0]))
+    return {s: (lambda dd, ci=c[i]: float(ci + b * dd ** -beta)) for i, s in enumerate(sizes)}
+
+
+def fit_per_size(rows: list[dict], floor: float) -> dict:
+    """floor + B_s / D^beta_s through each size's runs."""
+    out = {}
+    for s in sorted({r["size"] for r in rows}):
+        d = np.array([r["D"] for r in rows if r["size"] == s])
+        loss = np.array([r["L"] for r in rows if r["size"] == s])
+
+        def residuals(x, d=d, loss=loss):
+            return np.log(floor + math.exp(x[0]) * d ** -x[1]) - np.log(loss)
+
+        starts = [[math.log(max(np.median(loss) - floor, 1e-4)) + beta * math.log(np.median(d)), beta] for beta in (0.2, 0.5, 1.0)]
+        lb, beta = _least_squares(residuals, starts, [-30.0, 0.0], [80.0, 3.0])
+        out[s] = lambda dd, lb=lb, beta=beta: float(floor + math.exp(lb) * dd ** -beta)
+    return out
+
+
+def report(work: Path) -> list[str]:
+    rows = sweep_runs(work)
+    built = json.loads((work / "experiments" / "build_report.json").read_text())
+    left, shape = built["choice"]["compute_left"], built["choice"]["shape"]
+    floor = rows[0]["E"] if rows[0]["E"] is not None else 0.0
+    measured = built["measured"]["mean"] if built.get("measured") else None
+    chosen = f"{shape['n_layer']}x{shape['n_embd']}"
+    lines = [f"\n{work.name}: compute left {left:.3g} FLOPs, floor {floor:.4f}; the build chose {chosen} "
+             f"({built['choice']['how'].split(':')[0]}), measured {measured if measured is None else round(measured, 4)}"]
+    fits = {"shared": fit_shared(rows, floor), "per size": fit_per_size(rows, floor)}
+    for s in sorted({r["size"] for r in rows}):
+        mine = [r for r in rows if r["size"] == s]
+        tokens = left / mine[0]["flops_per_token"]
+        preds = "  ".join(f"{name} {f[s](tokens):.4f}" for name, f in fits.items())
+        runs = " ".join(f"{r['L']:.4f}" for r in mine)
+        lines.append(f"  {s} {mine[0]['shape']:<6} runs {runs} -> "
+                     f"{tokens / 1e6:.1f}M tokens: {preds}")
+    for name, f in fits.items():
+        pick = min(f, key=lambda s: f[s](left / next(r for r in rows if r["size"] == s)["flops_per_token"]))
+        pshape = next(r["shape"] for r in rows if r["size"] == pick)
+        line = f"  {name}: would choose {pick} {pshape}"
+        at_chosen = next((s for s in f if next(r["shape"] for r in rows if r["size"] == s) == chosen), None)
+        if measured is not None and at_chosen is not None:
+            pred = f[at_chosen](left / next(r for r in rows if r["size"] == at_chosen)["flops_per_token"])
+            line += f"; at the build's {chosen} it predicts {pred:.4f}, {100 * (pred - measured) / measured:+.0f}% of the measured"
+        lines.append(line)
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("work", type=Path, nargs="+", help="build directories with experiments/build_report.json")
+    args = ap.parse_args()
+    for work in args.work:
+        print("\n".join(report(work)))
+
+
+if __name__ == "__main__":
+    main()
