@@ -204,6 +204,15 @@ def ci95_half_width(trials: pd.DataFrame, reference: str | None = None) -> dict[
     return out
 
 
+def seed_spread(a: np.ndarray, b: np.ndarray) -> float:
+    """The seed standard deviation of a comparison: pooled over both sides (ddof 1), or the one
+    side's with two or more runs when the other has one; NaN when neither has two."""
+    if len(a) > 1 and len(b) > 1:
+        return math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    many = a if len(a) > 1 else b
+    return float(many.std(ddof=1)) if len(many) > 1 else math.nan
+
+
 def repeats_needed(a: np.ndarray, b: np.ndarray, power: float = 0.8, alpha: float = ALPHA, family: int = 1,
                    most: int = 10_000) -> int | None:
     """Runs per experiment (n on each side) for a two-sided two-sample Student t-test with pooled
@@ -211,9 +220,10 @@ def repeats_needed(a: np.ndarray, b: np.ndarray, power: float = 0.8, alpha: floa
     pooled seed standard deviation, power from the noncentral t. Not Welch's test: with equal n
     and similar spreads the two agree closely. `family` > 1 tests at alpha / family, the level
     Holm's correction asks of the smallest of that many p-values (so the answer is enough for
-    any rank). None if there is no difference or no spread to measure."""
+    any rank). One run on a side takes the other side's spread for both (as the 1-vs-n verdict
+    does). None if there is no difference or no spread to measure."""
     delta = abs(a.mean() - b.mean())
-    sigma = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2) if len(a) > 1 and len(b) > 1 else math.nan
+    sigma = seed_spread(a, b)
     if not (delta > 0 and sigma > 0):
         return None
     level = alpha / max(family, 1)
@@ -233,13 +243,13 @@ def power_text(trials: pd.DataFrame, reference: str, against: str) -> str:
     if against not in experiments:
         raise UserError(f"--against {against!r} is not among the compared experiments{closest(against, experiments)}")
     a, b = _side(trials, against).values, _side(trials, reference).values
-    if len(a) < 2 or len(b) < 2:
-        return (f"{against} vs {reference}: the spread between seeds needs two or more runs of each "
+    if max(len(a), len(b)) < 2:
+        return (f"{against} vs {reference}: the spread between seeds needs two or more runs of one of them "
                 f"({len(a)} and {len(b)} here); run the study with --repeats 3")
     n = repeats_needed(a, b)
-    spread = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    whose = "" if min(len(a), len(b)) > 1 else f", {against if len(a) > 1 else reference}'s, taken for both"
     head = (f"{against} vs {reference}: difference {a.mean() - b.mean():+.4f} bits per byte, seed standard "
-            f"deviation {spread:.4f} ({len(a)} and {len(b)} runs)")
+            f"deviation {seed_spread(a, b):.4f} ({len(a)} and {len(b)} runs{whose})")
     if n is None:
         return f"{head}; no difference to resolve"
     text = f"{head}; {n} runs of each would resolve it with 80% power at 5% (two-sided pooled t-test)"

@@ -140,6 +140,23 @@ def test_holm_and_power_against_known_values():
     assert repeats_needed(a, a) is None
     # Holm over 3 comparisons asks the smallest p-value for 5% / 3: the same test at alpha 0.0167
     assert repeats_needed(a + 1.0, a, family=3) == repeats_needed(a + 1.0, a, alpha=0.05 / 3) > 17
+    # one run against repeats: the repeats' spread serves both sides (effect size 1 again: 17)
+    assert repeats_needed(np.array([1.0]), a) == repeats_needed(a, np.array([-1.0])) == 17
+    assert repeats_needed(np.array([1.0]), np.array([0.0])) is None
+
+
+def test_power_text_with_one_run_takes_the_repeated_sides_spread():
+    import pandas as pd
+
+    from analysis.significance import power_text
+
+    runs = [0.30, 0.32, 0.34]  # sd 0.02
+    trials = pd.DataFrame({"experiment": ["ref"] * 3 + ["x"], "best_val_bpb": runs + [0.36], "seed": [1, 2, 3, 1]})
+    text = power_text(trials, "ref", "x")
+    assert "difference +0.0400 bits per byte, seed standard deviation 0.0200 (1 and 3 runs, ref's, taken for both)" in text
+    assert f"{repeats_needed(np.array([0.36]), np.array(runs))} runs of each" in text
+    single = power_text(trials[trials["seed"] == 1], "ref", "x")
+    assert "needs two or more runs of one of them (1 and 1 here)" in single
 
 
 def test_eval_windows_are_disjoint_and_the_standard_error_is_their_spread(tmp_path):
