@@ -205,12 +205,12 @@ def ci95_half_width(trials: pd.DataFrame, reference: str | None = None) -> dict[
 
 
 def seed_spread(a: np.ndarray, b: np.ndarray) -> float:
-    """The seed standard deviation of a comparison: pooled over both sides (ddof 1), or the one
-    side's with two or more runs when the other has one; NaN when neither has two."""
+    """The seed standard deviation of a comparison: the root of the two sides' mean variance
+    (ddof 1; what repeats_needed's equal-n test assumes), or the one side's with two or more runs
+    when the other has one; NaN when neither has two."""
     if len(a) > 1 and len(b) > 1:
         return math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-    many = a if len(a) > 1 else b
-    return float(many.std(ddof=1)) if len(many) > 1 else math.nan
+    return _seed_sd(a if len(a) > 1 else b)
 
 
 def repeats_needed(a: np.ndarray, b: np.ndarray, power: float = 0.8, alpha: float = ALPHA, family: int = 1,
@@ -243,13 +243,16 @@ def power_text(trials: pd.DataFrame, reference: str, against: str) -> str:
     if against not in experiments:
         raise UserError(f"--against {against!r} is not among the compared experiments{closest(against, experiments)}")
     a, b = _side(trials, against).values, _side(trials, reference).values
-    if max(len(a), len(b)) < 2:
-        return (f"{against} vs {reference}: the spread between seeds needs two or more runs of one of them "
-                f"({len(a)} and {len(b)} here); run the study with --repeats 3")
+    if min(len(a), len(b)) < 1 or max(len(a), len(b)) < 2:
+        return (f"{against} vs {reference}: the spread between seeds needs a finished run of each and two or "
+                f"more of one of them ({len(a)} and {len(b)} here); run the study with --repeats 3")
     n = repeats_needed(a, b)
     whose = "" if min(len(a), len(b)) > 1 else f", {against if len(a) > 1 else reference}'s, taken for both"
+    spread = seed_spread(a, b)
     head = (f"{against} vs {reference}: difference {a.mean() - b.mean():+.4f} bits per byte, seed standard "
-            f"deviation {seed_spread(a, b):.4f} ({len(a)} and {len(b)} runs{whose})")
+            f"deviation {spread:.4f} ({len(a)} and {len(b)} runs{whose})")
+    if not spread > 0:
+        return f"{head}; the runs ended alike, so they give no spread to size repeats by"
     if n is None:
         return f"{head}; no difference to resolve"
     text = f"{head}; {n} runs of each would resolve it with 80% power at 5% (two-sided pooled t-test)"

@@ -54,15 +54,19 @@ def sweep_runs(work: Path) -> list[dict]:
 
 
 def _least_squares(residuals, starts, lower, upper):
+    """The lowest-cost of scipy's robust fits from each start (analysis/scaling.py's loss and scale)."""
     from scipy.optimize import least_squares
 
+    from analysis.scaling import HUBER_SCALE
+
     fits = [least_squares(residuals, np.clip(x0, np.add(lower, 1e-9), np.subtract(upper, 1e-9)),
-                          bounds=(lower, upper), loss="huber", f_scale=0.01, max_nfev=4000) for x0 in starts]
+                          bounds=(lower, upper), loss="huber", f_scale=HUBER_SCALE, max_nfev=4000) for x0 in starts]
     return min(fits, key=lambda r: r.cost).x
 
 
-def fit_shared(rows: list[dict], floor: float) -> dict:
-    """c_s + B / D^beta: each size's c_s (>= floor), one B and beta; returns a predictor per size."""
+def fit_shared(rows: list[dict], floor: float) -> tuple[dict, str]:
+    """c_s + B / D^beta: each size's c_s (>= floor), one B and beta; a predictor per size, and the
+    fit's beta with the sizes whose c_s sits at the floor (there the form is a pure power law)."""
     sizes = sorted({r["size"] for r in rows})
     at = np.array([sizes.index(r["size"]) for r in rows])
     d, loss = np.array([r["D"] for r in rows]), np.array([r["L"] for r in rows])
@@ -77,13 +81,16 @@ def fit_shared(rows: list[dict], floor: float) -> dict:
 
     starts = [[math.log(max(loss.min() * f - floor, 1e-4))] * k + [math.log(np.median(loss)) + beta * math.log(np.median(d)), beta]
               for f in (0.3, 0.7) for beta in (0.2, 0.5, 1.0)]
-    c, b, beta = unpack(_least_squares(residuals, starts, [-30.0] * k + [-30.0, 0.0], [10.0] * k + [80.0, 3.0]))
-    return {s: (lambda dd, ci=c[i]: float(ci + b * dd ** -beta)) for i, s in enumerate(sizes)}
+    x = _least_squares(residuals, starts, [-30.0] * k + [-30.0, 0.0], [10.0] * k + [80.0, 3.0])
+    c, b, beta = unpack(x)
+    at_floor = [s for s, v in zip(sizes, x[:k]) if v < -10]  # c_s - floor below 5e-5
+    note = f"beta {beta:.2f}" + (f"; c at the floor for {', '.join(at_floor)}" if at_floor else "")
+    return {s: (lambda dd, ci=c[i]: float(ci + b * dd ** -beta)) for i, s in enumerate(sizes)}, note
 
 
-def fit_per_size(rows: list[dict], floor: float) -> dict:
-    """floor + B_s / D^beta_s through each size's runs."""
-    out = {}
+def fit_per_size(rows: list[dict], floor: float) -> tuple[dict, str]:
+    """floor + B_s / D^beta_s through each size's runs; a predictor per size, and each beta_s."""
+    out, betas = {}, []
     for s in sorted({r["size"] for r in rows}):
         d = np.array([r["D"] for r in rows if r["size"] == s])
         loss = np.array([r["L"] for r in rows if r["size"] == s])
@@ -94,7 +101,8 @@ def fit_per_size(rows: list[dict], floor: float) -> dict:
         starts = [[math.log(max(np.median(loss) - floor, 1e-4)) + beta * math.log(np.median(d)), beta] for beta in (0.2, 0.5, 1.0)]
         lb, beta = _least_squares(residuals, starts, [-30.0, 0.0], [80.0, 3.0])
         out[s] = lambda dd, lb=lb, beta=beta: float(floor + math.exp(lb) * dd ** -beta)
-    return out
+        betas.append(f"{s} {beta:.2f}")
+    return out, "beta " + ", ".join(betas)
 
 
 def report(work: Path) -> list[str]:
@@ -106,21 +114,20 @@ def report(work: Path) -> list[str]:
     chosen = f"{shape['n_layer']}x{shape['n_embd']}"
     lines = [f"\n{work.name}: compute left {left:.3g} FLOPs, floor {floor:.4f}; the build chose {chosen} "
              f"({built['choice']['how'].split(':')[0]}), measured {measured if measured is None else round(measured, 4)}"]
+    sizes = {s: [r for r in rows if r["size"] == s] for s in sorted({r["size"] for r in rows})}
+    tokens = {s: left / mine[0]["flops_per_token"] for s, mine in sizes.items()}  # what the compute left buys each
     fits = {"shared": fit_shared(rows, floor), "per size": fit_per_size(rows, floor)}
-    for s in sorted({r["size"] for r in rows}):
-        mine = [r for r in rows if r["size"] == s]
-        tokens = left / mine[0]["flops_per_token"]
-        preds = "  ".join(f"{name} {f[s](tokens):.4f}" for name, f in fits.items())
+    for s, mine in sizes.items():
+        preds = "  ".join(f"{name} {f[s](tokens[s]):.4f}" for name, (f, _) in fits.items())
         runs = " ".join(f"{r['L']:.4f}" for r in mine)
-        lines.append(f"  {s} {mine[0]['shape']:<6} runs {runs} -> "
-                     f"{tokens / 1e6:.1f}M tokens: {preds}")
-    for name, f in fits.items():
-        pick = min(f, key=lambda s: f[s](left / next(r for r in rows if r["size"] == s)["flops_per_token"]))
-        pshape = next(r["shape"] for r in rows if r["size"] == pick)
-        line = f"  {name}: would choose {pick} {pshape}"
-        at_chosen = next((s for s in f if next(r["shape"] for r in rows if r["size"] == s) == chosen), None)
+        lines.append(f"  {s} {mine[0]['shape']:<6} runs {runs} -> {tokens[s]:.3g} tokens "
+                     f"({tokens[s] / max(r['D'] for r in mine):.0f}x its longest run): {preds}")
+    for name, (f, note) in fits.items():
+        pick = min(f, key=lambda s: f[s](tokens[s]))
+        line = f"  {name} ({note}): would choose {pick} {sizes[pick][0]['shape']}"
+        at_chosen = next((s for s in f if sizes[s][0]["shape"] == chosen), None)
         if measured is not None and at_chosen is not None:
-            pred = f[at_chosen](left / next(r for r in rows if r["size"] == at_chosen)["flops_per_token"])
+            pred = f[at_chosen](tokens[at_chosen])
             line += f"; at the build's {chosen} it predicts {pred:.4f}, {100 * (pred - measured) / measured:+.0f}% of the measured"
         lines.append(line)
     return lines

@@ -73,7 +73,8 @@ def run_one(size: str, corpus: str, iters: int, seed: int, threads: int, lr_mult
 
     def report(metrics, _save):
         if metrics.get("kind") == "eval" and "window_bpb" in metrics:
-            best.update(window_bpb=metrics["window_bpb"], val_bpb_se=metrics["val_bpb_se"])
+            best.update(window_bpb=metrics["window_bpb"], val_bpb_se=metrics["val_bpb_se"],
+                        eval_windows=metrics.get("eval_windows"))
 
     t = time.perf_counter()
     result = train(c, data, report=report, threads=threads)
@@ -88,10 +89,19 @@ def run_one(size: str, corpus: str, iters: int, seed: int, threads: int, lr_mult
             "seconds": round(time.perf_counter() - t, 1), "threads": threads, "machine": machine(), **best}
 
 
-def step_table(rows: list[dict]) -> list[str]:
-    """Per corpus, budget and seed: each size, and each step's gain against its paired evaluation noise."""
+def difference_se(a: dict, b: dict) -> tuple[float, str]:
+    """The evaluation noise of b - a: paired over the windows when both runs were evaluated on the
+    same ones (the same eval_windows fingerprint; rows written before it was stored, all by one
+    earlier evaluator, count as the same as each other), else the two standard errors combined."""
     from analysis.significance import paired_se
 
+    if a.get("eval_windows") == b.get("eval_windows") and a.get("window_bpb") and b.get("window_bpb"):
+        return paired_se(a["window_bpb"], b["window_bpb"]), "paired se"
+    return math.hypot(a.get("val_bpb_se", math.nan), b.get("val_bpb_se", math.nan)), "unpaired se, other windows"
+
+
+def step_table(rows: list[dict]) -> list[str]:
+    """Per corpus, budget and seed: each size, and each step's gain against its evaluation noise."""
     lines = []
     for corpus, iters, seed in dict.fromkeys((r["corpus"], r["iters"], r["seed"]) for r in rows):
         mine = sorted((r for r in rows if (r["corpus"], r["iters"], r["seed"]) == (corpus, iters, seed)),
@@ -105,8 +115,8 @@ def step_table(rows: list[dict]) -> list[str]:
             step = ""
             if prev is not None and prev.get("window_bpb") and r.get("window_bpb"):
                 gain = prev["best_val_bpb"] - r["best_val_bpb"]
-                se = paired_se(prev["window_bpb"], r["window_bpb"])
-                step = f"{gain:+11.4f} {se:11.4f} {gain / se:9.1f}"
+                se, kind = difference_se(prev, r)
+                step = f"{gain:+11.4f} {se:11.4f} {gain / se:9.1f}" + ("" if kind == "paired se" else f" ({kind})")
             lines.append(f"{r['size']:<6}{r['non_embedding_params'] / 1e6:9.3f}M {r['best_val_bpb']:9.4f} "
                          f"({r.get('val_bpb_se', math.nan):.4f}) {r['best_val_bpb_context']:9.4f} "
                          f"{r['best_val_bpb_context'] - floor:14.4f} {step}")
@@ -114,10 +124,9 @@ def step_table(rows: list[dict]) -> list[str]:
 
 
 def probe_lines(rows: list[dict]) -> list[str]:
-    """Each run that has rate probes (--lr-mult): its rates side by side, with the paired
-    evaluation noise of each probe against the family's rate (one seed each: a probe, not a tuning)."""
-    from analysis.significance import paired_se
-
+    """Each run that has rate probes (--lr-mult): its rates side by side, with the evaluation noise
+    of each probe's difference from the family's rate (difference_se; one seed each: a probe, not a
+    tuning)."""
     probes = [r for r in rows if r.get("lr_mult", 1.0) != 1.0]
     lines = ["\nrate probes (the family's rate x lr_mult; context = second-half bpb)"] if probes else []
     for key in dict.fromkeys((r["corpus"], r["size"], r["iters"], r["seed"]) for r in probes):
@@ -127,8 +136,8 @@ def probe_lines(rows: list[dict]) -> list[str]:
         for r in same:
             vs = ""
             if ref is not None and r is not ref and r.get("window_bpb") and ref.get("window_bpb"):
-                vs = (f"  whole {r['best_val_bpb'] - ref['best_val_bpb']:+.4f} against x1 "
-                      f"(paired se {paired_se(ref['window_bpb'], r['window_bpb']):.4f})")
+                se, kind = difference_se(ref, r)
+                vs = f"  whole {r['best_val_bpb'] - ref['best_val_bpb']:+.4f} against x1 ({kind} {se:.4f})"
             lines.append(f"{key[0]} {key[1]} {key[2]} it seed {key[3]}: x{r.get('lr_mult', 1.0):g} "
                          f"(rate {r['learning_rate']:.3g}) whole {r['best_val_bpb']:.4f} context "
                          f"{r['best_val_bpb_context']:.4f}{vs}")

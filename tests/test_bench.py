@@ -106,12 +106,14 @@ def test_build_extrapolate_recovers_a_known_token_law():
     tokens = (1e5, 2e5, 4e5)
     shared = {"s1": 0.5, "s2": 0.3, "s3": 0.25}
     rows = [{"size": s, "D": d, "L": c + 40 * d ** -0.5} for s, c in shared.items() for d in tokens]
-    fits = ex.fit_shared(rows, 0.1)
+    fits, note = ex.fit_shared(rows, 0.1)
+    assert note == "beta 0.50"
     for s, c in shared.items():
         assert fits[s](1.2e7) == pytest.approx(c + 40 * 1.2e7 ** -0.5, rel=1e-4)
     per = {"s1": (30.0, 0.4), "s2": (300.0, 0.6), "s3": (3e3, 0.8)}
     rows = [{"size": s, "D": d, "L": 0.1 + b * d ** -beta} for s, (b, beta) in per.items() for d in tokens]
-    fits = ex.fit_per_size(rows, 0.1)
+    fits, note = ex.fit_per_size(rows, 0.1)
+    assert note == "beta s1 0.40, s2 0.60, s3 0.80"
     for s, (b, beta) in per.items():
         assert fits[s](1.2e7) == pytest.approx(0.1 + b * 1.2e7 ** -beta, rel=1e-4)
 

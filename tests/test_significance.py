@@ -154,9 +154,13 @@ def test_power_text_with_one_run_takes_the_repeated_sides_spread():
     trials = pd.DataFrame({"experiment": ["ref"] * 3 + ["x"], "best_val_bpb": runs + [0.36], "seed": [1, 2, 3, 1]})
     text = power_text(trials, "ref", "x")
     assert "difference +0.0400 bits per byte, seed standard deviation 0.0200 (1 and 3 runs, ref's, taken for both)" in text
-    assert f"{repeats_needed(np.array([0.36]), np.array(runs))} runs of each" in text
+    assert "; 6 runs of each would resolve it" in text  # effect size 2: 6 a side (the noncentral t)
     single = power_text(trials[trials["seed"] == 1], "ref", "x")
-    assert "needs two or more runs of one of them (1 and 1 here)" in single
+    assert "two or more of one of them (1 and 1 here)" in single
+    none = power_text(trials.assign(best_val_bpb=[0.30, 0.32, 0.34, float("nan")]), "ref", "x")
+    assert "needs a finished run of each" in none and "(0 and 3 here)" in none
+    alike = power_text(trials.assign(best_val_bpb=[0.30, 0.30, 0.30, 0.36]), "ref", "x")
+    assert "+0.0600" in alike and "no spread to size repeats by" in alike
 
 
 def test_eval_windows_are_disjoint_and_the_standard_error_is_their_spread(tmp_path):
