@@ -123,6 +123,21 @@ def step_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def best_rate(rows: list[dict], metric: str) -> list[dict]:
+    """Per corpus, size, budget and seed, the run at the rate that ended lowest on `metric`, among
+    the runs evaluated on the same windows as the family's rate's (rates scored on other windows
+    do not compete)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "finished":
+            groups.setdefault((r["corpus"], r["size"], r["iters"], r["seed"]), []).append(r)
+    out = []
+    for runs in groups.values():
+        ref = next((r for r in runs if r.get("lr_mult", 1.0) == 1.0), runs[0])
+        out.append(min((r for r in runs if r.get("eval_windows") == ref.get("eval_windows")), key=lambda r: r[metric]))
+    return out
+
+
 def probe_lines(rows: list[dict]) -> list[str]:
     """Each run that has rate probes (--lr-mult): its rates side by side, with the evaluation noise
     of each probe's difference from the family's rate (difference_se; one seed each: a probe, not a
@@ -222,6 +237,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1337])
     parser.add_argument("--lr-mult", type=float, default=1.0,
                         help="each size's rate x this (a rate probe: kept out of the tables, the plot and the fit)")
+    parser.add_argument("--best-rate", action="store_true",
+                        help="tables, plot and fit take each run at the best of the rates it was run at (a best-of-k "
+                             "on the same windows: optimistic by up to the evaluation's noise)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "storyworld_capacity.json")
     parser.add_argument("--fit", metavar="CORPUS", help="also fit L(N, D) to this corpus's stored runs, E at its floor")
@@ -240,7 +258,10 @@ def main() -> None:
                       f"{r['best_val_bpb']:.4f} bpb, context {r['best_val_bpb_context']:.4f} ({r['seconds']:.0f} s, "
                       f"{r['machine']})", flush=True)
                 args.out.write_text(json.dumps(rows, indent=1))
-    family = [r for r in rows if r.get("lr_mult", 1.0) == 1.0]
+    family = best_rate(rows, args.metric) if args.best_rate else [r for r in rows if r.get("lr_mult", 1.0) == 1.0]
+    if args.best_rate:
+        print("each run at the best of its rates:", ", ".join(f"{r['size']} {r['iters']} it x{r.get('lr_mult', 1.0):g}"
+                                                                for r in family))
     print("\n".join(step_table(family) + probe_lines(rows)
                     + (fit_lines(family, args.fit, args.metric) if args.fit else [])))
     plot(family, args.out.with_suffix(".png"))

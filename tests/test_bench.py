@@ -133,3 +133,14 @@ def test_capacity_rate_probes_are_listed_beside_the_familys_rate():
     assert lines[1].startswith("c s5 10 it seed 1: x0.5 (rate 0.002) whole 0.2800") and lines[2].startswith("c s5 10 it seed 1: x1 ")
     assert f"whole -0.0200 against x1 (paired se {se:.4f})" in lines[1]
     assert cap.probe_lines([ref]) == []
+
+
+def test_capacity_best_rate_compares_rates_only_on_the_same_windows():
+    cap = _bench("storyworld_capacity")
+    run = {"corpus": "c", "size": "s5", "iters": 10, "seed": 1, "status": "finished"}
+    x1 = {**run, "lr_mult": 1.0, "best_val_bpb": 0.30, "eval_windows": "w1"}
+    lower = {**run, "lr_mult": 0.5, "best_val_bpb": 0.28, "eval_windows": "w1"}
+    elsewhere = {**run, "lr_mult": 0.25, "best_val_bpb": 0.20, "eval_windows": "w2"}
+    failed = {**run, "lr_mult": 2.0, "best_val_bpb": 0.10, "eval_windows": "w1", "status": "error"}
+    assert cap.best_rate([x1, lower, elsewhere, failed], "best_val_bpb") == [lower]
+    assert cap.best_rate([x1, elsewhere], "best_val_bpb") == [x1]
