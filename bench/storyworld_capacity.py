@@ -179,7 +179,7 @@ def fit_lines(rows: list[dict], corpus: str, metric: str) -> list[str]:
     return ["", format_fit(fit_scaling(runs, bootstrap=100))]
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, rates: str = "each size at the family's rate") -> None:
     """Left: best val bits per byte (whole windows) against N, the floors dashed and version 2's
     world-free level dotted; right: the second-half figure's gap to the floor, log-log (what a
     scaling law's reducible terms describe). One colour per corpus, one line style per budget."""
@@ -212,7 +212,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("non-embedding parameters")
         ax.grid(True, which="both", alpha=0.3)
     right.legend(fontsize=8)
-    fig.suptitle("storyworld capacity probe (left: dashed each corpus's entropy, dotted version 2's world-free level)")
+    fig.suptitle(f"storyworld capacity, {rates} (left: dashed each corpus's entropy, dotted version 2's world-free level)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -264,7 +264,7 @@ def main() -> None:
                                                                 for r in family))
     print("\n".join(step_table(family) + probe_lines(rows)
                     + (fit_lines(family, args.fit, args.metric) if args.fit else [])))
-    plot(family, args.out.with_suffix(".png"))
+    plot(family, args.out.with_suffix(".png"), *(["each run at the best of its rates (one seed)"] if args.best_rate else []))
     print(f"\n{args.out} and {args.out.with_suffix('.png')}")
 
 
