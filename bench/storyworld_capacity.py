@@ -124,9 +124,9 @@ def step_table(rows: list[dict]) -> list[str]:
 
 
 def best_rate(rows: list[dict], metric: str) -> list[dict]:
-    """Per corpus, size, budget and seed, the run at the rate that ended lowest on `metric`, among
-    the runs evaluated on the same windows as the family's rate's (rates scored on other windows
-    do not compete)."""
+    """Per corpus, size, budget and seed, the finished run at the rate that ended lowest on `metric`,
+    among the runs evaluated on the same windows as the family's rate's run (or, without a finished
+    one, the first finished run's): rates scored on other windows do not compete."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["status"] == "finished":
@@ -179,7 +179,7 @@ def fit_lines(rows: list[dict], corpus: str, metric: str) -> list[str]:
     return ["", format_fit(fit_scaling(runs, bootstrap=100))]
 
 
-def plot(rows: list[dict], path: Path, rates: str = "each size at the family's rate") -> None:
+def plot(rows: list[dict], path: Path, rates: str = "each run at the rate it was run at (lr_mult 1)") -> None:
     """Left: best val bits per byte (whole windows) against N, the floors dashed and version 2's
     world-free level dotted; right: the second-half figure's gap to the floor, log-log (what a
     scaling law's reducible terms describe). One colour per corpus, one line style per budget."""
@@ -258,14 +258,16 @@ def main() -> None:
                       f"{r['best_val_bpb']:.4f} bpb, context {r['best_val_bpb_context']:.4f} ({r['seconds']:.0f} s, "
                       f"{r['machine']})", flush=True)
                 args.out.write_text(json.dumps(rows, indent=1))
-    family = best_rate(rows, args.metric) if args.best_rate else [r for r in rows if r.get("lr_mult", 1.0) == 1.0]
+    family = (best_rate(rows, args.metric) if args.best_rate
+              else [r for r in rows if r.get("lr_mult", 1.0) == 1.0 and r["status"] == "finished"])
     if args.best_rate:
         print("each run at the best of its rates:", ", ".join(f"{r['size']} {r['iters']} it x{r.get('lr_mult', 1.0):g}"
                                                                 for r in family))
     print("\n".join(step_table(family) + probe_lines(rows)
                     + (fit_lines(family, args.fit, args.metric) if args.fit else [])))
-    plot(family, args.out.with_suffix(".png"), *(["each run at the best of its rates (one seed)"] if args.best_rate else []))
-    print(f"\n{args.out} and {args.out.with_suffix('.png')}")
+    figure = args.out.with_name(args.out.stem + ("_best_rate" if args.best_rate else "") + ".png")
+    plot(family, figure, *(["each run at the best of the rates tried (one seed)"] if args.best_rate else []))
+    print(f"\n{args.out} and {figure}")
 
 
 if __name__ == "__main__":

@@ -184,9 +184,11 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     lines = _bench("build_extrapolate").report(tmp_path)
     assert f"the build chose {shape['n_layer']}x{shape['n_embd']}" in lines[0]
     assert sum("would choose" in line for line in lines) == 2 and len(lines) == 1 + 3 + 2
-    # the chosen size's tokens for the compute left: what the target itself trained (whole iterations)
+    # the chosen size's tokens for the compute left: what the target itself trained, in whole iterations,
+    # so less than one iteration's tokens more (the script prints 3 significant figures)
     line = next(line for line in lines[1:4] if f" {shape['n_layer']}x{shape['n_embd']} " in line)
-    assert float(line.split("-> ")[1].split(" tokens")[0]) == pytest.approx(shape["tokens"], rel=0.01)
+    printed, per_iter = float(line.split("-> ")[1].split(" tokens")[0]), shape["tokens"] / shape["max_iters"]
+    assert shape["tokens"] * 0.995 <= printed < (shape["tokens"] + per_iter) * 1.005, (printed, shape)
     other = run_cli(*args, "--resume", "--budget", "9e9")
     assert other.returncode == 2 and "was started with other budget" in other.stderr, other.stderr
     other = run_cli(*args, "--resume", "--horizon-exponent", "0.1")
