@@ -89,6 +89,16 @@ def run_one(size: str, corpus: str, iters: int, seed: int, threads: int, lr_mult
             "seconds": round(time.perf_counter() - t, 1), "threads": threads, "machine": machine(), **best}
 
 
+def _run(r: dict) -> tuple:
+    """A run's identity apart from its rate: corpus, size, budget, seed."""
+    return r["corpus"], r["size"], r["iters"], r["seed"]
+
+
+def _mult(r: dict) -> float:
+    """The run's rate multiplier (rows written before --lr-mult ran at the family's rate)."""
+    return r.get("lr_mult", 1.0)
+
+
 def difference_se(a: dict, b: dict) -> tuple[float, str]:
     """The evaluation noise of b - a: paired over the windows when both runs were evaluated on the
     same ones (the same eval_windows fingerprint; rows written before it was stored, all by one
@@ -130,10 +140,10 @@ def best_rate(rows: list[dict], metric: str) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["status"] == "finished":
-            groups.setdefault((r["corpus"], r["size"], r["iters"], r["seed"]), []).append(r)
+            groups.setdefault(_run(r), []).append(r)
     out = []
     for runs in groups.values():
-        ref = next((r for r in runs if r.get("lr_mult", 1.0) == 1.0), runs[0])
+        ref = next((r for r in runs if _mult(r) == 1.0), runs[0])
         out.append(min((r for r in runs if r.get("eval_windows") == ref.get("eval_windows")), key=lambda r: r[metric]))
     return out
 
@@ -142,18 +152,17 @@ def probe_lines(rows: list[dict]) -> list[str]:
     """Each run that has rate probes (--lr-mult): its rates side by side, with the evaluation noise
     of each probe's difference from the family's rate (difference_se; one seed each: a probe, not a
     tuning)."""
-    probes = [r for r in rows if r.get("lr_mult", 1.0) != 1.0]
+    probes = [r for r in rows if _mult(r) != 1.0]
     lines = ["\nrate probes (the family's rate x lr_mult; context = second-half bpb)"] if probes else []
-    for key in dict.fromkeys((r["corpus"], r["size"], r["iters"], r["seed"]) for r in probes):
-        same = sorted((r for r in rows if (r["corpus"], r["size"], r["iters"], r["seed"]) == key),
-                      key=lambda r: r.get("lr_mult", 1.0))
-        ref = next((r for r in same if r.get("lr_mult", 1.0) == 1.0), None)
+    for key in dict.fromkeys(_run(r) for r in probes):
+        same = sorted((r for r in rows if _run(r) == key), key=_mult)
+        ref = next((r for r in same if _mult(r) == 1.0), None)
         for r in same:
             vs = ""
             if ref is not None and r is not ref and r.get("window_bpb") and ref.get("window_bpb"):
                 se, kind = difference_se(ref, r)
                 vs = f"  whole {r['best_val_bpb'] - ref['best_val_bpb']:+.4f} against x1 ({kind} {se:.4f})"
-            lines.append(f"{key[0]} {key[1]} {key[2]} it seed {key[3]}: x{r.get('lr_mult', 1.0):g} "
+            lines.append(f"{key[0]} {key[1]} {key[2]} it seed {key[3]}: x{_mult(r):g} "
                          f"(rate {r['learning_rate']:.3g}) whole {r['best_val_bpb']:.4f} context "
                          f"{r['best_val_bpb_context']:.4f}{vs}")
     return lines
@@ -239,14 +248,14 @@ def main() -> None:
                         help="each size's rate x this (a rate probe: kept out of the tables, the plot and the fit)")
     parser.add_argument("--best-rate", action="store_true",
                         help="tables, plot and fit take each run at the best of the rates it was run at (a best-of-k "
-                             "on the same windows: optimistic by up to the evaluation's noise)")
+                             "on the windows it is judged on: optimistic by the evaluation's and the training's noise)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "storyworld_capacity.json")
     parser.add_argument("--fit", metavar="CORPUS", help="also fit L(N, D) to this corpus's stored runs, E at its floor")
     parser.add_argument("--metric", default="best_val_bpb_context", choices=["best_val_bpb_context", "best_val_bpb"])
     args = parser.parse_args()
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
-    done = {(r["corpus"], r["size"], r["iters"], r["seed"], r.get("lr_mult", 1.0)) for r in rows}
+    done = {(*_run(r), _mult(r)) for r in rows}
     for corpus in args.corpora:
         for seed in args.seeds:
             for size in args.sizes:
@@ -259,9 +268,9 @@ def main() -> None:
                       f"{r['machine']})", flush=True)
                 args.out.write_text(json.dumps(rows, indent=1))
     family = (best_rate(rows, args.metric) if args.best_rate
-              else [r for r in rows if r.get("lr_mult", 1.0) == 1.0 and r["status"] == "finished"])
+              else [r for r in rows if _mult(r) == 1.0 and r["status"] == "finished"])
     if args.best_rate:
-        print("each run at the best of its rates:", ", ".join(f"{r['size']} {r['iters']} it x{r.get('lr_mult', 1.0):g}"
+        print("each run at the best of its rates:", ", ".join(f"{r['size']} {r['iters']} it x{_mult(r):g}"
                                                                 for r in family))
     print("\n".join(step_table(family) + probe_lines(rows)
                     + (fit_lines(family, args.fit, args.metric) if args.fit else [])))
