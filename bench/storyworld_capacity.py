@@ -200,7 +200,7 @@ def plot(rows: list[dict], path: Path, rates: str = "each run at the rate it was
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
     corpora = list(dict.fromkeys(r["corpus"] for r in rows))
     budgets = sorted({r["iters"] for r in rows})
-    styles = dict(zip(budgets, ["o:", "s--", "D-", "^-."]))
+    styles = {b: ["o:", "s--", "D-", "^-.", "v:", "P--"][i % 6] for i, b in enumerate(budgets)}
     for (corpus, iters), mine in _groups(rows).items():
         color = f"C{corpora.index(corpus)}"
         n = [r["non_embedding_params"] for r in mine]
@@ -220,7 +220,7 @@ def plot(rows: list[dict], path: Path, rates: str = "each run at the rate it was
         ax.set_xscale("log")
         ax.set_xlabel("non-embedding parameters")
         ax.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper right")
     fig.suptitle(f"storyworld capacity, {rates} (left: dashed each corpus's entropy, dotted version 2's world-free level)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -249,6 +249,9 @@ def main() -> None:
     parser.add_argument("--best-rate", action="store_true",
                         help="tables, plot and fit take each run at the best of the rates it was run at (a best-of-k "
                              "on the windows it is judged on: optimistic by the evaluation's and the training's noise)")
+    parser.add_argument("--budgets", nargs="+", type=int, metavar="ITERS",
+                        help="the stored budgets (iterations) the tables, the plot and the fit read (default: all; "
+                             "the plot's file name then says which)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "storyworld_capacity.json")
     parser.add_argument("--fit", metavar="CORPUS", help="also fit L(N, D) to this corpus's stored runs, E at its floor")
@@ -267,14 +270,16 @@ def main() -> None:
                       f"{r['best_val_bpb']:.4f} bpb, context {r['best_val_bpb_context']:.4f} ({r['seconds']:.0f} s, "
                       f"{r['machine']})", flush=True)
                 args.out.write_text(json.dumps(rows, indent=1))
-    family = (best_rate(rows, args.metric) if args.best_rate
-              else [r for r in rows if _mult(r) == 1.0 and r["status"] == "finished"])
+    read = [r for r in rows if args.budgets is None or r["iters"] in args.budgets]
+    family = (best_rate(read, args.metric) if args.best_rate
+              else [r for r in read if _mult(r) == 1.0 and r["status"] == "finished"])
     if args.best_rate:
         print("each run at the best of its rates:", ", ".join(f"{r['size']} {r['iters']} it x{_mult(r):g}"
                                                                 for r in family))
-    print("\n".join(step_table(family) + probe_lines(rows)
+    print("\n".join(step_table(family) + probe_lines(read)
                     + (fit_lines(family, args.fit, args.metric) if args.fit else [])))
-    figure = args.out.with_name(args.out.stem + ("_best_rate" if args.best_rate else "") + ".png")
+    figure = args.out.with_name(args.out.stem + ("_best_rate" if args.best_rate else "")
+                                + (f"_{'-'.join(map(str, sorted(args.budgets)))}" if args.budgets else "") + ".png")
     plot(family, figure, *(["each run at the best of the rates tried (one seed)"] if args.best_rate else []))
     print(f"\n{args.out} and {figure}")
 
