@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 EXTRA_SIZES = (("s6", 6, 384, 6, 2e-3),)  # (name, n_layer, n_embd, n_head, learning_rate): 10.6M non-embedding
 CORPORA = ("storyworld", "storyworld:version=2")
 EVALS = 8
+MARKERS = {150: "v", 300: "o", 600: "s", 1200: "D", 2400: "^", 4800: "P", 9600: "X"}  # a budget's marker in every plot
 
 
 def machine() -> str:
@@ -199,15 +200,13 @@ def plot(rows: list[dict], path: Path, rates: str = "each run at the rate it was
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
     corpora = list(dict.fromkeys(r["corpus"] for r in rows))
-    budgets = sorted({r["iters"] for r in rows})
-    styles = {b: ["o:", "s--", "D-", "^-.", "v:", "P--"][i % 6] for i, b in enumerate(budgets)}
     for (corpus, iters), mine in _groups(rows).items():
         color = f"C{corpora.index(corpus)}"
         n = [r["non_embedding_params"] for r in mine]
-        label = f"{corpus}, {mine[0]['tokens'] / 1e6:.1f}M tokens"
-        left.plot(n, [r["best_val_bpb"] for r in mine], styles[iters], color=color, label=label)
-        right.plot(n, [r["best_val_bpb_context"] - r["entropy_bpb"] for r in mine], styles[iters], color=color,
-                   label=label)
+        label = (f"{corpus}, " if len(corpora) > 1 else "") + f"{mine[0]['tokens'] / 1e6:.1f}M tokens"
+        style = dict(marker=MARKERS.get(iters, "*"), color=color, lw=1.2)
+        left.plot(n, [r["best_val_bpb"] for r in mine], label=label, **style)
+        right.plot(n, [r["best_val_bpb_context"] - r["entropy_bpb"] for r in mine], **style)
     for corpus in corpora:
         first = next(r for r in rows if r["corpus"] == corpus)
         left.axhline(first["entropy_bpb"], color=f"C{corpora.index(corpus)}", ls="--", lw=0.8)
@@ -220,9 +219,10 @@ def plot(rows: list[dict], path: Path, rates: str = "each run at the rate it was
         ax.set_xscale("log")
         ax.set_xlabel("non-embedding parameters")
         ax.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8, loc="upper right")
+    fig.legend(*left.get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8,
+               title=corpora[0] if len(corpora) == 1 else None, title_fontsize=8)
     fig.suptitle(f"storyworld capacity, {rates} (left: dashed each corpus's entropy, dotted version 2's world-free level)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -271,6 +271,10 @@ def main() -> None:
                       f"{r['machine']})", flush=True)
                 args.out.write_text(json.dumps(rows, indent=1))
     read = [r for r in rows if args.budgets is None or r["iters"] in args.budgets]
+    missing = sorted(set(args.budgets or ()) - {r["iters"] for r in read})
+    if missing:
+        sys.exit(f"--budgets {' '.join(map(str, missing))}: no stored run in {args.out} has that many iterations; "
+                 f"stored: {' '.join(map(str, sorted({r['iters'] for r in rows})))}")
     family = (best_rate(read, args.metric) if args.best_rate
               else [r for r in read if _mult(r) == 1.0 and r["status"] == "finished"])
     if args.best_rate:
@@ -279,7 +283,7 @@ def main() -> None:
     print("\n".join(step_table(family) + probe_lines(read)
                     + (fit_lines(family, args.fit, args.metric) if args.fit else [])))
     figure = args.out.with_name(args.out.stem + ("_best_rate" if args.best_rate else "")
-                                + (f"_{'-'.join(map(str, sorted(args.budgets)))}" if args.budgets else "") + ".png")
+                                + (f"_{'-'.join(map(str, sorted(set(args.budgets))))}" if args.budgets else "") + ".png")
     plot(family, figure, *(["each run at the best of the rates tried (one seed)"] if args.best_rate else []))
     print(f"\n{args.out} and {figure}")
 
