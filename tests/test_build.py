@@ -127,6 +127,33 @@ def test_the_sweep_and_the_target_take_the_searchs_rate_moved_to_their_length():
     assert by_law.learning_rate < 0.02 / 2  # 0.5: a run 4 x longer than the search's or more halves the rate
 
 
+def test_the_fallback_says_when_its_size_is_the_largest_the_sweep_trained():
+    """The fallback takes the size whose longest sweep run ended lowest; when that is the sweep's
+    largest size, the sweep cannot rule out a larger one, and the choice says so."""
+    import dataclasses
+
+    import pandas as pd
+
+    from slm_tune.config import ExperimentConfig
+    from workflows.build import _best_sweep_size, _largest_of_sweep
+    from workflows.build_plan import Shares, sweep_configs
+
+    best = ExperimentConfig(n_embd=32, n_head=2, n_layer=1, vocab_size=1000, block_size=16, batch_size=2,
+                            parametrization="mup", mup_base_width=32, learning_rate=0.02, max_iters=100)
+    sweep = sweep_configs(best, 1e11, Shares(0.1, 0.2))
+    shape = {name: (c.n_layer, c.n_embd) for name, c in sweep.items()}
+    assert len({shape[f"build_sweep_s{i}_1"] for i in (1, 2, 3)}) == 3  # s3: 2 x 64, twice s2's depth
+    # (lowest size, the size whose runs errored, the edge): a size the sweep did not measure does not count
+    for lowest, failed, edge in (("s3", None, True), ("s2", None, False), ("s1", None, False), ("s2", "s3", True)):
+        frame = pd.DataFrame([{"experiment": name, "status": "error" if f"_{failed}_" in name else "finished",
+                               "iterations": c.max_iters,
+                               "best_val_bpb_context": 1.0 - 0.1 * (f"_{lowest}_" in name) - c.max_iters / 1e4,
+                               "config": dataclasses.asdict(c)} for name, c in sweep.items()])
+        chosen = _best_sweep_size(frame)
+        assert (chosen.n_layer, chosen.n_embd) == shape[f"build_sweep_{lowest}_4"]
+        assert _largest_of_sweep(chosen, frame) is edge, (lowest, failed)
+
+
 def test_by_default_every_run_keeps_the_searchs_rate_and_old_plans_resume_at_it():
     """The rule is off by default (it hurt out of sample: docs/bench/horizon-rate.md): the sweep and
     the target train at the search's rate; a plan stored before the rule existed counts as 0."""
@@ -189,6 +216,7 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     line = next(line for line in lines[1:4] if f" {shape['n_layer']}x{shape['n_embd']} " in line)
     printed, per_iter = float(line.split("-> ")[1].split(" tokens")[0]), shape["tokens"] / shape["max_iters"]
     assert shape["tokens"] * 0.995 <= printed < (shape["tokens"] + per_iter) * 1.005, (printed, shape)
+    _check_shape_probe(tmp_path, shape)
     other = run_cli(*args, "--resume", "--budget", "9e9")
     assert other.returncode == 2 and "was started with other budget" in other.stderr, other.stderr
     other = run_cli(*args, "--resume", "--horizon-exponent", "0.1")
@@ -212,3 +240,23 @@ def test_a_build_that_cannot_run_is_refused_in_one_line(tmp_path, extra, said):
     ran = run_cli(*BUILD, "--output-dir", str(tmp_path / "out"), *extra)
     assert ran.returncode == 2 and said in ran.stderr, ran.stderr
     assert len(ran.stderr.strip().splitlines()) == 1 and not (tmp_path / "out" / "ray_results").exists()
+
+
+def _check_shape_probe(out, shape):
+    """bench/build_shape_probe.py reads a real build's files: at the target's own shape it gives the
+    target's own run (its stored config), and at another shape it spends the compute the build left
+    its target, to within one iteration."""
+    from slm_tune.config import ExperimentConfig
+    from slm_tune.model.counts import flops_per_token, tokens_per_iter
+
+    probe = _bench("build_shape_probe")
+    stored = json.loads((out / "experiments" / "build_target_results.json").read_text())["config"]
+    same, left = probe.probe_config(out, shape["n_layer"], shape["n_embd"], stored["seed"])
+    assert same.replace(name=stored["name"], description=stored["description"]) == ExperimentConfig(**stored)
+    other, _ = probe.probe_config(out, shape["n_layer"] + 1, 2 * shape["n_embd"], 7)
+    per_iter = flops_per_token(other) * tokens_per_iter(other)
+    assert left - per_iter < other.max_iters * per_iter <= left and other.seed == 7
+    # its rate: the search's best moved to the probe's own length by the build's rule (BUILD: 0.45)
+    proxy = json.loads((out / "experiments" / "build_report.json").read_text())["proxy"]
+    moved = proxy["best_learning_rate"] * max(1.0, other.max_iters / proxy["max_iters"]) ** -0.45
+    assert other.max_iters != shape["max_iters"] and other.learning_rate == pytest.approx(moved)

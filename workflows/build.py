@@ -158,23 +158,48 @@ def _choose(built: Built, log: Callable[[str], None]) -> None:
     except UserError as e:
         built.fit_refused = str(e)
     if built.fit_refused:
-        log(f"build: the scaling fit refused ({built.fit_refused}); falling back to the sweep's best size")
-        built.choice = plan.choose_target(built.best, left, None, None, _best_sweep_size(frames["sweep"]),
-                                          built.fit_refused, s.min_iters, s.horizon_exponent)
+        fallback = _best_sweep_size(frames["sweep"])
+        edge = _largest_of_sweep(fallback, frames["sweep"])
+        log(f"build: the scaling fit refused ({built.fit_refused}); falling back to the sweep's best size"
+            + (f" ({EDGE})" if edge else ""))
+        built.choice = plan.choose_target(built.best, left, None, None, fallback,
+                                          built.fit_refused + (f"; {EDGE}" if edge else ""), s.min_iters,
+                                          s.horizon_exponent)
         return
     built.choice = plan.choose_target(built.best, left, built.fit.predict, built.fit.band, min_iters=s.min_iters,
                                       exponent=s.horizon_exponent)
 
 
+def _measured(sweep, metric: str = "best_val_bpb_context"):
+    """The sweep's finished runs that have the fit's metric."""
+    return sweep[(sweep["status"] == "finished") & pd.to_numeric(sweep[metric], errors="coerce").notna()]
+
+
 def _best_sweep_size(sweep, metric: str = "best_val_bpb_context") -> ExperimentConfig | None:
     """The sweep's size whose longest run ended lowest on the fit's metric (the fallback when the
     fit refuses)."""
-    done = sweep[(sweep["status"] == "finished") & pd.to_numeric(sweep[metric], errors="coerce").notna()]
+    done = _measured(sweep, metric)
     if done.empty:
         return None
     longest = done[done["iterations"] == done.groupby(done["experiment"].str.rsplit("_", n=1).str[0])["iterations"]
                    .transform("max")]
     return ExperimentConfig(**longest.loc[pd.to_numeric(longest[metric]).idxmin(), "config"])
+
+
+EDGE = ("the sweep's best size is the largest it measured, so the sweep cannot tell whether a larger model "
+        "would do better")
+
+
+def _largest_of_sweep(chosen: ExperimentConfig | None, sweep) -> bool:
+    """Whether the fallback's size is the largest the sweep measured (finished, with the fit's
+    metric): its choice then sits at the edge of what was measured (at 1e14 FLOPs on storyworld
+    version 2 it did, and a larger model sized by Chinchilla's rule beat it: docs/bench/build.md)."""
+    from slm_tune.model.counts import param_counts
+
+    done = _measured(sweep)
+    if chosen is None or done.empty:
+        return False
+    return param_counts(chosen)[1] >= max(param_counts(ExperimentConfig(**c))[1] for c in done["config"])
 
 
 def _say(log: Callable[[str], None], number: int, stage: str, share: float, budget: float, what: str) -> None:
