@@ -8,7 +8,7 @@ rule.) One training per seed in this process; a rerun skips seeds already in the
 
     python bench/build_shape_probe.py /work/build_runs/storyworld2_1e+14 --shape 4x96 --seeds 1337
 
-Prints and writes WORK/shape_probe.json: per shape and seed, best val bits per byte (whole windows
+Prints and writes WORK/shape_probe.json (or --out): per shape and seed, best val bits per byte (whole windows
 and second halves) beside the build's target's own seeds.
 """
 
@@ -48,7 +48,7 @@ def run(work: Path, layers: int, width: int, seed: int, threads: int) -> dict:
     t = time.perf_counter()
     result = train(c, prepare_tokens(c.dataset, c.vocab_size), threads=threads)
     history = [h for h in result.history if h.get("val_bpb") is not None]
-    return {"shape": f"{layers}x{width}", "seed": seed, "status": result.status, "iterations": c.max_iters,
+    return {"work": str(work), "shape": f"{layers}x{width}", "seed": seed, "status": result.status, "iterations": c.max_iters,
             "tokens": c.max_iters * tokens_per_iter(c), "non_embedding_params": param_counts(c)[1],
             "learning_rate": c.learning_rate, "compute_left": left,
             "best_val_bpb": min(h["val_bpb"] for h in history),
@@ -73,9 +73,10 @@ def main() -> None:
     ap.add_argument("--shape", required=True, help="LAYERSxWIDTH, e.g. 4x96 (width a multiple of the head size)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1337])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, help="the JSON the rows go to (default WORK/shape_probe.json)")
     a = ap.parse_args()
     layers, width = (int(x) for x in a.shape.lower().split("x"))
-    out = a.work / "shape_probe.json"
+    out = a.out or a.work / "shape_probe.json"
     rows = json.loads(out.read_text()) if out.exists() else []
     for seed in a.seeds:
         if any(r["shape"] == f"{layers}x{width}" and r["seed"] == seed for r in rows):

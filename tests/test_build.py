@@ -48,10 +48,15 @@ def _check_report(out: Path) -> dict:
         assert min(law, key=law.get) == (shape["n_layer"], shape["n_embd"])
         assert report["choice"]["predicted"] == pytest.approx(min(law.values()))
         assert math.isfinite(report["measured"]["prediction_error"])
-    else:  # the fit refused: said so, and the target is one of the sweep's sizes
+    else:  # the fit refused: said so, and the target is one of the sweep's sizes (at its largest: said too)
         assert report["choice"]["how"].startswith("fallback: ") and report["choice"]["fit_refused"]
         sizes = {(c["n_layer"], c["n_embd"]) for c in _sweep_configs(out)}
         assert (shape["n_layer"], shape["n_embd"]) in sizes and report["choice"]["predicted"] is None
+        from workflows.build import EDGE
+
+        measured = [r["config"] for r in _sweep_results(out) if r["status"] == "finished"]
+        largest = shape["non_embedding_params"] >= max(_non_embedding(c) for c in measured)
+        assert (EDGE in report["choice"]["how"]) is largest, (report["choice"]["how"], shape)
     assert report["measured"]["runs"]
     proxy, beta = report["proxy"], report["proxy"]["horizon_exponent"]
     searched = [json.loads(p.read_text()) for p in (out / "experiments").glob("build_search_*_results.json")]
@@ -66,8 +71,19 @@ def _check_report(out: Path) -> dict:
     return report
 
 
+def _sweep_results(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "experiments").glob("build_sweep_*_results.json"))]
+
+
 def _sweep_configs(out: Path) -> list[dict]:
-    return [json.loads(p.read_text())["config"] for p in (out / "experiments").glob("build_sweep_*_results.json")]
+    return [r["config"] for r in _sweep_results(out)]
+
+
+def _non_embedding(config: dict) -> int:
+    from slm_tune.config import ExperimentConfig
+    from slm_tune.model.counts import param_counts
+
+    return param_counts(ExperimentConfig(**config))[1]
 
 
 def test_the_target_is_the_shape_a_law_predicts_lowest_for_the_compute_left():

@@ -161,10 +161,11 @@ def _choose(built: Built, log: Callable[[str], None]) -> None:
         fallback = _best_sweep_size(frames["sweep"])
         edge = _largest_of_sweep(fallback, frames["sweep"])
         log(f"build: the scaling fit refused ({built.fit_refused}); falling back to the sweep's best size"
-            + (f" ({EDGE})" if edge else ""))
-        built.choice = plan.choose_target(built.best, left, None, None, fallback,
-                                          built.fit_refused + (f"; {EDGE}" if edge else ""), s.min_iters,
+            + (f"; {EDGE}" if edge else ""))
+        built.choice = plan.choose_target(built.best, left, None, None, fallback, built.fit_refused, s.min_iters,
                                           s.horizon_exponent)
+        if edge:
+            built.choice.how += f"; {EDGE}"
         return
     built.choice = plan.choose_target(built.best, left, built.fit.predict, built.fit.band, min_iters=s.min_iters,
                                       exponent=s.horizon_exponent)
@@ -186,14 +187,14 @@ def _best_sweep_size(sweep, metric: str = "best_val_bpb_context") -> ExperimentC
     return ExperimentConfig(**longest.loc[pd.to_numeric(longest[metric]).idxmin(), "config"])
 
 
-EDGE = ("the sweep's best size is the largest it measured, so the sweep cannot tell whether a larger model "
-        "would do better")
+EDGE = "it is the largest size the sweep measured, so the sweep cannot tell whether a larger model would do better"
 
 
 def _largest_of_sweep(chosen: ExperimentConfig | None, sweep) -> bool:
     """Whether the fallback's size is the largest the sweep measured (finished, with the fit's
     metric): its choice then sits at the edge of what was measured (at 1e14 FLOPs on storyworld
-    version 2 it did, and a larger model sized by Chinchilla's rule beat it: docs/bench/build.md)."""
+    version 2 it did, and a larger model sized by Chinchilla's rule beat it on whole windows:
+    docs/bench/build.md)."""
     from slm_tune.model.counts import param_counts
 
     done = _measured(sweep)
