@@ -8,8 +8,8 @@ rule.) One training per seed in this process; a rerun skips seeds already in the
 
     python bench/build_shape_probe.py /work/build_runs/storyworld2_1e+14 --shape 4x96 --seeds 1337
 
-Prints and writes WORK/shape_probe.json (or --out): per shape and seed, best val bits per byte (whole windows
-and second halves) beside the build's target's own seeds.
+Prints and writes WORK/shape_probe.json (or --out): per shape and seed, best val bits per byte
+(whole windows and second halves) beside the build's target's own seeds.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def run(work: Path, layers: int, width: int, seed: int, threads: int) -> dict:
     t = time.perf_counter()
     result = train(c, prepare_tokens(c.dataset, c.vocab_size), threads=threads)
     history = [h for h in result.history if h.get("val_bpb") is not None]
-    return {"work": str(work), "shape": f"{layers}x{width}", "seed": seed, "status": result.status, "iterations": c.max_iters,
+    return {"work": str(work), "shape": f"{layers}x{width}", "seed": seed, "status": result.status,
+            "iterations": c.max_iters,
             "tokens": c.max_iters * tokens_per_iter(c), "non_embedding_params": param_counts(c)[1],
             "learning_rate": c.learning_rate, "compute_left": left,
             "best_val_bpb": min(h["val_bpb"] for h in history),

@@ -282,8 +282,8 @@ def main() -> None:
                                                                 for r in family))
     print("\n".join(step_table(family) + probe_lines(read)
                     + (fit_lines(family, args.fit, args.metric) if args.fit else [])))
-    figure = args.out.with_name(args.out.stem + ("_best_rate" if args.best_rate else "")
-                                + (f"_{'-'.join(map(str, sorted(set(args.budgets))))}" if args.budgets else "") + ".png")
+    which = f"_{'-'.join(map(str, sorted(set(args.budgets))))}" if args.budgets else ""
+    figure = args.out.with_name(args.out.stem + ("_best_rate" if args.best_rate else "") + which + ".png")
     plot(family, figure, *(["each run at the best of the rates tried (one seed)"] if args.best_rate else []))
     print(f"\n{args.out} and {figure}")
 
