@@ -179,7 +179,7 @@ def _add_search_command(sub) -> None:
 
 
 def _add_build_command(sub) -> None:
-    from workflows.build_plan import HORIZON_EXPONENT
+    from workflows.build_plan import HORIZON_EXPONENT, SWEEP_DESIGN, SWEEP_DESIGNS
 
     p = sub.add_parser("build", help="from a compute budget to the best model it buys: a muP proxy search, a scaling "
                                      "sweep and fit, the compute-optimal target trained and exported")
@@ -202,6 +202,10 @@ def _add_build_command(sub) -> None:
                         "iterations / the search's)^-BETA, as the best rate falls with training length (default: "
                         f"{HORIZON_EXPONENT:g}: the search's rate everywhere; 0.45 was tried and hurt on real text: "
                         "docs/bench/horizon-rate.md)")
+    p.add_argument("--sweep", choices=SWEEP_DESIGNS, default=SWEEP_DESIGN,
+                   help="the sweep's sizes: 'budget' (default) from the proxy up to the size the compute left trains "
+                        "at about 20 tokens a parameter, 12x or more in parameters; 'fixed': the proxy, 2x wide, 2x "
+                        "wide and deep, whatever the budget (builds before the budget-grown sweep)")
     _add_run_options(p, schedulers=("asha",), scheduler="asha", default_text="asha for the search, fifo elsewhere")
 
 
@@ -575,13 +579,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     from slm_tune.data.corpora import corpus_fingerprint
 
     shares = args.shares or Shares()
-    check_budget(space.config_for({}), args.budget, shares, args.min_iters, args.num_samples)
+    check_budget(space.config_for({}), args.budget, shares, args.min_iters, args.num_samples, args.sweep)
     corpus_fingerprint(space.base.dataset)  # a corpus that is not there: refused before any stage starts
     registry, dataset = _registry(args), {"dataset": args.dataset} if args.dataset else {}
     settings = BuildSettings(Path(args.output_dir), args.budget, space, registry["baseline"].replace(**dataset),
                              registry[space.base.name].replace(**dataset), shares, args.repeats, args.against_simple,
                              args.num_samples, args.min_iters, args.storage_path,
-                             horizon_exponent=args.horizon_exponent)
+                             horizon_exponent=args.horizon_exponent, sweep_design=args.sweep)
     _check_build_plan(settings, args.resume)
     built = run_build(settings, _BuildStages(args), _err)
     if built.code:
@@ -594,18 +598,18 @@ def _check_build_plan(s, resume: bool) -> None:
     other shares or another proxy would mix two builds' stages: refused before anything runs."""
     from slm_tune.files import read_json, write_json
 
-    from workflows.build import BEFORE_HORIZON, plan_changes
+    from workflows.build import BEFORE, plan_changes
 
     plan = {"budget": s.budget, "shares": [s.shares.search, s.shares.sweep], "space": s.space.name,
             "proxy": s.space.config_for({}).to_dict(), "samples": s.samples, "min_iters": s.min_iters,
-            "horizon_exponent": s.horizon_exponent}
+            "horizon_exponent": s.horizon_exponent, "sweep": s.sweep_design}
     path = s.output_dir / "experiments" / "build_plan.json"
     if resume and path.is_file():
         stored = read_json(path)
         changed = plan_changes(stored, plan)
         if changed:
-            hint = (f" (--horizon-exponent {stored.get('horizon_exponent', BEFORE_HORIZON['horizon_exponent']):g})"
-                    if "horizon_exponent" in changed else "")
+            hint = "".join(f" (--{k.replace('_', '-')} {stored.get(k, BEFORE[k]):g})" if k == "horizon_exponent"
+                           else f" (--sweep {stored.get(k, BEFORE[k])})" for k in changed if k in BEFORE)
             raise UserError(f"--resume: this build was started with other {', '.join(changed)} ({path}); resume it "
                             f"with the same options{hint}, or give another --output-dir for a new build")
     write_json(path, plan)

@@ -47,7 +47,8 @@ def build_report(built, studies: dict[str, str]) -> dict[str, Any]:
                   "further_target_seeds": trained_flops(frames["target"]) - spend["target"]},
         "proxy": {**_shape(built.proxy), "trials": int(len(frames["search"])),
                   "best_settings": {k: getattr(built.best, k) for k in s.space.searched},
-                  "best_learning_rate": built.best.learning_rate, "horizon_exponent": s.horizon_exponent},
+                  "best_learning_rate": built.best.learning_rate, "horizon_exponent": s.horizon_exponent,
+                  "sweep_design": s.sweep_design},
         "choice": _choice(built),
         "measured": _measured(built, frames["target"]),
     }

@@ -179,11 +179,12 @@ def _set_aside_other_direct(out: Path, sp: dict) -> None:
             (out / rel).rename(stale / rel)
 
 
-def reuse(earlier: Path, out: Path, exponent: float) -> None:
-    """A build with another rate rule at the same budget, corpus and proxy: the search (run before
-    the rule acts), the simple alternatives (which never use it) and (c) (kept only if the build
-    chooses the same shape and length: _set_aside_other_direct) are copied from EARLIER's work dir;
-    the sweep and the target run again. Said in WORK/reused.json and the bench's row."""
+def reuse(earlier: Path, out: Path, changes: dict) -> None:
+    """A build with another rate rule or sweep design (`changes`: the plan's keys that differ) at
+    the same budget, corpus and proxy: the search (run before either acts), the simple alternatives
+    (which never use them) and (c) (kept only if the build chooses the same shape and length:
+    _set_aside_other_direct) are copied from EARLIER's work dir; the sweep and the target run again.
+    Said in WORK/reused.json and the bench's row."""
     import shutil
 
     if (out / "ray_results").exists():
@@ -197,7 +198,7 @@ def reuse(earlier: Path, out: Path, exponent: float) -> None:
         elif src.exists():
             shutil.copy2(src, dst)
     plan = json.loads((earlier / "experiments" / "build_plan.json").read_text())
-    (out / "experiments" / "build_plan.json").write_text(json.dumps({**plan, "horizon_exponent": exponent}))
+    (out / "experiments" / "build_plan.json").write_text(json.dumps({**plan, **changes}))
     (out / "reused.json").write_text(json.dumps({"from": str(earlier), "stages": ["build_search", "build_simple",
                                                  "direct (if the same shape)"]}))
 
@@ -245,14 +246,15 @@ def plot(results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(tags), figsize=(4.5 + 3.5 * len(tags), 4.5), squeeze=False)
     names = ("build", "baseline", "chinchilla", "direct_search")
     for ax, tag in zip(axes[0], tags):
-        rows = sorted((r for r in results if r["tag"] == tag), key=lambda r: (r["budget"], _beta(r)))
+        rows = sorted((r for r in results if r["tag"] == tag), key=lambda r: (r["budget"], _beta(r), _row_sweep(r)))
         for i, r in enumerate(rows):
             runs = {"build": r["build"]["runs"], "direct_search": r["direct"]["runs"],
                     **{k.removeprefix("build_simple_"): v["runs"] for k, v in r["build"]["simple"].items()}}
             for j, name in enumerate(names):
                 ys = runs.get(name, [])
                 ax.plot([i + (j - 1.5) * 0.18] * len(ys), ys, "o", color=f"C{j}", label=name if i == 0 else None)
-        ax.set_xticks(range(len(rows)), [f"{r['budget']:.0e}\nrate rule {_beta(r):g}" for r in rows])
+        ax.set_xticks(range(len(rows)), [f"{r['budget']:.0e}\nrate rule {_beta(r):g}\n{_row_sweep(r)} sweep"
+                                         for r in rows])
         ax.set_xlim(-0.6, len(rows) - 0.4)
         ax.set_yscale("log")
         ax.set_xlabel("training FLOPs")
@@ -271,13 +273,14 @@ def table(results: list[dict]) -> str:
     head = ("| corpus | budget | build's model | how chosen | predicted / measured | build | (a) baseline | "
             "(b) 20 tokens/param | (c) whole-budget search | stages 1+2 | driver / training |")
     rows = [head, "|" + "---|" * 11]
-    for r in sorted(results, key=lambda r: (r["tag"], r["budget"], _beta(r))):
+    for r in sorted(results, key=lambda r: (r["tag"], r["budget"], _beta(r), _row_sweep(r))):
         b, sh = r["build"], r["build"]["shape"]
         pred = (f"{b['predicted']:.4f} / {b['measured']:.4f} ({b['prediction_error']:+.1%})"
                 if b.get("predicted") is not None else "none (fallback)")
         cells = [r["tag"], f"{r['budget']:.0e}",
                  f"{sh['n_layer']}x{sh['n_embd']}, N {sh['non_embedding_params'] / 1e6:.2f}M, {sh['tokens'] / 1e6:.1f}M tok",
-                 ("fit" if b["how"].startswith("fit") else "fallback") + f", rate rule {_beta(r):g}", pred,
+                 ("fit" if b["how"].startswith("fit") else "fallback") + f", rate rule {_beta(r):g}, "
+                 f"{_row_sweep(r)} sweep", pred,
                  _mean(b["runs"])]
         for k in ("baseline", "chinchilla", "direct_search"):
             v = r["verdicts"].get(k)
@@ -297,8 +300,13 @@ def _mean(runs: list[float]) -> str:
     return f"{sum(runs) / len(runs):.4f} (" + ", ".join(f"{x:.4f}" for x in runs) + ")"
 
 
-def _work_name(tag: str, budget: float, exponent: float) -> str:
-    return f"{tag}_{budget:g}" + (f"_h{exponent:g}" if exponent else "")  # exponent 0: the runs before the rule
+def _work_name(tag: str, budget: float, exponent: float, sweep: str) -> str:
+    """WORK's folder for a row: exponent 0 and the fixed sweep, the runs before either option, unmarked."""
+    return f"{tag}_{budget:g}" + (f"_h{exponent:g}" if exponent else "") + (f"_sweep-{sweep}" if sweep != "fixed" else "")
+
+
+def _row_sweep(row: dict) -> str:
+    return row.get("sweep", "fixed")  # rows stored before the budget-grown sweep ran the fixed one
 
 
 def main() -> None:
@@ -312,9 +320,11 @@ def main() -> None:
     ap.add_argument("--replot", action="store_true")
     ap.add_argument("--horizon-exponent", type=float, default=None,
                     help="the build's --horizon-exponent (default: the build's own, 0); rows are kept per exponent")
-    ap.add_argument("--reuse-exponent", type=float, metavar="EARLIER",
-                    help="copy the search, the simple alternatives and (c) from this budget's and corpus's run "
-                         "at exponent EARLIER in WORK (they do not depend on the exponent)")
+    ap.add_argument("--sweep", choices=("budget", "fixed"), default="budget", help="the build's --sweep; rows are kept "
+                    "per design")
+    ap.add_argument("--reuse-from", metavar="FOLDER", help="copy the search, the simple alternatives and (c) from "
+                    "this folder of WORK, the same budget's and corpus's run at another exponent or sweep (they do "
+                    "not depend on either), e.g. storyworld2_1e+14; with one budget only")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting over PROXY's, for every run (a smoke run of the bench at a tiny proxy)")
     a = ap.parse_args()
@@ -324,16 +334,18 @@ def main() -> None:
         from workflows.build_plan import HORIZON_EXPONENT
 
         exponent = HORIZON_EXPONENT if a.horizon_exponent is None else a.horizon_exponent
+        if a.reuse_from and len(a.budgets) != 1:
+            ap.error("--reuse-from names one budget's folder: give one --budgets")
         for budget in a.budgets:
             if any(r["budget"] == budget and r.get("tag") == a.tag and r.get("horizon_exponent", 0.0) == exponent
-                   for r in doc["results"]):
+                   and _row_sweep(r) == a.sweep for r in doc["results"]):
                 continue
-            work = a.work / _work_name(a.tag, budget, exponent)
-            if a.reuse_exponent is not None:
-                reuse(a.work / _work_name(a.tag, budget, a.reuse_exponent), work, exponent)
-            row = {"tag": a.tag, **run_budget(budget, work, dataset, a.seeds,
-                                                 [*PROXY, *(x for kv in a.set for x in ("--set", kv))],
-                                                 ["--horizon-exponent", f"{exponent:g}"])}
+            work = a.work / _work_name(a.tag, budget, exponent, a.sweep)
+            if a.reuse_from:
+                reuse(a.work / a.reuse_from, work, {"horizon_exponent": exponent, "sweep": a.sweep})
+            row = {"tag": a.tag, "sweep": a.sweep, **run_budget(
+                budget, work, dataset, a.seeds, [*PROXY, *(x for kv in a.set for x in ("--set", kv))],
+                ["--horizon-exponent", f"{exponent:g}", "--sweep", a.sweep])}
             doc["results"].append(row)
             a.out.write_text(json.dumps(doc, indent=1))
             print(json.dumps({k: row[k] for k in ("tag", "budget", "verdicts")}, indent=1), flush=True)

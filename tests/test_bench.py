@@ -83,11 +83,12 @@ def test_build_bench_reuses_c_only_at_the_same_shape(tmp_path):
         (earlier / rel).write_text("{}")
     (earlier / "direct_base.json").write_text(json.dumps({"direct_base": sp}))
     (earlier / "experiments" / "build_plan.json").write_text(json.dumps({"budget": 1e13, "horizon_exponent": 0.0}))
-    build.reuse(earlier, out, 0.45)
+    build.reuse(earlier, out, {"horizon_exponent": 0.45, "sweep": "budget"})
     assert (out / "ray_results" / "direct").is_dir() and (out / "ray_results" / "build_search").is_dir()
     assert not (out / "ray_results" / "build_sweep").exists()  # the sweep and the target run again
     assert not (out / "experiments" / "build_sweep_s1_1_results.json").exists()
-    assert json.loads((out / "experiments" / "build_plan.json").read_text())["horizon_exponent"] == 0.45
+    assert json.loads((out / "experiments" / "build_plan.json").read_text()) == {"budget": 1e13, "horizon_exponent": 0.45,
+                                                                                 "sweep": "budget"}
     build._set_aside_other_direct(out, {**sp, "learning_rate": 0.0045, "description": "other"})
     assert (out / "ray_results" / "direct").is_dir() and not (out / "stale_direct").exists()
     build._set_aside_other_direct(out, {**sp, "n_embd": 128})

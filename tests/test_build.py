@@ -132,7 +132,7 @@ def test_the_sweep_and_the_target_take_the_searchs_rate_moved_to_their_length():
                             parametrization="mup", mup_base_width=32, learning_rate=0.02, max_iters=100)
     law = lambda n, d: 0.5 + 40 * n ** -0.35 + 300 * d ** -0.4  # noqa: E731
     for beta in (0.0, 0.5):
-        sweep = sweep_configs(best, 1e11, Shares(0.1, 0.2), beta)  # 45, 91 and 182 iterations
+        sweep = sweep_configs(best, 1e11, Shares(0.1, 0.2), beta)  # 38, 76 and 152 iterations
         assert {c.max_iters > 100 for c in sweep.values()} == {True, False}  # runs on both sides of the search's
         for c in sweep.values():
             assert c.learning_rate == pytest.approx(0.02 * (c.max_iters / 100) ** -beta if c.max_iters > 100 else 0.02)
@@ -158,7 +158,7 @@ def test_the_fallback_says_when_its_size_is_the_largest_the_sweep_trained():
                             parametrization="mup", mup_base_width=32, learning_rate=0.02, max_iters=100)
     sweep = sweep_configs(best, 1e11, Shares(0.1, 0.2))
     shape = {name: (c.n_layer, c.n_embd) for name, c in sweep.items()}
-    assert len({shape[f"build_sweep_s{i}_1"] for i in (1, 2, 3)}) == 3  # s3: 2 x 64, twice s2's depth
+    assert len({shape[f"build_sweep_s{i}_1"] for i in (1, 2, 3)}) == 3  # 1 x 32, 2 x 48, 2 x 80
     # (lowest size, the size whose runs errored, the edge): a size the sweep did not measure does not count
     for lowest, failed, edge in (("s3", None, True), ("s2", None, False), ("s1", None, False), ("s2", "s3", True)):
         frame = pd.DataFrame([{"experiment": name, "status": "error" if f"_{failed}_" in name else "finished",
@@ -182,9 +182,50 @@ def test_by_default_every_run_keeps_the_searchs_rate_and_old_plans_resume_at_it(
     runs = [*sweep_configs(best, 1e11, Shares(0.1, 0.2)).values(),
             choose_target(best, 5e11, lambda n, d: 1 + n ** -0.3 + d ** -0.3, None, min_iters=5).config]
     assert max(c.max_iters for c in runs) > 100 and {c.learning_rate for c in runs} == {0.02}
-    old = {"budget": 1e9}  # no horizon_exponent: stored before the rule
-    assert plan_changes(old, {"budget": 1e9, "horizon_exponent": 0.0}) == []
-    assert plan_changes(old, {"budget": 1e9, "horizon_exponent": 0.45}) == ["horizon_exponent"]
+    old = {"budget": 1e9}  # no horizon_exponent, no sweep: stored before the rule and the budget-grown sweep
+    assert plan_changes(old, {"budget": 1e9, "horizon_exponent": 0.0, "sweep": "fixed"}) == []
+    assert plan_changes(old, {"budget": 1e9, "horizon_exponent": 0.45, "sweep": "budget"}) == ["horizon_exponent",
+                                                                                               "sweep"]
+
+
+def _by_hand(layers: int, d: int, vocab: int = 2000, block: int = 128) -> tuple[int, int]:
+    """A GPT-2 block stack's non-embedding parameters and training FLOPs a token, written out here:
+    per layer 4d^2+4d (attention), 8d^2+5d (MLP), two norms 4d; a final norm 2d; 6 x (matmul
+    weights + the tied head) plus attention's 12 x layers x d x block."""
+    return layers * (12 * d * d + 13 * d) + 2 * d, 6 * (layers * 12 * d * d + vocab * d) + 12 * layers * d * block
+
+
+def test_the_budget_sweep_spans_the_fit_s_10x_and_reaches_the_size_the_compute_left_suits():
+    """The default sweep: the proxy, the size the target's compute (70%) trains at about 20 tokens a
+    parameter (at least 12x the proxy's N), and one halfway between on a log scale; its sizes grow
+    with the budget while the fixed sweep's stay 1, 4, 8 x; the smallest budget it needs is exact."""
+    from slm_tune.config import ExperimentConfig
+    from slm_tune.errors import UserError
+    from workflows.build_plan import Shares, check_budget, smallest_budget, sweep_configs, sweep_sizes
+
+    proxy = ExperimentConfig(n_embd=32, n_head=4, n_layer=2, vocab_size=2000, block_size=128, batch_size=16,
+                             parametrization="mup", mup_base_width=32)  # bench/build.py's proxy
+    n0 = _by_hand(2, 32)[0]
+    tops = []
+    for budget in (1e13, 3e13, 1e14, 1e15):
+        sizes = dict(sweep_sizes(proxy, budget, Shares()))
+        n = {k: _by_hand(c.n_layer, c.n_embd)[0] for k, c in sizes.items()}
+        assert n["s1"] == n0 and n["s3"] >= 12 * n0 and n["s1"] < n["s2"] < n["s3"]
+        assert 0.6 < n["s2"] / (n0 * n["s3"]) ** 0.5 < 1.6  # halfway on a log scale, within a ladder step
+        tokens = 0.7 * budget / _by_hand(sizes["s3"].n_layer, sizes["s3"].n_embd)[1]
+        if n["s3"] > 13 * n0:  # not held at the 12x floor: about 20 tokens a parameter
+            assert 14 < tokens / n["s3"] < 29, (budget, tokens / n["s3"])
+        assert {c.n_embd // c.n_head for c in sizes.values()} == {8}  # the proxy's head size
+        tops.append(n["s3"])
+        fixed = [_by_hand(c.n_layer, c.n_embd)[0] for _, c in sweep_sizes(proxy, budget, Shares(), "fixed")]
+        assert fixed == [n0, _by_hand(2, 64)[0], _by_hand(4, 64)[0]]
+    assert tops == sorted(tops) and tops[-1] > 4 * tops[0]  # 1e13 to 1e15: the sweep grows with the budget
+    for design in ("budget", "fixed"):
+        least = smallest_budget(proxy, Shares(), 25, 64, design)
+        assert min(c.max_iters for c in sweep_configs(proxy, least * 1.001, Shares(), design=design).values()) >= 25
+        check_budget(proxy, least * 1.001, Shares(), 25, 64, design)
+        with pytest.raises(UserError, match="too small"):
+            check_budget(proxy, least * 0.97, Shares(), 25, 64, design)
 
 
 def _wait_for_reports(out: Path, study: str, proc, reports: int = 1) -> None:
@@ -237,10 +278,13 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     assert other.returncode == 2 and "was started with other budget" in other.stderr, other.stderr
     other = run_cli(*args, "--resume", "--horizon-exponent", "0.1")
     assert other.returncode == 2 and "was started with other horizon_exponent" in other.stderr, other.stderr
-    plan = tmp_path / "experiments" / "build_plan.json"  # a build started before the rule ran at exponent 0
-    plan.write_text(json.dumps({k: v for k, v in json.loads(plan.read_text()).items() if k != "horizon_exponent"}))
-    other = run_cli(*args, "--resume")  # BUILD's 0.45 against the stored plan's 0
-    assert other.returncode == 2 and "same options (--horizon-exponent 0)" in other.stderr, other.stderr
+    plan = tmp_path / "experiments" / "build_plan.json"  # a build started before the rule and the grown sweep
+    stored = json.loads(plan.read_text())
+    assert stored["sweep"] == "budget" and json.loads((tmp_path / "experiments" / "build_report.json").read_text())[
+        "proxy"]["sweep_design"] == "budget"
+    plan.write_text(json.dumps({k: v for k, v in stored.items() if k not in ("horizon_exponent", "sweep")}))
+    other = run_cli(*args, "--resume")  # BUILD's 0.45 and budget sweep against the stored plan's 0 and fixed sweep
+    assert other.returncode == 2 and "same options (--horizon-exponent 0) (--sweep fixed)" in other.stderr, other.stderr
 
 
 @pytest.mark.parametrize("extra,said", [
@@ -251,6 +295,7 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     (["--dataset", "no/such/corpus.txt"], "is not storyworld"),
     (["--space", "no_such_space.toml"], "no_such_space.toml"),
     (["--horizon-exponent", "5"], "must be between 0 and 2"),
+    (["--sweep", "wide"], "invalid choice: 'wide'"),
 ])
 def test_a_build_that_cannot_run_is_refused_in_one_line(tmp_path, extra, said):
     ran = run_cli(*BUILD, "--output-dir", str(tmp_path / "out"), *extra)

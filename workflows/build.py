@@ -1,7 +1,8 @@
 """`studies.py build`: from a compute budget to the best model it buys, in stages.
 
 1. search   the muP base settings at a narrow proxy (a share of the budget, Tune's FLOPs stopper)
-2. sweep    three sizes x three token counts at the search's best settings, under muP (with
+2. sweep    three sizes (the proxy up to the size the compute left suits, 12x or more in N) x three
+            token counts at the search's best settings, under muP (with
             --horizon-exponent above 0, the rate moved to each longer run's length: build_plan.at_horizon)
    (fit)    L(N, D) on the sweep (the corpus's entropy as E where known); the target shape and
             token count the law predicts lowest for the compute left (or a stated fallback)
@@ -54,6 +55,7 @@ class BuildSettings:
     min_iters: int = plan.MIN_ITERS
     storage_path: str | None = None  # where the stages' runs are kept, when not OUTPUT_DIR/ray_results
     horizon_exponent: float = plan.HORIZON_EXPONENT  # the rate's move with a run's length (build_plan.at_horizon)
+    sweep_design: str = plan.SWEEP_DESIGN  # how the sweep's sizes are chosen (build_plan.sweep_sizes)
 
     @property
     def target_seeds(self) -> int:
@@ -95,8 +97,10 @@ def run_build(s: BuildSettings, stages: Stages, log: Callable[[str], None]) -> B
     built.best = best_config(s.output_dir, STUDIES["search"], s.storage_path,
                              f"the proxy search {STUDIES['search']} has no finished trial; see its trials' error.txt "
                              "files, then run the build again with --resume")
-    sweep = plan.sweep_configs(built.best, s.budget, s.shares, s.horizon_exponent)
-    _say(log, 2, "sweep", s.shares.sweep, s.budget, f"{len(sweep)} runs: 3 sizes x {len(plan.TOKEN_STEPS)} token counts")
+    sweep = plan.sweep_configs(built.best, s.budget, s.shares, s.horizon_exponent, s.sweep_design)
+    sizes = sorted({(c.n_layer, c.n_embd) for c in sweep.values()}, key=lambda ld: ld[0] * ld[1] ** 2)
+    _say(log, 2, "sweep", s.shares.sweep, s.budget, f"{len(sweep)} runs: sizes "
+         + ", ".join(f"{n_layer} x {n_embd}" for n_layer, n_embd in sizes) + f" x {len(plan.TOKEN_STEPS)} token counts")
     built.code = stages.train(STUDIES["sweep"], sweep, 1)
     if built.code:
         return built
@@ -115,13 +119,14 @@ def run_build(s: BuildSettings, stages: Stages, log: Callable[[str], None]) -> B
     return built
 
 
-BEFORE_HORIZON = {"horizon_exponent": 0.0}  # plans stored before the rate rule: those builds kept the search's rate
+BEFORE = {"horizon_exponent": 0.0, "sweep": "fixed"}  # what plans stored before a setting existed ran with: the
+# search's rate throughout (before the rate rule), the sweep's fixed sizes (before the budget-grown sweep)
 
 
 def plan_changes(stored: dict[str, Any], plan: dict[str, Any]) -> list[str]:
     """The keys of experiments/build_plan.json in which a --resume's plan differs from the stored
     one (a key the stored plan lacks counts as what builds did before it existed)."""
-    return [k for k in plan if stored.get(k, BEFORE_HORIZON.get(k)) != plan[k]]
+    return [k for k in plan if stored.get(k, BEFORE.get(k)) != plan[k]]
 
 
 def simple_alternatives(s: BuildSettings) -> dict[str, ExperimentConfig]:

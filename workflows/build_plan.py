@@ -28,6 +28,10 @@ WARMUP_SHARE = 0.1
 WIDTH_STEPS = range(1, 17)  # the target's width: 1 to 16 x the proxy's
 DEPTH_STEPS = (1, 2, 3, 4)  # the target's depth: 1 to 4 x the proxy's (depth_mup above 1)
 CHINCHILLA_TOKENS_PER_PARAM = 20
+SWEEP_DESIGNS = ("budget", "fixed")  # how the sweep's sizes are chosen (sweep_sizes); "fixed": builds before 2026-12-07
+SWEEP_DESIGN = "budget"
+SWEEP_SPAN = 12  # the "budget" sweep's largest size over its smallest (non-embedding parameters), at least: the fit
+# asks for 10x, and the "fixed" sweep's 8x left A undetermined at every budget (docs/bench/build.md)
 HORIZON_EXPONENT = 0.0  # the search's best rate x (iterations / the search's)^-this for every longer run:
 # muP transfers the rate across width, not across training length (Bjorck et al., ICLR 2025: LR*(D) = B D^-beta).
 # Off by default (--horizon-exponent sets it): at 0.45 (a first, biased reading of one shape on storyworld v2;
@@ -77,21 +81,51 @@ def proxy_for(proxy: ExperimentConfig, budget: float, shares: Shares, samples: i
     return run_length(proxy, iterations_for(proxy, budget * shares.search / min(SEARCH_TRIALS, samples)))
 
 
-def sweep_sizes(proxy: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
-    """The sweep's model sizes: the proxy, twice as wide, and twice as wide and deep (depth_mup,
-    so the rate holds over depth too): about 1, 4 and 8 x the proxy's non-embedding parameters."""
+def sweep_sizes(proxy: ExperimentConfig, budget: float, shares: Shares,
+                design: str = SWEEP_DESIGN) -> list[tuple[str, ExperimentConfig]]:
+    """The sweep's model sizes. "budget": the proxy (s1), the size whose compute left (the target's
+    share of `budget`) trains about 20 tokens a parameter but at least SWEEP_SPAN x the proxy's
+    non-embedding parameters (s3), and the size halfway between them on a log scale (s2); all grown
+    from the proxy in width and depth together (_grown), so the fit sees 10x or more in N and the
+    sweep reaches the size the target's compute suits. "fixed" (builds before it): the proxy, twice
+    as wide, and twice as wide and deep, about 1, 4 and 8 x the proxy, whatever the budget."""
     base = _depth_ready(proxy)
-    wide = _shape(base, 2 * proxy.n_embd, proxy.n_layer)
-    deep = _shape(base, 2 * proxy.n_embd, 2 * proxy.n_layer)
-    return [("s1", base), ("s2", wide), ("s3", deep)]
+    if design == "fixed":
+        wide = _shape(base, 2 * proxy.n_embd, proxy.n_layer)
+        return [("s1", base), ("s2", wide), ("s3", _shape(base, 2 * proxy.n_embd, 2 * proxy.n_layer))]
+    ladder = [(c, param_counts(c)[1]) for c in _ladder(base)]
+    least, left = SWEEP_SPAN * param_counts(base)[1], budget * (1 - shares.search - shares.sweep)
+    top, n_top = min([(c, n) for c, n in ladder if n >= least] or ladder[-1:],
+                     key=lambda cn: abs(math.log(left / flops_per_token(cn[0]) / cn[1] / CHINCHILLA_TOKENS_PER_PARAM)))
+    middle = min(ladder, key=lambda cn: abs(math.log(cn[1] ** 2 / (ladder[0][1] * n_top))))[0]
+    return [("s1", base), ("s2", middle), ("s3", top)]
+
+
+def _grown(base: ExperimentConfig, k: float) -> ExperimentConfig:
+    """The proxy grown k times in width and in depth (N about k^3 x); past DEPTH_STEPS' deepest,
+    width alone grows so N keeps growing as k^3; the proxy's head size."""
+    layers = min(max(1, round(k * base.n_layer)), DEPTH_STEPS[-1] * base.n_layer)
+    heads = max(1, round(math.sqrt(k ** 3 * base.n_layer / layers) * base.n_head))
+    return _shape(base, heads * (base.n_embd // base.n_head), layers)
+
+
+def _ladder(base: ExperimentConfig) -> list[ExperimentConfig]:
+    """Distinct shapes _grown gives from the proxy up to WIDTH_STEPS' widest, smallest first."""
+    shapes = {}
+    for i in range(16 * (WIDTH_STEPS[-1] - 1) + 1):
+        c = _grown(base, 1 + i / 16)
+        if c.n_embd > WIDTH_STEPS[-1] * base.n_embd:
+            break
+        shapes.setdefault((c.n_layer, c.n_embd), c)
+    return sorted(shapes.values(), key=lambda c: param_counts(c)[1])
 
 
 def sweep_configs(proxy_best: ExperimentConfig, budget: float, shares: Shares,
-                  exponent: float = HORIZON_EXPONENT) -> dict[str, ExperimentConfig]:
-    """Sizes x token counts (TOKEN_STEPS) at the proxy search's best settings (its rate moved to
-    each run's length, at_horizon), splitting the sweep's share so each size trains D, 2D and 4D
-    tokens; named build_sweep_sI_T."""
-    sizes = sweep_sizes(proxy_best)
+                  exponent: float = HORIZON_EXPONENT, design: str = SWEEP_DESIGN) -> dict[str, ExperimentConfig]:
+    """Sizes (sweep_sizes) x token counts (TOKEN_STEPS) at the proxy search's best settings (its
+    rate moved to each run's length, at_horizon), splitting the sweep's share so each size trains
+    D, 2D and 4D tokens; named build_sweep_sI_T."""
+    sizes = sweep_sizes(proxy_best, budget, shares, design)
     per_token = sum(flops_per_token(c) for _, c in sizes) * sum(TOKEN_STEPS)
     shortest = budget * shares.sweep / per_token / tokens_per_iter(proxy_best)
     out = {}
@@ -105,21 +139,28 @@ def sweep_configs(proxy_best: ExperimentConfig, budget: float, shares: Shares,
 
 
 def smallest_budget(proxy: ExperimentConfig, shares: Shares, min_iters: int = MIN_ITERS,
-                    samples: int = SEARCH_SAMPLES) -> float:
+                    samples: int = SEARCH_SAMPLES, design: str = SWEEP_DESIGN) -> float:
     """The least budget whose search buys its trials (SEARCH_TRIALS, or `samples` if fewer) 2 x
-    min_iters iterations each and whose sweep buys its shortest runs min_iters."""
+    min_iters iterations each and whose sweep buys its shortest runs min_iters. The "budget"
+    sweep's sizes grow with the budget, so its need is found by iterating to the budget that pays
+    for the sizes it implies."""
     per_iter = tokens_per_iter(proxy)
     search = min(SEARCH_TRIALS, samples) * 2 * min_iters * per_iter * flops_per_token(proxy) / shares.search
-    sweep = (min_iters * per_iter * sum(TOKEN_STEPS) * sum(flops_per_token(c) for _, c in sweep_sizes(proxy))
-             / shares.sweep)
-    return float(max(search, sweep))
+    least = search
+    for _ in range(50):
+        sizes = sweep_sizes(proxy, least, shares, design)
+        sweep = min_iters * per_iter * sum(TOKEN_STEPS) * sum(flops_per_token(c) for _, c in sizes) / shares.sweep
+        if sweep <= least:
+            break
+        least = sweep
+    return float(least)
 
 
 def check_budget(proxy: ExperimentConfig, budget: float, shares: Shares, min_iters: int = MIN_ITERS,
-                 samples: int = SEARCH_SAMPLES) -> None:
+                 samples: int = SEARCH_SAMPLES, design: str = SWEEP_DESIGN) -> None:
     if not (math.isfinite(budget) and budget > 0):
         raise UserError(f"--budget {budget!r} must be a positive number of FLOPs, e.g. 3e14")
-    least = smallest_budget(proxy, shares, min_iters, samples)
+    least = smallest_budget(proxy, shares, min_iters, samples, design)
     if budget < least:
         shown = math.ceil(least / 10 ** (math.floor(math.log10(least)) - 1)) * 10 ** (math.floor(math.log10(least)) - 1)
         raise UserError(f"--budget {budget:.3g} is too small for a build at this proxy ({proxy.n_layer} x "
