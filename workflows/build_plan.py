@@ -31,7 +31,7 @@ CHINCHILLA_TOKENS_PER_PARAM = 20
 SWEEP_DESIGNS = ("budget", "fixed")  # how the sweep's sizes are chosen (sweep_sizes); "fixed": builds before 2026-12-07
 SWEEP_DESIGN = "budget"
 SWEEP_SPAN = 12  # the "budget" sweep's largest size over its smallest (non-embedding parameters), at least: the fit
-# asks for 10x, and the "fixed" sweep's 8x left A undetermined at every budget (docs/bench/build.md)
+# asks for 10x (quantized shapes land above 12), and the "fixed" sweep's 8x left A undetermined at every budget run
 HORIZON_EXPONENT = 0.0  # the search's best rate x (iterations / the search's)^-this for every longer run:
 # muP transfers the rate across width, not across training length (Bjorck et al., ICLR 2025: LR*(D) = B D^-beta).
 # Off by default (--horizon-exponent sets it): at 0.45 (a first, biased reading of one shape on storyworld v2;
@@ -83,37 +83,41 @@ def proxy_for(proxy: ExperimentConfig, budget: float, shares: Shares, samples: i
 
 def sweep_sizes(proxy: ExperimentConfig, budget: float, shares: Shares,
                 design: str = SWEEP_DESIGN) -> list[tuple[str, ExperimentConfig]]:
-    """The sweep's model sizes. "budget": the proxy (s1), the size whose compute left (the target's
-    share of `budget`) trains about 20 tokens a parameter but at least SWEEP_SPAN x the proxy's
-    non-embedding parameters (s3), and the size halfway between them on a log scale (s2); all grown
-    from the proxy in width and depth together (_grown), so the fit sees 10x or more in N and the
-    sweep reaches the size the target's compute suits. "fixed" (builds before it): the proxy, twice
-    as wide, and twice as wide and deep, about 1, 4 and 8 x the proxy, whatever the budget."""
+    """The sweep's model sizes, smallest first. "budget": the size the compute left (the target's
+    share of `budget`) trains at about 20 tokens a non-embedding parameter (s3; at least SWEEP_SPAN x
+    the smallest shape, a quarter of the proxy's width and depth), the largest at least SWEEP_SPAN x
+    smaller (s1) and the one halfway between on a log scale (s2), all grown or
+    shrunk from the proxy in width and depth together (_grown), so the fit sees 10x or more in N
+    around the size the target's compute suits. "fixed" (builds before it): the proxy, twice as
+    wide, and twice as wide and deep, about 1, 4 and 8 x the proxy, whatever the budget."""
     base = _depth_ready(proxy)
     if design == "fixed":
         wide = _shape(base, 2 * proxy.n_embd, proxy.n_layer)
         return [("s1", base), ("s2", wide), ("s3", _shape(base, 2 * proxy.n_embd, 2 * proxy.n_layer))]
     ladder = [(c, param_counts(c)[1]) for c in _ladder(base)]
-    least, left = SWEEP_SPAN * param_counts(base)[1], budget * (1 - shares.search - shares.sweep)
-    top, n_top = min([(c, n) for c, n in ladder if n >= least] or ladder[-1:],
-                     key=lambda cn: abs(math.log(left / flops_per_token(cn[0]) / cn[1] / CHINCHILLA_TOKENS_PER_PARAM)))
-    middle = min(ladder, key=lambda cn: abs(math.log(cn[1] ** 2 / (ladder[0][1] * n_top))))[0]
-    return [("s1", base), ("s2", middle), ("s3", top)]
+    left = budget * (1 - shares.search - shares.sweep)
+    wide_enough = [cn for cn in ladder if cn[1] >= SWEEP_SPAN * ladder[0][1]] or ladder[-1:]
+    top, n_top = min(wide_enough, key=lambda cn: abs(math.log(left / flops_per_token(cn[0]) / cn[1]
+                                                              / CHINCHILLA_TOKENS_PER_PARAM)))
+    bottom, n_bottom = max([cn for cn in ladder if cn[1] * SWEEP_SPAN <= n_top] or ladder[:1], key=lambda cn: cn[1])
+    middle = min(ladder, key=lambda cn: abs(math.log(cn[1] ** 2 / (n_bottom * n_top))))[0]
+    return [("s1", bottom), ("s2", middle), ("s3", top)]
 
 
 def _grown(base: ExperimentConfig, k: float) -> ExperimentConfig:
-    """The proxy grown k times in width and in depth (N about k^3 x); past DEPTH_STEPS' deepest,
-    width alone grows so N keeps growing as k^3; the proxy's head size."""
+    """The proxy k times as wide and as deep (N about k^3 x; k below 1 shrinks it); past
+    DEPTH_STEPS' deepest, width alone grows so N keeps growing as k^3; the proxy's head size."""
     layers = min(max(1, round(k * base.n_layer)), DEPTH_STEPS[-1] * base.n_layer)
     heads = max(1, round(math.sqrt(k ** 3 * base.n_layer / layers) * base.n_head))
     return _shape(base, heads * (base.n_embd // base.n_head), layers)
 
 
 def _ladder(base: ExperimentConfig) -> list[ExperimentConfig]:
-    """Distinct shapes _grown gives from the proxy up to WIDTH_STEPS' widest, smallest first."""
+    """The distinct shapes _grown gives from a quarter of the proxy's width and depth up to
+    WIDTH_STEPS' widest, smallest first."""
     shapes = {}
-    for i in range(16 * (WIDTH_STEPS[-1] - 1) + 1):
-        c = _grown(base, 1 + i / 16)
+    for i in range(4, 16 * WIDTH_STEPS[-1] + 1):
+        c = _grown(base, i / 16)
         if c.n_embd > WIDTH_STEPS[-1] * base.n_embd:
             break
         shapes.setdefault((c.n_layer, c.n_embd), c)
