@@ -243,10 +243,12 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tags = sorted({r["tag"] for r in results})
-    fig, axes = plt.subplots(1, len(tags), figsize=(4.5 + 3.5 * len(tags), 4.5), squeeze=False)
+    widths = [sum(r["tag"] == tag for r in results) for tag in tags]
+    fig, axes = plt.subplots(1, len(tags), figsize=(2 + sum(1.5 + 1.3 * w for w in widths), 4.5), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.5 + 1.3 * w for w in widths]})
     names = ("build", "baseline", "chinchilla", "direct_search")
     for ax, tag in zip(axes[0], tags):
-        rows = sorted((r for r in results if r["tag"] == tag), key=lambda r: (r["budget"], _beta(r), _row_sweep(r)))
+        rows = sorted((r for r in results if r["tag"] == tag), key=_order)
         for i, r in enumerate(rows):
             runs = {"build": r["build"]["runs"], "direct_search": r["direct"]["runs"],
                     **{k.removeprefix("build_simple_"): v["runs"] for k, v in r["build"]["simple"].items()}}
@@ -254,7 +256,7 @@ def plot(results: list[dict], path: Path) -> None:
                 ys = runs.get(name, [])
                 ax.plot([i + (j - 1.5) * 0.18] * len(ys), ys, "o", color=f"C{j}", label=name if i == 0 else None)
         ax.set_xticks(range(len(rows)), [f"{r['budget']:.0e}\nrate rule {_beta(r):g}\n{_row_sweep(r)} sweep"
-                                         for r in rows])
+                                         for r in rows], fontsize=8)
         ax.set_xlim(-0.6, len(rows) - 0.4)
         ax.set_yscale("log")
         ax.set_xlabel("training FLOPs")
@@ -273,7 +275,7 @@ def table(results: list[dict]) -> str:
     head = ("| corpus | budget | build's model | how chosen | predicted / measured | build | (a) baseline | "
             "(b) 20 tokens/param | (c) whole-budget search | stages 1+2 | driver / training |")
     rows = [head, "|" + "---|" * 11]
-    for r in sorted(results, key=lambda r: (r["tag"], r["budget"], _beta(r), _row_sweep(r))):
+    for r in sorted(results, key=lambda r: (r["tag"], *_order(r))):
         b, sh = r["build"], r["build"]["shape"]
         pred = (f"{b['predicted']:.4f} / {b['measured']:.4f} ({b['prediction_error']:+.1%})"
                 if b.get("predicted") is not None else "none (fallback)")
@@ -303,6 +305,11 @@ def _mean(runs: list[float]) -> str:
 def _work_name(tag: str, budget: float, exponent: float, sweep: str) -> str:
     """WORK's folder for a row: exponent 0 and the fixed sweep, the runs before either option, unmarked."""
     return f"{tag}_{budget:g}" + (f"_h{exponent:g}" if exponent else "") + (f"_sweep-{sweep}" if sweep != "fixed" else "")
+
+
+def _order(row: dict) -> tuple:
+    """A corpus's rows by budget, then the runs before each option (rule 0, fixed sweep) first."""
+    return row["budget"], _beta(row), _row_sweep(row) != "fixed"
 
 
 def _row_sweep(row: dict) -> str:
