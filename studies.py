@@ -203,9 +203,9 @@ def _add_build_command(sub) -> None:
                         f"{HORIZON_EXPONENT:g}: the search's rate everywhere; 0.45 was tried and hurt on real text: "
                         "docs/bench/horizon-rate.md)")
     p.add_argument("--sweep", choices=SWEEP_DESIGNS, default=SWEEP_DESIGN,
-                   help="the sweep's sizes: 'budget' (default) from the proxy up to the size the compute left trains "
-                        "at about 20 tokens a parameter, 12x or more in parameters; 'fixed': the proxy, 2x wide, 2x "
-                        "wide and deep, whatever the budget (builds before the budget-grown sweep)")
+                   help="the sweep's sizes: 'budget' (default) up to the size the compute left trains at about 20 "
+                        "tokens a parameter, 12x or more in parameters (shrunk below the proxy at small budgets); "
+                        "'fixed': the proxy, 2x wide, 2x wide and deep, whatever the budget (builds before 'budget')")
     _add_run_options(p, schedulers=("asha",), scheduler="asha", default_text="asha for the search, fifo elsewhere")
 
 
@@ -599,17 +599,21 @@ def _check_build_plan(s, resume: bool) -> None:
     from slm_tune.files import read_json, write_json
 
     from workflows.build import BEFORE, plan_changes
+    from workflows.build_plan import sweep_sizes
 
     plan = {"budget": s.budget, "shares": [s.shares.search, s.shares.sweep], "space": s.space.name,
             "proxy": s.space.config_for({}).to_dict(), "samples": s.samples, "min_iters": s.min_iters,
-            "horizon_exponent": s.horizon_exponent, "sweep": s.sweep_design}
+            "horizon_exponent": s.horizon_exponent, "sweep": s.sweep_design,
+            "sweep_sizes": [[c.n_layer, c.n_embd] for _, c in sweep_sizes(s.space.config_for({}), s.budget, s.shares,
+                                                                             s.sweep_design)]}
     path = s.output_dir / "experiments" / "build_plan.json"
     if resume and path.is_file():
         stored = read_json(path)
         changed = plan_changes(stored, plan)
         if changed:
-            hint = "".join(f" (--{k.replace('_', '-')} {stored.get(k, BEFORE[k]):g})" if k == "horizon_exponent"
-                           else f" (--sweep {stored.get(k, BEFORE[k])})" for k in changed if k in BEFORE)
+            flags = [f"--horizon-exponent {stored.get(k, BEFORE[k]):g}" if k == "horizon_exponent"
+                     else f"--sweep {stored.get(k, BEFORE[k])}" for k in changed if k in BEFORE]
+            hint = f" ({' '.join(flags)})" if flags else ""
             raise UserError(f"--resume: this build was started with other {', '.join(changed)} ({path}); resume it "
                             f"with the same options{hint}, or give another --output-dir for a new build")
     write_json(path, plan)

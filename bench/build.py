@@ -5,7 +5,7 @@
     python bench/build.py --budgets 3e13 --dataset corpus.txt --tag text
     python bench/build.py --replot
 
-For each budget C, in WORK/<tag>_<C> (every step is an slm-tune command, run with --resume, so an
+For each budget C, in WORK/<tag>_<C>[_h<exponent>][_sweep-budget] (every step is an slm-tune command, run with --resume, so an
 interrupted bench continues where it stopped and a finished step is kept):
 1. `build --budget C --against-simple --repeats SEEDS`: the build's model at SEEDS seeds, and
    (a) the seed's baseline settings and (b) the default settings at 20 tokens a parameter, each
@@ -16,7 +16,7 @@ interrupted bench continues where it stopped and a finished step is kept):
 The build's seeds against each alternative's: Welch's 95% interval, Holm over the three.
 Every run trains on PROXY's settings (one vocabulary and batch for every budget, so a budget of
 1e13 fits the smallest sweep); the machine, date and command are recorded with each budget.
-Writes OUT (JSON, one entry per budget) and OUT with .png (best val bits per byte by budget).
+Writes OUT (JSON, one entry per corpus, budget, rate rule and sweep design) and OUT with .png (best val bits per byte by budget).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def direct_search(out: Path, budget: float, report: dict, dataset: list[str], se
     target = json.loads((out / "experiments" / "build_target_results.json").read_text())["config"]
     sp = {**{k: v for k, v in target.items() if k != "name"}, "parametrization": "sp", "depth_parametrization": "none",
           "base_depth": 0, "mup_base_head_size": 0, "mup_output_mult": 1.0, "mup_attn_mult": 1.0}
-    _set_aside_other_direct(out, sp)
+    set_aside = _set_aside_other_direct(out, sp)
     (out / "direct_base.json").write_text(json.dumps({"direct_base": sp}))
     (out / "direct.toml").write_text(SP_SPACE.format(base="direct_base"))
     files = ["--experiments-file", str(out / "direct_base.json"), "--output-dir", str(out), *dataset]
@@ -146,7 +146,7 @@ def direct_search(out: Path, budget: float, report: dict, dataset: list[str], se
             "--output-dir", str(out), *dataset, *resume, log=log)
     retrained = json.loads((out / "experiments" / "search_direct_best_results.json").read_text())
     search = sorted((out / "experiments").glob("direct_*_results.json"))
-    return {"shape": shape, "search_trials": len(search),
+    return {"shape": shape, "search_trials": len(search), "earlier_set_aside": set_aside,
             "search_flops": sum(_last_flops(p) for p in (out / "ray_results" / "direct").glob("*/result.json")),
             "runs": [r["best_val_bpb"] for r in retrained.get("per_run", [retrained])
                      if r.get("status") == "finished" and r.get("best_val_bpb") is not None],
@@ -164,19 +164,20 @@ REUSED_GLOBS = ("experiments/build_search_*", "experiments/build_simple_*", "bes
                 "best_model_build_simple_*")
 
 
-def _set_aside_other_direct(out: Path, sp: dict) -> None:
+def _set_aside_other_direct(out: Path, sp: dict) -> bool:
     """(c) stored for another shape or length (a reused work dir whose build chose differently) is
-    moved to WORK/stale_direct, so (c) runs again at this build's shape. What (c) searches (rate,
-    init) and the description are not compared: the build's own rate does not change (c)."""
+    moved to WORK/stale_direct, so (c) runs again at this build's shape (True: it was). What (c)
+    searches (rate, init) and the description are not compared: the build's own rate does not change (c)."""
     stored = out / "direct_base.json"
     fixed = lambda c: {k: v for k, v in c.items() if k not in SEARCHED}  # noqa: E731
     if not stored.exists() or fixed(json.loads(stored.read_text())["direct_base"]) == fixed(sp):
-        return
+        return False
     stale = out / "stale_direct"
     for rel in [*DIRECT, *(str(p.relative_to(out)) for g in DIRECT_GLOBS for p in out.glob(g))]:
         if (out / rel).exists():
             (stale / rel).parent.mkdir(parents=True, exist_ok=True)
             (out / rel).rename(stale / rel)
+    return True
 
 
 def reuse(earlier: Path, out: Path, changes: dict) -> None:
@@ -189,8 +190,15 @@ def reuse(earlier: Path, out: Path, changes: dict) -> None:
 
     if (out / "ray_results").exists():
         return
-    for rel in [*REUSED, *DIRECT, *(str(p.relative_to(earlier)) for g in (*REUSED_GLOBS, *DIRECT_GLOBS)
-                                    for p in earlier.glob(g))]:
+    if not (earlier / "experiments" / "build_plan.json").is_file():
+        raise SystemExit(f"--reuse-from: {earlier} holds no build (no experiments/build_plan.json); name a folder of "
+                         "WORK that does")
+    # (c) only once its retraining has finished: a copy taken while it runs could be torn
+    finished = (earlier / "experiments" / "search_direct_best_results.json").is_file()
+    direct = [*DIRECT, *DIRECT_GLOBS] if finished else []
+    for rel in [*REUSED, *(d for d in direct if d in DIRECT), *(str(p.relative_to(earlier)) for g in
+                                                               (*REUSED_GLOBS, *(d for d in direct if d in DIRECT_GLOBS))
+                                                               for p in earlier.glob(g))]:
         src, dst = earlier / rel, out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
@@ -198,9 +206,10 @@ def reuse(earlier: Path, out: Path, changes: dict) -> None:
         elif src.exists():
             shutil.copy2(src, dst)
     plan = json.loads((earlier / "experiments" / "build_plan.json").read_text())
+    (out / "experiments").mkdir(parents=True, exist_ok=True)
     (out / "experiments" / "build_plan.json").write_text(json.dumps({**plan, **changes}))
     (out / "reused.json").write_text(json.dumps({"from": str(earlier), "stages": ["build_search", "build_simple",
-                                                 "direct (if the same shape)"]}))
+                                                 *(["direct (if the same shape)"] if finished else [])]}))
 
 
 def _last_flops(result: Path) -> float:

@@ -72,6 +72,8 @@ def test_build_bench_reuses_c_only_at_the_same_shape(tmp_path):
     text) differs; another width sets it aside, so (c) runs again at the new build's shape."""
     import json
 
+    import pytest
+
     build = _bench("build")
     earlier, out = tmp_path / "earlier", tmp_path / "new"
     sp = {"n_embd": 64, "n_layer": 2, "max_iters": 6599, "learning_rate": 0.018, "hidden_init_std": 0.049,
@@ -83,15 +85,24 @@ def test_build_bench_reuses_c_only_at_the_same_shape(tmp_path):
         (earlier / rel).write_text("{}")
     (earlier / "direct_base.json").write_text(json.dumps({"direct_base": sp}))
     (earlier / "experiments" / "build_plan.json").write_text(json.dumps({"budget": 1e13, "horizon_exponent": 0.0}))
+    with pytest.raises(SystemExit, match="holds no build"):  # a mistyped folder: refused, nothing made
+        build.reuse(tmp_path / "no_such", out, {})
+    assert not out.exists()
+    build.reuse(earlier, tmp_path / "running", {"sweep": "budget"})  # (c) still retraining: not copied
+    assert (tmp_path / "running" / "ray_results" / "build_search").is_dir()
+    assert not (tmp_path / "running" / "ray_results" / "direct").exists()
+    assert not (tmp_path / "running" / "direct_base.json").exists()
+    (earlier / "experiments" / "search_direct_best_results.json").write_text("{}")  # (c) finished: it is copied
+    (earlier / "experiments" / "build_plan.json").write_text(json.dumps({"budget": 1e13, "horizon_exponent": 0.0}))
     build.reuse(earlier, out, {"horizon_exponent": 0.45, "sweep": "budget"})
     assert (out / "ray_results" / "direct").is_dir() and (out / "ray_results" / "build_search").is_dir()
     assert not (out / "ray_results" / "build_sweep").exists()  # the sweep and the target run again
     assert not (out / "experiments" / "build_sweep_s1_1_results.json").exists()
     assert json.loads((out / "experiments" / "build_plan.json").read_text()) == {"budget": 1e13, "horizon_exponent": 0.45,
                                                                                  "sweep": "budget"}
-    build._set_aside_other_direct(out, {**sp, "learning_rate": 0.0045, "description": "other"})
+    assert not build._set_aside_other_direct(out, {**sp, "learning_rate": 0.0045, "description": "other"})
     assert (out / "ray_results" / "direct").is_dir() and not (out / "stale_direct").exists()
-    build._set_aside_other_direct(out, {**sp, "n_embd": 128})
+    assert build._set_aside_other_direct(out, {**sp, "n_embd": 128})
     assert not (out / "ray_results" / "direct").exists() and not (out / "direct_base.json").exists()
     assert (out / "stale_direct" / "ray_results" / "direct").is_dir()
     assert (out / "stale_direct" / "experiments" / "direct_0001_results.json").is_file()

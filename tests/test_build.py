@@ -10,6 +10,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TINY_DATASET, _lines, kill_study, run_cli, start_study
@@ -202,7 +203,7 @@ def test_the_budget_sweep_spans_the_fit_s_10x_around_the_size_the_compute_left_s
     stay 1, 4, 8 x the proxy; the smallest budget it needs is exact."""
     from slm_tune.config import ExperimentConfig
     from slm_tune.errors import UserError
-    from workflows.build_plan import Shares, check_budget, smallest_budget, sweep_configs, sweep_sizes
+    from workflows.build_plan import Shares, check_budget, proxy_for, smallest_budget, sweep_configs, sweep_sizes
 
     proxy = ExperimentConfig(n_embd=32, n_head=4, n_layer=2, vocab_size=2000, block_size=128, batch_size=16,
                              parametrization="mup", mup_base_width=32)  # bench/build.py's proxy
@@ -219,12 +220,36 @@ def test_the_budget_sweep_spans_the_fit_s_10x_around_the_size_the_compute_left_s
         fixed = [_by_hand(c.n_layer, c.n_embd)[0] for _, c in sweep_sizes(proxy, budget, Shares(), "fixed")]
         assert fixed == [_by_hand(2, 32)[0], _by_hand(2, 64)[0], _by_hand(4, 64)[0]]
     assert tops == sorted(tops) and tops[-1] > 4 * tops[0]  # 1e13 to 1e15: the sweep grows with the budget
-    for design in ("budget", "fixed"):
-        least = smallest_budget(proxy, Shares(), 25, 64, design)
-        assert min(c.max_iters for c in sweep_configs(proxy, least * 1.001, Shares(), design=design).values()) >= 25
-        check_budget(proxy, least * 1.001, Shares(), 25, 64, design)
+    for design in ("budget", "fixed"):  # at --min-iters 75 the sweep, not the search, sets the least budget
+        works = lambda b: (min(c.max_iters for c in sweep_configs(proxy, b, Shares(), design=design).values()) >= 75  # noqa: E731
+                           and proxy_for(proxy, b, Shares()).max_iters >= 150)
+        least = smallest_budget(proxy, Shares(), 75, 64, design)
+        assert works(least * 1.001) and not any(works(least * f) for f in np.geomspace(0.3, 0.999, 60))
+        for b in np.geomspace(least * 1.001, least * 3, 120):  # the check agrees with the plan at every budget
+            if works(b):
+                check_budget(proxy, b, Shares(), 75, 64, design)
+                continue
+            with pytest.raises(UserError) as refused:
+                check_budget(proxy, b, Shares(), 75, 64, design)
+            suggested = float(str(refused.value).split("give --budget ")[1].split()[0])
+            assert works(suggested) and suggested > b, str(refused.value)
         with pytest.raises(UserError, match="too small"):
-            check_budget(proxy, least * 0.97, Shares(), 25, 64, design)
+            check_budget(proxy, least * 0.97, Shares(), 75, 64, design)
+
+
+@pytest.mark.parametrize("shape", [dict(n_layer=1, n_embd=64, n_head=1), dict(n_layer=12, n_embd=64, n_head=4),
+                                   dict(n_layer=2, n_embd=48, n_head=3, parametrization="sp")])
+def test_the_budget_sweep_gives_three_sizes_12x_apart_for_odd_proxies(shape):
+    """One head, a depth past the ladder's cap, sp with an odd head count: three distinct sizes,
+    smallest first, the largest at least 12x the smallest, at every budget from 1e13 to 1e16."""
+    from slm_tune.config import ExperimentConfig
+    from workflows.build_plan import Shares, sweep_sizes
+
+    proxy = ExperimentConfig(vocab_size=2000, block_size=128, batch_size=16, mup_base_width=shape["n_embd"],
+                             **{"parametrization": "mup", **shape})
+    for budget in np.geomspace(1e13, 1e16, 13):
+        n = [_by_hand(c.n_layer, c.n_embd)[0] for _, c in sweep_sizes(proxy, budget, Shares())]
+        assert n[0] < n[1] < n[2] and n[2] >= 12 * n[0], (budget, n)
 
 
 def _wait_for_reports(out: Path, study: str, proc, reports: int = 1) -> None:
@@ -283,7 +308,7 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
         "proxy"]["sweep_design"] == "budget"
     plan.write_text(json.dumps({k: v for k, v in stored.items() if k not in ("horizon_exponent", "sweep")}))
     other = run_cli(*args, "--resume")  # BUILD's 0.45 and budget sweep against the stored plan's 0 and fixed sweep
-    assert other.returncode == 2 and "same options (--horizon-exponent 0) (--sweep fixed)" in other.stderr, other.stderr
+    assert other.returncode == 2 and "same options (--horizon-exponent 0 --sweep fixed)" in other.stderr, other.stderr
 
 
 @pytest.mark.parametrize("extra,said", [

@@ -1,7 +1,7 @@
 """`studies.py build`: from a compute budget to the best model it buys, in stages.
 
 1. search   the muP base settings at a narrow proxy (a share of the budget, Tune's FLOPs stopper)
-2. sweep    three sizes (the proxy up to the size the compute left suits, 12x or more in N) x three
+2. sweep    three sizes (up to the size the compute left suits, 12x or more in N) x three
             token counts at the search's best settings, under muP (with
             --horizon-exponent above 0, the rate moved to each longer run's length: build_plan.at_horizon)
    (fit)    L(N, D) on the sweep (the corpus's entropy as E where known); the target shape and
@@ -125,8 +125,9 @@ BEFORE = {"horizon_exponent": 0.0, "sweep": "fixed"}  # what plans stored before
 
 def plan_changes(stored: dict[str, Any], plan: dict[str, Any]) -> list[str]:
     """The keys of experiments/build_plan.json in which a --resume's plan differs from the stored
-    one (a key the stored plan lacks counts as what builds did before it existed)."""
-    return [k for k in plan if stored.get(k, BEFORE.get(k)) != plan[k]]
+    one (a key the stored plan lacks counts as what builds did before it existed, BEFORE; one that
+    has no such value, such as the sweep's sizes, is compared only when stored)."""
+    return [k for k in plan if (k in stored or k in BEFORE) and stored.get(k, BEFORE.get(k)) != plan[k]]
 
 
 def simple_alternatives(s: BuildSettings) -> dict[str, ExperimentConfig]:
