@@ -133,7 +133,7 @@ def direct_search(out: Path, budget: float, report: dict, dataset: list[str], se
     target = json.loads((out / "experiments" / "build_target_results.json").read_text())["config"]
     sp = {**{k: v for k, v in target.items() if k != "name"}, "parametrization": "sp", "depth_parametrization": "none",
           "base_depth": 0, "mup_base_head_size": 0, "mup_output_mult": 1.0, "mup_attn_mult": 1.0}
-    set_aside = _set_aside_other_direct(out, sp)
+    set_aside = _set_aside_other_direct(out, sp) or (out / "stale_direct").exists()
     (out / "direct_base.json").write_text(json.dumps({"direct_base": sp}))
     (out / "direct.toml").write_text(SP_SPACE.format(base="direct_base"))
     files = ["--experiments-file", str(out / "direct_base.json"), "--output-dir", str(out), *dataset]
@@ -190,11 +190,10 @@ def reuse(earlier: Path, out: Path, changes: dict) -> None:
 
     if (out / "ray_results").exists():
         return
-    if not (earlier / "experiments" / "build_plan.json").is_file():
-        raise SystemExit(f"--reuse-from: {earlier} holds no build (no experiments/build_plan.json); name a folder of "
-                         "WORK that does")
-    # (c) only once its retraining has finished: a copy taken while it runs could be torn
-    finished = (earlier / "experiments" / "search_direct_best_results.json").is_file()
+    if not (earlier / "experiments" / "build_report.json").is_file():
+        raise SystemExit(f"--reuse-from: {earlier} holds no finished build (no experiments/build_report.json); name "
+                         "a folder of WORK whose build has finished")
+    finished = _direct_finished(earlier)  # (c) only once retrained at every seed: a copy taken while it runs is torn
     direct = [*DIRECT, *DIRECT_GLOBS] if finished else []
     for rel in [*REUSED, *(d for d in direct if d in DIRECT), *(str(p.relative_to(earlier)) for g in
                                                                (*REUSED_GLOBS, *(d for d in direct if d in DIRECT_GLOBS))
@@ -205,11 +204,24 @@ def reuse(earlier: Path, out: Path, changes: dict) -> None:
             shutil.copytree(src, dst)
         elif src.exists():
             shutil.copy2(src, dst)
-    plan = json.loads((earlier / "experiments" / "build_plan.json").read_text())
+    plan = {k: v for k, v in json.loads((earlier / "experiments" / "build_plan.json").read_text()).items()
+            if k != "sweep_sizes"}  # the sizes follow the design: the build records its own
     (out / "experiments").mkdir(parents=True, exist_ok=True)
     (out / "experiments" / "build_plan.json").write_text(json.dumps({**plan, **changes}))
     (out / "reused.json").write_text(json.dumps({"from": str(earlier), "stages": ["build_search", "build_simple",
                                                  *(["direct (if the same shape)"] if finished else [])]}))
+
+
+def _direct_finished(work: Path) -> bool:
+    """Whether (c)'s retraining finished at every seed its study asked for (its results file is
+    written as soon as the first seed ends)."""
+    results, study = work / "experiments" / "search_direct_best_results.json", \
+        work / "ray_results" / "run_search_direct_best" / "study.json"
+    if not (results.is_file() and study.is_file()):
+        return False
+    r = json.loads(results.read_text())
+    runs = r.get("per_run", [r])
+    return len(runs) >= json.loads(study.read_text()).get("repeats", 1) and all(x.get("status") == "finished" for x in runs)
 
 
 def _last_flops(result: Path) -> float:

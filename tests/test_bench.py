@@ -84,22 +84,32 @@ def test_build_bench_reuses_c_only_at_the_same_shape(tmp_path):
         (earlier / rel).parent.mkdir(parents=True, exist_ok=True)
         (earlier / rel).write_text("{}")
     (earlier / "direct_base.json").write_text(json.dumps({"direct_base": sp}))
-    (earlier / "experiments" / "build_plan.json").write_text(json.dumps({"budget": 1e13, "horizon_exponent": 0.0}))
-    with pytest.raises(SystemExit, match="holds no build"):  # a mistyped folder: refused, nothing made
-        build.reuse(tmp_path / "no_such", out, {})
+    (earlier / "experiments" / "build_plan.json").write_text(json.dumps(
+        {"budget": 1e13, "horizon_exponent": 0.0, "sweep": "fixed", "sweep_sizes": [[2, 32], [2, 64], [4, 64]]}))
+    with pytest.raises(SystemExit, match="holds no finished build"):  # a build still running, or no build
+        build.reuse(earlier, out, {})
     assert not out.exists()
-    build.reuse(earlier, tmp_path / "running", {"sweep": "budget"})  # (c) still retraining: not copied
+    (earlier / "experiments" / "build_report.json").write_text("{}")
+    (earlier / "ray_results" / "run_search_direct_best").mkdir(parents=True)
+    (earlier / "ray_results" / "run_search_direct_best" / "study.json").write_text(json.dumps({"repeats": 2}))
+    one_seed = {"per_run": [{"status": "finished"}]}  # (c) retrained at one of its two seeds: still running
+    (earlier / "experiments" / "search_direct_best_results.json").write_text(json.dumps(one_seed))
+    build.reuse(earlier, tmp_path / "running", {"sweep": "budget"})
     assert (tmp_path / "running" / "ray_results" / "build_search").is_dir()
     assert not (tmp_path / "running" / "ray_results" / "direct").exists()
     assert not (tmp_path / "running" / "direct_base.json").exists()
-    (earlier / "experiments" / "search_direct_best_results.json").write_text("{}")  # (c) finished: it is copied
+    (earlier / "experiments" / "search_direct_best_results.json").write_text(
+        json.dumps({"per_run": [{"status": "finished"}] * 2}))  # (c) finished: it is copied
     (earlier / "experiments" / "build_plan.json").write_text(json.dumps({"budget": 1e13, "horizon_exponent": 0.0}))
     build.reuse(earlier, out, {"horizon_exponent": 0.45, "sweep": "budget"})
     assert (out / "ray_results" / "direct").is_dir() and (out / "ray_results" / "build_search").is_dir()
     assert not (out / "ray_results" / "build_sweep").exists()  # the sweep and the target run again
     assert not (out / "experiments" / "build_sweep_s1_1_results.json").exists()
-    assert json.loads((out / "experiments" / "build_plan.json").read_text()) == {"budget": 1e13, "horizon_exponent": 0.45,
-                                                                                 "sweep": "budget"}
+    copied = json.loads((out / "experiments" / "build_plan.json").read_text())  # the sizes are the new build's to record
+    assert copied == {"budget": 1e13, "horizon_exponent": 0.45, "sweep": "budget"}
+    from workflows.build import plan_changes
+
+    assert plan_changes(copied, {**copied, "sweep_sizes": [[1, 24], [2, 40], [4, 56]]}) == []
     assert not build._set_aside_other_direct(out, {**sp, "learning_rate": 0.0045, "description": "other"})
     assert (out / "ray_results" / "direct").is_dir() and not (out / "stale_direct").exists()
     assert build._set_aside_other_direct(out, {**sp, "n_embd": 128})

@@ -233,8 +233,12 @@ def test_the_budget_sweep_spans_the_fit_s_10x_around_the_size_the_compute_left_s
                 check_budget(proxy, b, Shares(), 75, 64, design)
             suggested = float(str(refused.value).split("give --budget ")[1].split()[0])
             assert works(suggested) and suggested > b, str(refused.value)
-        with pytest.raises(UserError, match="too small"):
-            check_budget(proxy, least * 0.97, Shares(), 75, 64, design)
+        for min_iters in (32, 45, 75):  # the smallest the refusal names works, rounded as it is shown
+            with pytest.raises(UserError, match="too small") as refused:
+                check_budget(proxy, smallest_budget(proxy, Shares(), min_iters, 64, design) * 0.97, Shares(),
+                             min_iters, 64, design)
+            named = float(str(refused.value).split("the smallest that works is ")[1].split()[0])
+            check_budget(proxy, named, Shares(), min_iters, 64, design)
 
 
 @pytest.mark.parametrize("shape", [dict(n_layer=1, n_embd=64, n_head=1), dict(n_layer=12, n_embd=64, n_head=4),

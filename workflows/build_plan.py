@@ -157,9 +157,10 @@ def _need(proxy: ExperimentConfig, budget: float, shares: Shares, min_iters: int
 def smallest_budget(proxy: ExperimentConfig, shares: Shares, min_iters: int = MIN_ITERS,
                     samples: int = SEARCH_SAMPLES, design: str = SWEEP_DESIGN, above: float = 1.0) -> float:
     """The least budget of at least `above` that works (_need at it is no more than it). The
-    "budget" sweep's sizes only grow with the budget, so its need never falls: no budget between
-    one and its need works, and stepping from one to its need finds the least that does. Budgets
-    above it need not all work: where the sweep's largest size steps up, its need jumps."""
+    "budget" sweep's sizes only grow with the budget (in N), and so, nearly always, does its need
+    (a step to a deeper, narrower shape can lower the FLOPs a token by a fraction of a percent), so
+    stepping from a budget to its need finds the least that works, or one a fraction of a percent
+    above it. Budgets above it need not all work: where the largest size steps up, the need jumps."""
     budget = above
     for _ in range(100):
         need = _need(proxy, budget, shares, min_iters, samples, design)
@@ -178,13 +179,25 @@ def check_budget(proxy: ExperimentConfig, budget: float, shares: Shares, min_ite
     least = smallest_budget(proxy, shares, min_iters, samples, design)
     if budget < least:
         raise UserError(f"--budget {budget:.3g} is too small for a build at this proxy ({proxy.n_layer} x "
-                        f"{proxy.n_embd}, vocabulary {proxy.vocab_size}): the smallest that works is {_up(least):.2g} "
+                        f"{proxy.n_embd}, vocabulary {proxy.vocab_size}): the smallest that works is "
+                        f"{_shown(proxy, least, shares, min_iters, samples, design):.2g} "
                         "FLOPs; give a larger budget, or a smaller proxy or vocabulary (--set n_embd=..., "
                         "--set vocab_size=...)")
     raise UserError(f"--budget {budget:.3g} leaves the sweep's shortest runs under --min-iters {min_iters} (its largest "
                     "size steps up at this budget and costs more a token): give --budget "
-                    f"{_up(smallest_budget(proxy, shares, min_iters, samples, design, budget)):.2g} or more, or a lower "
-                    "--min-iters")
+                    f"{_shown(proxy, budget, shares, min_iters, samples, design):.2g} or more, or a lower --min-iters")
+
+
+def _shown(proxy: ExperimentConfig, above: float, shares: Shares, min_iters: int, samples: int, design: str) -> float:
+    """The least budget from `above` that works once rounded up to two significant figures (a
+    rounded figure can land where the sweep's largest size steps up: then the next is taken)."""
+    budget = above
+    for _ in range(100):
+        shown = _up(smallest_budget(proxy, shares, min_iters, samples, design, budget))
+        if _need(proxy, shown, shares, min_iters, samples, design) <= shown:
+            return shown
+        budget = shown
+    return shown
 
 
 def _up(x: float) -> float:
