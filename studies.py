@@ -579,7 +579,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from slm_tune.data.corpora import corpus_fingerprint
 
     shares = args.shares or Shares()
-    check_budget(space.config_for({}), args.budget, shares, args.min_iters, args.num_samples, args.sweep)
+    if not (args.resume and (Path(args.output_dir) / "experiments" / "build_plan.json").is_file()):
+        # a resumed build's budget was checked when it started, and _check_build_plan holds it to that start
+        # (a rule added since, such as the sweep's gap budgets, must not strand a build half done)
+        check_budget(space.config_for({}), args.budget, shares, args.min_iters, args.num_samples, args.sweep)
     corpus_fingerprint(space.base.dataset)  # a corpus that is not there: refused before any stage starts
     registry, dataset = _registry(args), {"dataset": args.dataset} if args.dataset else {}
     settings = BuildSettings(Path(args.output_dir), args.budget, space, registry["baseline"].replace(**dataset),

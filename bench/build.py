@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -51,10 +50,10 @@ def studies(*args: str, log: Path) -> None:
 
 
 def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    """The machine's CPU as every study records it (slm_tune.tune.study_record.machine_info)."""
+    from slm_tune.tune.study_record import machine_info
+
+    return machine_info()["cpu"]
 
 
 def run_budget(budget: float, work: Path, dataset: list[str], seeds: int, proxy: list[str],

@@ -17,7 +17,9 @@ fitted two ways, each size then extrapolated to the tokens the compute left buys
 Robust least squares on log L (scipy's least_squares, Huber 0.01, as analysis/scaling.py), several
 starts. It prints each size's runs and predictions, the size each form would choose, the size the
 build chose (its fallback: the size whose longest run ended lowest) and the target's measured
-mean over its seeds, with the chosen size's prediction error.
+mean over its seeds, with the chosen size's prediction error. A last line does the same for the
+build's own law L(N, D) (the fit the build refuses when the sweep leaves a parameter undetermined):
+the shape it would have chosen and its prediction at the shape the build trained.
 """
 
 from __future__ import annotations
@@ -130,7 +132,34 @@ def report(work: Path) -> list[str]:
             pred = f[at_chosen](tokens[at_chosen])
             line += f"; at the build's {chosen} it predicts {pred:.4f}, {100 * (pred - measured) / measured:+.0f}% of the measured"
         lines.append(line)
+    lines.append(law_line(work, built, measured, chosen))
     return lines
+
+
+def law_line(work: Path, built: dict, measured: float | None, chosen: str) -> str:
+    """The build's own scaling law of the same sweep (workflows.build.fit_sweep), used as if the
+    build had not refused it: the shape it would choose for the compute left (build_plan.choose_target
+    over the build's candidates, at the build's --min-iters and rate rule) and what it predicts at
+    the shape the build trained."""
+    from analysis.transfer import best_config, study_trials
+    from workflows import build_plan as plan
+    from workflows.build import STUDIES, fit_sweep
+
+    fit, refused = fit_sweep(study_trials(work, STUDIES["sweep"]))
+    if fit is None:
+        return f"  the law: no fit ({refused})"
+    proxy = best_config(work, STUDIES["search"], missing="the build's search has no finished trial")
+    min_iters = json.loads((work / "experiments" / "build_plan.json").read_text())["min_iters"]
+    pick = plan.choose_target(proxy, built["choice"]["compute_left"], fit.predict, fit.band, min_iters=min_iters,
+                              exponent=built["proxy"].get("horizon_exponent", 0.0))
+    shape = built["choice"]["shape"]
+    line = (f"  the law ({'refused: ' + refused if refused else 'not refused'}): would choose "
+            f"{pick.config.n_layer}x{pick.config.n_embd} for {pick.config.max_iters} iterations, predicting "
+            f"{pick.predicted:.4f} (95% {pick.interval[0]:.4f} to {pick.interval[1]:.4f})")
+    if measured is not None:
+        pred = float(fit.predict(shape["non_embedding_params"], shape["tokens"]))
+        line += f"; at the build's {chosen} it predicts {pred:.4f}, {100 * (pred - measured) / measured:+.0f}% of the measured"
+    return line
 
 
 def main() -> None:

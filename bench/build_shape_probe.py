@@ -59,13 +59,10 @@ def run(work: Path, layers: int, width: int, seed: int, threads: int) -> dict:
 
 
 def _cpu_name() -> str:
-    """bench/build.py's cpu_name (the build bench's own record of the machine)."""
-    import importlib.util
+    """The machine's CPU as every study records it."""
+    from slm_tune.tune.study_record import machine_info
 
-    spec = importlib.util.spec_from_file_location("build_bench", ROOT / "bench" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.cpu_name()
+    return machine_info()["cpu"]
 
 
 def main() -> None:

@@ -153,10 +153,9 @@ def main() -> None:
             rows.append({"iters": it, "mult": m, "learning_rate": r["config"]["learning_rate"],
                          "best_val_bpb": r["best_val_bpb"], "best_val_bpb_se": r.get("best_val_bpb_se"),
                          "seed": r["config"]["seed"]})
-        sys.path.insert(0, str(ROOT / "bench"))
-        from build import cpu_name  # noqa: PLC0415
+        from slm_tune.tune.study_record import machine_info  # noqa: PLC0415
 
-        cpu = cpu_name()
+        cpu = machine_info()["cpu"]
         doc = {"command": " ".join(["python bench/horizon_rate.py", *sys.argv[1:]]), "machine": cpu,
                "date": time.strftime("%Y-%m-%d"), "shape": f"{config['n_layer']} x {config['n_embd']} "
                f"{config['parametrization']}", "config": config, "runs": rows, "analysis": analyse(rows)}

@@ -37,14 +37,10 @@ MARKERS = {150: "v", 300: "o", 600: "s", 1200: "D", 2400: "^", 4800: "P", 9600: 
 
 
 def machine() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
+    """The machine's CPU as every study records it."""
+    from slm_tune.tune.study_record import machine_info
+
+    return machine_info()["cpu"]
 
 
 def size_config(size: str, corpus: str, iters: int, seed: int, lr_mult: float = 1.0):

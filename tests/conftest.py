@@ -30,6 +30,10 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED.is_dir():
     shutil.copytree(_SHARED, _copy)
     os.environ["TIKTOKEN_CACHE_DIR"] = str(_copy)
 os.environ["SLM_TUNE_CACHE"] = tempfile.mkdtemp(prefix="slm-tune-cache-")
+if "PYTEST_XDIST_WORKER" in os.environ and "RAY_TMPDIR" not in os.environ:
+    # pytest-xdist's workers (the test command runs two): each its own Ray sessions, so that one worker's
+    # resume never finds the other's staged copy of a run of the same name (killed_state.staged_copies)
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{os.environ['PYTEST_XDIST_WORKER']}-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -295,7 +295,8 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     shape = report["choice"]["shape"]  # bench/build_extrapolate.py reads a real build's files
     lines = _bench("build_extrapolate").report(tmp_path)
     assert f"the build chose {shape['n_layer']}x{shape['n_embd']}" in lines[0]
-    assert sum("would choose" in line for line in lines) == 2 and len(lines) == 1 + 3 + 2
+    assert sum("would choose" in line for line in lines) == 3 and len(lines) == 1 + 3 + 3
+    assert lines[-1].startswith("  the law (") and "% of the measured" in lines[-1]
     # the chosen size's tokens for the compute left: what the target itself trained, in whole iterations,
     # so less than one iteration's tokens more (the script prints 3 significant figures)
     line = next(line for line in lines[1:4] if f" {shape['n_layer']}x{shape['n_embd']} " in line)
@@ -303,6 +304,8 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     assert shape["tokens"] * 0.995 <= printed < (shape["tokens"] + per_iter) * 1.005, (printed, shape)
     _check_shape_probe(tmp_path, shape)
     other = run_cli(*args, "--resume", "--budget", "9e9")
+    assert other.returncode == 2 and "was started with other budget" in other.stderr, other.stderr
+    other = run_cli(*args, "--resume", "--budget", "1e6")  # the stored plan is checked first: too small for a new build
     assert other.returncode == 2 and "was started with other budget" in other.stderr, other.stderr
     other = run_cli(*args, "--resume", "--horizon-exponent", "0.1")
     assert other.returncode == 2 and "was started with other horizon_exponent" in other.stderr, other.stderr

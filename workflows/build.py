@@ -145,7 +145,6 @@ def _proxy_space(space: SearchSpace, proxy: ExperimentConfig) -> SearchSpace:
 
 def _choose(built: Built, log: Callable[[str], None]) -> None:
     """The fit of the sweep and the target it chooses for the compute the stages left."""
-    from analysis.scaling import fit_scaling, scaling_runs
     from analysis.transfer import trained_flops
     from slm_tune.errors import UserError
 
@@ -156,13 +155,7 @@ def _choose(built: Built, log: Callable[[str], None]) -> None:
     if left <= 0:
         raise UserError(f"the search and the sweep spent {built.spent_before_target:.3g} FLOPs, all of --budget "
                         f"{s.budget:.3g}: nothing is left for the target; give a larger budget or smaller --shares")
-    try:
-        built.fit = fit_scaling(scaling_runs(frames["sweep"]), bootstrap=200, seed=0)
-        blocking = [k for k in ("A", "alpha", "B", "beta") if k in built.fit.undetermined]
-        if blocking:
-            built.fit_refused = f"the sweep does not determine {', '.join(blocking)}"
-    except UserError as e:
-        built.fit_refused = str(e)
+    built.fit, built.fit_refused = fit_sweep(frames["sweep"])
     if built.fit_refused:
         fallback = _best_sweep_size(frames["sweep"])
         edge = _largest_of_sweep(fallback, frames["sweep"])
@@ -175,6 +168,20 @@ def _choose(built: Built, log: Callable[[str], None]) -> None:
         return
     built.choice = plan.choose_target(built.best, left, built.fit.predict, built.fit.band, min_iters=s.min_iters,
                                       exponent=s.horizon_exponent)
+
+
+def fit_sweep(sweep):
+    """The scaling fit of the sweep's trials (analysis.scaling), and why the build refuses it (None
+    when it does not): a fit that failed, or one that leaves A, alpha, B or beta undetermined."""
+    from analysis.scaling import fit_scaling, scaling_runs
+    from slm_tune.errors import UserError
+
+    try:
+        fit = fit_scaling(scaling_runs(sweep), bootstrap=200, seed=0)
+    except UserError as e:
+        return None, str(e)
+    blocking = [k for k in ("A", "alpha", "B", "beta") if k in fit.undetermined]
+    return fit, (f"the sweep does not determine {', '.join(blocking)}" if blocking else None)
 
 
 def _measured(sweep, metric: str = "best_val_bpb_context"):
