@@ -157,8 +157,12 @@ def law_line(work: Path, built: dict, measured: float | None, chosen: str) -> st
             f"{pick.config.n_layer}x{pick.config.n_embd} for {pick.config.max_iters} iterations, predicting "
             f"{pick.predicted:.4f} (95% {pick.interval[0]:.4f} to {pick.interval[1]:.4f})")
     if measured is not None:
-        pred = float(fit.predict(shape["non_embedding_params"], shape["tokens"]))
-        line += f"; at the build's {chosen} it predicts {pred:.4f}, {100 * (pred - measured) / measured:+.0f}% of the measured"
+        if fit.runs.metric != built["measured"]["metric"]:
+            return line + f"; fitted on {fit.runs.metric}, measured on {built['measured']['metric']}: not compared"
+        n, d = shape["non_embedding_params"], shape["tokens"]
+        pred, (lo, hi) = float(fit.predict(n, d)), (float(x) for x in fit.band(n, d))
+        line += (f"; at the build's {chosen} it predicts {pred:.4f} (95% {lo:.4f} to {hi:.4f}), "
+                 f"{100 * (pred - measured) / measured:+.0f}% of the measured")
     return line
 
 

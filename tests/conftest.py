@@ -30,10 +30,11 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and _SHARED.is_dir():
     shutil.copytree(_SHARED, _copy)
     os.environ["TIKTOKEN_CACHE_DIR"] = str(_copy)
 os.environ["SLM_TUNE_CACHE"] = tempfile.mkdtemp(prefix="slm-tune-cache-")
+_WORKER_RAY = None  # the Ray temp dir conftest made for this pytest-xdist worker
 if "PYTEST_XDIST_WORKER" in os.environ and "RAY_TMPDIR" not in os.environ:
     # pytest-xdist's workers (the test command runs two): each its own Ray sessions, so that one worker's
     # resume never finds the other's staged copy of a run of the same name (killed_state.staged_copies)
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{os.environ['PYTEST_XDIST_WORKER']}-")
+    os.environ["RAY_TMPDIR"] = _WORKER_RAY = tempfile.mkdtemp(prefix=f"ray-{os.environ['PYTEST_XDIST_WORKER']}-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -285,6 +286,8 @@ def _ray_at_the_end():
     import ray
 
     ray.shutdown()
+    if _WORKER_RAY:  # this worker's Ray sessions (their logs)
+        shutil.rmtree(_WORKER_RAY, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

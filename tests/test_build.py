@@ -320,6 +320,7 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
 
 @pytest.mark.parametrize("extra,said", [
     (["--budget", "1e6"], "is too small for a build at this proxy"),
+    (["--budget", "1e6", "--resume"], "is too small for a build at this proxy"),  # nothing to resume: a new build
     (["--max-iters", "10"], "--max-iters does not apply"),
     (["--shares", "0.5,0.6"], "must be positive and leave some of the budget"),
     (["--set", "widht=3"], "'widht' is not a setting"),

@@ -78,7 +78,7 @@ class Built:
     best: ExperimentConfig | None = None
     choice: plan.Choice | None = None
     fit: Any = None  # analysis.scaling.ScalingFit, or None when it refused
-    fit_refused: str = ""
+    fit_refused: str | None = None
     spent_before_target: float = 0.0
     code: int = 0
 
