@@ -347,3 +347,27 @@ def test_flops_budget_ends_a_search_once_its_trials_trained_that_much(tmp_path, 
     assert meta["ended_at"] and meta["flops_budget"] == budget
     bad = run_cli("search", "lr", "--budget", "-1", "--output-dir", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "must be a positive number of FLOPs" in bad.stderr
+
+
+def test_a_search_killed_and_resumed_still_stops_at_its_flops_budget(tmp_path, local_ray):
+    """--budget across a SIGKILL and --resume: the resumed search counts what its trials trained
+    before the kill and stops where the budget is spent, not after every sampled trial."""
+    budget = 5e9  # a trial trains about 2.7e9 FLOPs in its 60 iterations: the budget ends the second or third
+    args = ["search", "--space", str(_space(tmp_path)), "--num-samples", "8", "--max-concurrent", "1",
+            "--scheduler", "fifo", "--budget", f"{budget:g}", "--output-dir", str(tmp_path), "--max-iters", "60",
+            "--set", "eval_interval=5", "--set", "log_interval=0", "--seed", "0", *TINY]
+    run = tmp_path / "ray_results" / "tiny"
+    proc = start_study(args, ENV)
+    try:
+        deadline = time.time() + 240
+        while len(_lines(run / "tiny_0001" / "result.json")) < 4 and time.time() < deadline:
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.05)
+    finally:
+        kill_study(proc)
+    out = run_cli(*args, "--resume")
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = [_lines(p)[-1]["train_flops"] for p in run.glob("tiny_*/result.json") if _lines(p)]
+    step = 5 * 2.7e9 / 60  # one report's FLOPs (every 5 iterations)
+    assert budget <= sum(last) <= budget + 2 * step, (sum(last), len(last))
+    assert len(last) < 8

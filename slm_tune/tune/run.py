@@ -409,7 +409,7 @@ def _fit(run: StudyRun, name: str, storage: Storage, concurrent: int, scheduler,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage.uri(), verbose=2 if run.verbose else 0,
-            callbacks=[*run.callbacks, CSVLogger(), JsonLogger(), *optuna_mirror(run, name), *budget],
+            callbacks=[*run.callbacks, CSVLogger(), JsonLogger(), *optuna_mirror(run, name)],
             stop=budget[0] if budget else None,
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=keep, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
