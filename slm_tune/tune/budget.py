@@ -16,6 +16,9 @@ Across a resume: Ray saves its controller's stopper with the experiment's state 
 `Tuner.restore`, puts that saved copy in place of the one the tuner was built with, so the stopper
 keeps its own account (each trial's newest train_flops, as of the last saved state; a restored
 trial's reports from its checkpoint on replace its entry) and needs nothing from any other object.
+What a trial trained after its last checkpoint before the interruption is trained again and
+counted once, and the account is as fresh as Ray's last saved state (at least every 10 s), so
+across a resume the overrun can exceed the bound above by up to that much.
 An earlier design counted in a callback that shared the object with the stopper: after a restore
 the two were separate copies and the search ran past its budget to its last sample
 (tests/test_search.py). A stopper saved by that design resumes with an empty account: it counts
@@ -40,6 +43,7 @@ class FlopsBudget(tune.Callback, Stopper):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("latest", {})  # saved by the earlier design: see the module's docstring
+        self.__dict__.pop("spent", None)  # that design's count, stale once restored
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         if "train_flops" in result:
