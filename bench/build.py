@@ -17,6 +17,9 @@ The build's seeds against each alternative's: Welch's 95% interval, Holm over th
 Every run trains on PROXY's settings (one vocabulary and batch for every budget, so a budget of
 1e13 fits the smallest sweep); the machine, date and command are recorded with each budget.
 Writes OUT (JSON, one entry per corpus, budget, rate rule and sweep design) and OUT with .png (best val bits per byte by budget).
+Each arm is saved into OUT as it finishes (the build with (a) and (b); (c)'s search, its best
+configuration; (c)'s retraining), so a bench whose WORK is lost (a new machine) starts again at
+the arm that was running; a row still pending is left out of the table and the plot.
 """
 
 from __future__ import annotations
@@ -49,18 +52,30 @@ def studies(*args: str, log: Path) -> None:
         sys.exit(f"studies.py {' '.join(args[:3])} ... failed ({code}); see {log}")
 
 
-def cpu_name() -> str:
-    """The machine's CPU as every study records it (slm_tune.tune.study_record.machine_info)."""
-    from slm_tune.tune.study_record import machine_info
-
-    return machine_info()["cpu"]
-
-
 def run_budget(budget: float, work: Path, dataset: list[str], seeds: int, proxy: list[str],
-               horizon: list[str]) -> dict:
-    out = work
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "bench.log"
+               horizon: list[str], row: dict, save) -> dict:
+    """One row, arm by arm. Each finished arm is saved into ROW and OUT at once (`save`), so a lost
+    work dir (a new machine) costs only the arm that was running: the build (its report), (c)'s
+    search (its best configuration), (c)'s retraining. ROW holds what an earlier run saved."""
+    work.mkdir(parents=True, exist_ok=True)
+    log, start = work / "bench.log", time.time()
+    if "build" not in row:
+        row.update(build_arm(budget, work, dataset, seeds, proxy, horizon, log), pending="(c)")
+        save(row)
+    if "direct_best" not in row:
+        row["direct_best"] = direct_search(work, budget, row["target_config"], dataset, log)
+        save(row)
+    row["direct"] = direct_retrain(work, row, dataset, seeds, log)
+    row["verdicts"] = verdicts(row["build"], row["direct"])
+    row["wall_s_this_run"] = time.time() - start
+    for k in ("pending", "target_config", "direct_best"):
+        row.pop(k)
+    return row
+
+
+def build_arm(budget: float, out: Path, dataset: list[str], seeds: int, proxy: list[str], horizon: list[str],
+              log: Path) -> dict:
+    """The build with its simple alternatives, (a) and (b): the row's fields from its report."""
     common = [*proxy, *dataset, "--output-dir", str(out)]
     resume = ["--resume"] if (out / "ray_results").exists() else []
     start = time.time()
@@ -68,18 +83,20 @@ def run_budget(budget: float, work: Path, dataset: list[str], seeds: int, proxy:
             *horizon, *common, *resume, log=log)
     build_end = time.time()
     report = json.loads((out / "experiments" / "build_report.json").read_text())
-    direct = direct_search(out, budget, report, dataset, seeds, log)
     import torch  # noqa: PLC0415  (the versions the runs used, for the record)
     import ray  # noqa: PLC0415
 
-    return {"budget": budget, "machine": cpu_name(), "date": time.strftime("%Y-%m-%d"), "seeds": seeds,
+    from slm_tune.tune.study_record import machine_info  # noqa: PLC0415
+
+    return {"budget": budget, "machine": machine_info()["cpu"], "date": time.strftime("%Y-%m-%d"), "seeds": seeds,
             "command": " ".join(["python bench/build.py", *sys.argv[1:]]), "versions": {"torch": torch.__version__,
-            "ray": ray.__version__}, "wall_s_this_run": time.time() - start, "build_wall_s": build_end - start,
+            "ray": ray.__version__}, "build_wall_s": build_end - start,
             "build_resumed": bool(resume), "build_started_at": start, "build_ended_at": build_end,
             "horizon_exponent": report["proxy"].get("horizon_exponent", 0.0),
             **({"reused": json.loads((out / "reused.json").read_text())} if (out / "reused.json").exists() else {}),
             **(driver_accounting(out, start, build_end) if not resume else {}),
-            "build": summary(report), "direct": direct, "verdicts": verdicts(report, direct)}
+            "build": summary(report),
+            "target_config": json.loads((out / "experiments" / "build_target_results.json").read_text())["config"]}
 
 
 def _epoch(iso: str) -> float:
@@ -123,13 +140,11 @@ def busy_seconds(results: list[Path]) -> float:
     return busy
 
 
-def direct_search(out: Path, budget: float, report: dict, dataset: list[str], seeds: int, log: Path) -> dict:
-    """(c): sp's rate and init searched at the build's chosen shape with all of the budget, then its
-    best retrained at the build's seeds."""
+def direct_search(out: Path, budget: float, target: dict, dataset: list[str], log: Path) -> dict:
+    """(c)'s search: sp's rate and init at the build's target shape and length (TARGET, its
+    config), with all of the budget. Returns its best configuration (the TOML text) and counts."""
     from slm_tune.config import EXPERIMENT_CONFIGS  # noqa: F401  (the registry the TOML names)
 
-    shape = report["choice"]["shape"]
-    target = json.loads((out / "experiments" / "build_target_results.json").read_text())["config"]
     sp = {**{k: v for k, v in target.items() if k != "name"}, "parametrization": "sp", "depth_parametrization": "none",
           "base_depth": 0, "mup_base_head_size": 0, "mup_output_mult": 1.0, "mup_attn_mult": 1.0}
     set_aside = _set_aside_other_direct(out, sp) or (out / "stale_direct").exists()
@@ -139,19 +154,28 @@ def direct_search(out: Path, budget: float, report: dict, dataset: list[str], se
     resume = ["--resume"] if (out / "ray_results" / "direct").exists() else []
     studies("search", "--space", str(out / "direct.toml"), "--budget", f"{budget:g}", "--num-samples", "64",
             "--seed", "0", *files, *resume, log=log)
+    search = sorted((out / "experiments").glob("direct_*_results.json"))
+    started = list((out / "ray_results" / "direct").glob("*/result.json"))
+    return {"toml": (out / "experiments" / "search_direct_best.toml").read_text(), "search_trials": len(search),
+            "earlier_set_aside": set_aside, "search_flops": sum(_last_flops(p) for p in started),
+            "search_trials_started": len(started),
+            "search_trials_finished": sum(json.loads(p.read_text()).get("status") == "finished" for p in search)}
+
+
+def direct_retrain(out: Path, row: dict, dataset: list[str], seeds: int, log: Path) -> dict:
+    """(c)'s best configuration (ROW's, written back if the work dir lost it) retrained at the
+    build's seeds; (c)'s entry of the row."""
     best = out / "experiments" / "search_direct_best.toml"
+    if not best.exists():
+        best.parent.mkdir(parents=True, exist_ok=True)
+        best.write_text(row["direct_best"]["toml"])
     resume = ["--resume"] if (out / "ray_results" / "run_search_direct_best").exists() else []
     studies("run", "search_direct_best", "--experiments-file", str(best), "--repeats", str(seeds),
             "--output-dir", str(out), *dataset, *resume, log=log)
     retrained = json.loads((out / "experiments" / "search_direct_best_results.json").read_text())
-    search = sorted((out / "experiments").glob("direct_*_results.json"))
-    return {"shape": shape, "search_trials": len(search), "earlier_set_aside": set_aside,
-            "search_flops": sum(_last_flops(p) for p in (out / "ray_results" / "direct").glob("*/result.json")),
+    return {"shape": row["build"]["shape"], **{k: v for k, v in row["direct_best"].items() if k != "toml"},
             "runs": [r["best_val_bpb"] for r in retrained.get("per_run", [retrained])
                      if r.get("status") == "finished" and r.get("best_val_bpb") is not None],
-            "search_trials_started": len(list((out / "ray_results" / "direct").glob("*/result.json"))),
-            "search_trials_finished": sum(json.loads(p.read_text()).get("status") == "finished"
-                                          for p in search),
             "settings": {k: retrained["config"][k] for k in ("learning_rate", "hidden_init_std")}}
 
 
@@ -238,14 +262,15 @@ def summary(report: dict) -> dict:
                        for k, v in report.get("simple", {}).items()}}
 
 
-def verdicts(report: dict, direct: dict) -> dict:
-    """The build's seeds against (a), (b) and (c): Welch, Holm over the three."""
+def verdicts(build: dict, direct: dict) -> dict:
+    """The build's seeds against (a), (b) and (c) (BUILD: the row's summary of its report): Welch,
+    Holm over the three."""
     import numpy as np
 
     from analysis.significance import holm, verdict, welch
 
-    mine = np.asarray(report["measured"]["best_val_bpb_runs"])
-    others = {k.removeprefix("build_simple_"): v["runs"] for k, v in report.get("simple", {}).items()}
+    mine = np.asarray(build["runs"])
+    others = {k.removeprefix("build_simple_"): v["runs"] for k, v in build.get("simple", {}).items()}
     others["direct_search"] = direct["runs"]
     rows = {k: dict(zip(("diff", "lo", "hi", "p"), welch(mine, np.asarray(v)))) for k, v in others.items()
             if len(v) > 1 and len(mine) > 1}
@@ -364,21 +389,41 @@ def main() -> None:
         if a.reuse_from and len(a.budgets) != 1:
             ap.error("--reuse-from names one budget's folder: give one --budgets")
         for budget in a.budgets:
-            if any(r["budget"] == budget and r.get("tag") == a.tag and r.get("horizon_exponent", 0.0) == exponent
-                   and _row_sweep(r) == a.sweep for r in doc["results"]):
+            key = (a.tag, budget, exponent, a.sweep)
+            row = next((r for r in doc["results"] if _key(r) == key), None)
+            if row is not None and "pending" not in row:
                 continue
             work = a.work / _work_name(a.tag, budget, exponent, a.sweep)
             if a.reuse_from:
                 reuse(a.work / a.reuse_from, work, {"horizon_exponent": exponent, "sweep": a.sweep})
-            row = {"tag": a.tag, "sweep": a.sweep, **run_budget(
-                budget, work, dataset, a.seeds, [*PROXY, *(x for kv in a.set for x in ("--set", kv))],
-                ["--horizon-exponent", f"{exponent:g}", "--sweep", a.sweep])}
-            doc["results"].append(row)
-            a.out.write_text(json.dumps(doc, indent=1))
+            row = row or {"tag": a.tag, "sweep": a.sweep}
+            run_budget(budget, work, dataset, a.seeds, [*PROXY, *(x for kv in a.set for x in ("--set", kv))],
+                       ["--horizon-exponent", f"{exponent:g}", "--sweep", a.sweep], row, lambda r: store(a.out, r))
+            doc = store(a.out, row)
             print(json.dumps({k: row[k] for k in ("tag", "budget", "verdicts")}, indent=1), flush=True)
-    if doc["results"]:
-        plot(doc["results"], a.out.with_suffix(".png"))
-        print(table(doc["results"]))
+    done = [r for r in doc["results"] if "pending" not in r]
+    if done:
+        plot(done, a.out.with_suffix(".png"))
+        print(table(done))
+    for r in doc["results"]:
+        if "pending" in r:
+            print(f"not in the table: {r['tag']} {r['budget']:g} ({_row_sweep(r)} sweep), {r['pending']} pending: "
+                  "run the same command again to go on")
+
+
+def _key(row: dict) -> tuple:
+    return row.get("tag"), row["budget"], row.get("horizon_exponent", 0.0), _row_sweep(row)
+
+
+def store(out: Path, row: dict) -> dict:
+    """ROW into OUT, read afresh (another bench may have stored its rows since), in place of its
+    earlier state; the whole document, as written."""
+    doc = json.loads(out.read_text()) if out.exists() else {"results": []}
+    doc["results"] = [r for r in doc["results"] if _key(r) != _key(row)] + [row]
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(out)
+    return doc
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ def run(work: Path, layers: int, width: int, seed: int, threads: int) -> dict:
     from slm_tune.data.cache import prepare_tokens
     from slm_tune.model.counts import param_counts, tokens_per_iter
     from slm_tune.train import train
+    from slm_tune.tune.study_record import machine_info
 
     c, left = probe_config(work, layers, width, seed)
     t = time.perf_counter()
@@ -54,15 +55,8 @@ def run(work: Path, layers: int, width: int, seed: int, threads: int) -> dict:
             "learning_rate": c.learning_rate, "compute_left": left,
             "best_val_bpb": min(h["val_bpb"] for h in history),
             "best_val_bpb_context": min(h["val_bpb_context"] for h in history),
-            "seconds": round(time.perf_counter() - t, 1), "threads": threads, "machine": _cpu_name(),
+            "seconds": round(time.perf_counter() - t, 1), "threads": threads, "machine": machine_info()["cpu"],
             "ended": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-
-
-def _cpu_name() -> str:
-    """The machine's CPU as every study records it."""
-    from slm_tune.tune.study_record import machine_info
-
-    return machine_info()["cpu"]
 
 
 def main() -> None:

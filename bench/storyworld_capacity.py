@@ -36,13 +36,6 @@ EVALS = 8
 MARKERS = {150: "v", 300: "o", 600: "s", 1200: "D", 2400: "^", 4800: "P", 9600: "X"}  # a budget's marker in every plot
 
 
-def machine() -> str:
-    """The machine's CPU as every study records it."""
-    from slm_tune.tune.study_record import machine_info
-
-    return machine_info()["cpu"]
-
-
 def size_config(size: str, corpus: str, iters: int, seed: int, lr_mult: float = 1.0):
     """The scaling family's run of this size, at `iters` iterations on `corpus` (its rate x lr_mult)."""
     from search_spaces import get_study
@@ -63,6 +56,7 @@ def run_one(size: str, corpus: str, iters: int, seed: int, threads: int, lr_mult
     from slm_tune.data.cache import prepare_tokens
     from slm_tune.model.counts import param_counts
     from slm_tune.train import train
+    from slm_tune.tune.study_record import machine_info
 
     c = size_config(size, corpus, iters, seed, lr_mult)
     data = prepare_tokens(c.dataset, c.vocab_size)
@@ -83,7 +77,7 @@ def run_one(size: str, corpus: str, iters: int, seed: int, threads: int, lr_mult
             "best_val_bpb": min(h["val_bpb"] for h in history),
             "best_val_bpb_context": min(h["val_bpb_context"] for h in history),
             "entropy_bpb": source.get("entropy_bpb"), "world_free_bpb": source.get("world_free_bpb"),
-            "seconds": round(time.perf_counter() - t, 1), "threads": threads, "machine": machine(), **best}
+            "seconds": round(time.perf_counter() - t, 1), "threads": threads, "machine": machine_info()["cpu"], **best}
 
 
 def _run(r: dict) -> tuple:

@@ -166,3 +166,29 @@ def test_capacity_best_rate_compares_rates_only_on_the_same_windows():
     failed = {**run, "lr_mult": 2.0, "best_val_bpb": 0.10, "eval_windows": "w1", "status": "error"}
     assert cap.best_rate([x1, lower, elsewhere, failed], "best_val_bpb") == [lower]
     assert cap.best_rate([x1, elsewhere], "best_val_bpb") == [x1]
+
+
+def test_build_bench_keeps_each_finished_arm_in_its_json(tmp_path):
+    """A row is stored arm by arm (the build, then (c)'s search) in place of its earlier state,
+    beside rows another bench stored meanwhile; --replot tables the finished rows and names the
+    pending ones."""
+    import json
+
+    build = _bench("build")
+    stored = json.loads((ROOT / "bench" / "build.json").read_text())["results"]
+    finished, other = stored[0], stored[1]
+    out = tmp_path / "build.json"
+    partial = {k: v for k, v in finished.items() if k not in ("direct", "verdicts")}
+    build.store(out, {**partial, "pending": "(c)"})
+    out.write_text(json.dumps({"results": [*json.loads(out.read_text())["results"], other]}))  # another bench's row
+    build.store(out, {**partial, "pending": "(c)", "direct_best": {"toml": "x"}})
+    rows = json.loads(out.read_text())["results"]
+    assert len(rows) == 2 and rows[0] == other and rows[1]["direct_best"] == {"toml": "x"}
+    ran = subprocess.run([sys.executable, str(ROOT / "bench" / "build.py"), "--replot", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    table = [line for line in ran.stdout.splitlines() if line.startswith("| ") and "corpus" not in line]
+    assert len(table) == 1 and table[0].startswith(f"| {other['tag']} | {other['budget']:.0e} |"), ran.stdout
+    assert (f"not in the table: {finished['tag']} {finished['budget']:g} (fixed sweep), (c) pending" in ran.stdout)
+    build.store(out, finished)  # the finished row replaces its partial state
+    assert json.loads(out.read_text())["results"] == [other, finished]

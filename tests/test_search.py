@@ -377,3 +377,6 @@ def test_a_search_killed_and_resumed_still_stops_at_its_flops_budget(tmp_path, l
     step = 5 * 2.7e9 / 60  # one report's FLOPs (every 5 iterations)
     assert budget <= sum(last) <= budget + 2 * step, (sum(last), len(last))
     assert len(last) < 8
+    # the progress line counts the trials ended before the kill too: spent as the stop counted it
+    final = [ln for ln in out.stderr.splitlines() if "FLOPs budget spent" in ln][-1]
+    assert f"{len(last)}/8 trial(s) done, 0 running; {sum(last) / budget:.0%} of its" in final, final

@@ -171,7 +171,7 @@ class StudyProgress(tune.Callback):
                           time.time() - started if started else None)
 
     def header(self, now: float) -> str:
-        done = sum(1 for s, _ in self._latest.values() if s not in ("STARTED", "RUNNING"))
+        done = sum(1 for s, _ in self._latest.values() if s not in ("STARTED", "RUNNING", "PENDING"))
         running = sum(1 for s, _ in self._latest.values() if s in ("STARTED", "RUNNING"))
         total = (self._plan or {}).get("n_trials") or len(self._latest)
         eta = self.study_eta() if running else None
@@ -188,6 +188,25 @@ class StudyProgress(tune.Callback):
         self.emit(self.header(now))
         for name in sorted(self._latest):
             self.emit(self._line(name))
+
+    def _adopt(self, trials) -> None:
+        """What Ray knows and this process has not seen: trials restored with reports (a resumed
+        study; all counted in the FLOPs spent, as the budget's own account has them) and trials
+        ended without a completion call (a stopper's stop_all)."""
+        for trial in trials:
+            result = getattr(trial, "last_result", None) or {}
+            seen = self._latest.get(str(trial), ("", {}))[0]
+            if "iteration" not in result or (seen and (seen not in ("STARTED", "RUNNING", "PENDING")
+                                                       or trial.status not in ("TERMINATED", "ERROR"))):
+                continue
+            status = "PENDING"
+            if trial.status in ("TERMINATED", "ERROR"):
+                status = "ERRORED" if trial.status == "ERROR" else str(result.get("status", "finished")).upper()
+                status = "STOPPED" if status == "RUNNING" else status
+            self._latest[str(trial)] = (status, result)
+
+    def on_step_begin(self, iteration, trials, **info):
+        self._adopt(trials)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._load_plan(trial)
@@ -220,4 +239,5 @@ class StudyProgress(tune.Callback):
         self.emit(f"  {trial}: {first_error_line(Path(where)) if where else 'errored'}")
 
     def on_experiment_end(self, trials, **info):
+        self._adopt(trials)
         self._flush(force=True)
