@@ -61,16 +61,28 @@ def run_budget(budget: float, work: Path, dataset: list[str], seeds: int, proxy:
     log, start = work / "bench.log", time.time()
     if "build" not in row:
         row.update(build_arm(budget, work, dataset, seeds, proxy, horizon, log), pending="(c)")
+        row.setdefault("arms", {})["build"] = _arm(start)
         save(row)
     if "direct_best" not in row:
+        t = time.time()
         row["direct_best"] = direct_search(work, budget, row["target_config"], dataset, log)
+        row.setdefault("arms", {})["direct_search"] = _arm(t)
         save(row)
+    t = time.time()
     row["direct"] = direct_retrain(work, row, dataset, seeds, log)
+    row.setdefault("arms", {})["direct_retrain"] = _arm(t)
     row["verdicts"] = verdicts(row["build"], row["direct"])
-    row["wall_s_this_run"] = time.time() - start
+    row["wall_s_this_run"] = time.time() - start  # the arms this invocation ran ("arms": each one's own)
     for k in ("pending", "target_config", "direct_best"):
         row.pop(k)
     return row
+
+
+def _arm(start: float) -> dict:
+    """Where and when an arm ran (a row's arms can run on different machines and days), and its wall time."""
+    from slm_tune.tune.study_record import machine_info  # noqa: PLC0415
+
+    return {"machine": machine_info()["cpu"], "date": time.strftime("%Y-%m-%d"), "wall_s": time.time() - start}
 
 
 def build_arm(budget: float, out: Path, dataset: list[str], seeds: int, proxy: list[str], horizon: list[str],
@@ -166,6 +178,8 @@ def direct_retrain(out: Path, row: dict, dataset: list[str], seeds: int, log: Pa
     """(c)'s best configuration (ROW's, written back if the work dir lost it) retrained at the
     build's seeds; (c)'s entry of the row."""
     best = out / "experiments" / "search_direct_best.toml"
+    if best.exists() and best.read_text() != row["direct_best"]["toml"]:
+        _set_aside_direct(out)  # another (c)'s (a copied folder): the row's own search decides
     if not best.exists():
         best.parent.mkdir(parents=True, exist_ok=True)
         best.write_text(row["direct_best"]["toml"])
@@ -195,12 +209,17 @@ def _set_aside_other_direct(out: Path, sp: dict) -> bool:
     fixed = lambda c: {k: v for k, v in c.items() if k not in SEARCHED}  # noqa: E731
     if not stored.exists() or fixed(json.loads(stored.read_text())["direct_base"]) == fixed(sp):
         return False
+    _set_aside_direct(out)
+    return True
+
+
+def _set_aside_direct(out: Path) -> None:
+    """(c)'s files in OUT moved to OUT/stale_direct (kept for the record, out of the way of a new (c))."""
     stale = out / "stale_direct"
     for rel in [*DIRECT, *(str(p.relative_to(out)) for g in DIRECT_GLOBS for p in out.glob(g))]:
         if (out / rel).exists():
             (stale / rel).parent.mkdir(parents=True, exist_ok=True)
             (out / rel).rename(stale / rel)
-    return True
 
 
 def reuse(earlier: Path, out: Path, changes: dict) -> None:
@@ -386,6 +405,7 @@ def main() -> None:
         from workflows.build_plan import HORIZON_EXPONENT
 
         exponent = HORIZON_EXPONENT if a.horizon_exponent is None else a.horizon_exponent
+        exponent = float(f"{exponent:g}")  # as the build reads it back (the row's key)
         if a.reuse_from and len(a.budgets) != 1:
             ap.error("--reuse-from names one budget's folder: give one --budgets")
         for budget in a.budgets:
@@ -394,7 +414,7 @@ def main() -> None:
             if row is not None and "pending" not in row:
                 continue
             work = a.work / _work_name(a.tag, budget, exponent, a.sweep)
-            if a.reuse_from:
+            if a.reuse_from and not (row or {}).get("build"):  # once saved, the row's own arms decide
                 reuse(a.work / a.reuse_from, work, {"horizon_exponent": exponent, "sweep": a.sweep})
             row = row or {"tag": a.tag, "sweep": a.sweep}
             run_budget(budget, work, dataset, a.seeds, [*PROXY, *(x for kv in a.set for x in ("--set", kv))],
@@ -416,13 +436,16 @@ def _key(row: dict) -> tuple:
 
 
 def store(out: Path, row: dict) -> dict:
-    """ROW into OUT, read afresh (another bench may have stored its rows since), in place of its
-    earlier state; the whole document, as written."""
+    """ROW into OUT, read afresh (another bench may have stored rows since this one started), in
+    place of its earlier state; written whole to a temporary file, then renamed over OUT. Not a
+    lock: two benches storing at the same instant can lose one's update. The document, as written."""
+    import tempfile
+
     doc = json.loads(out.read_text()) if out.exists() else {"results": []}
     doc["results"] = [r for r in doc["results"] if _key(r) != _key(row)] + [row]
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(out)
+    with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as f:
+        f.write(json.dumps(doc, indent=1))
+    Path(f.name).replace(out)
     return doc
 
 

@@ -192,3 +192,35 @@ def test_build_bench_keeps_each_finished_arm_in_its_json(tmp_path):
     assert (f"not in the table: {finished['tag']} {finished['budget']:g} (fixed sweep), (c) pending" in ran.stdout)
     build.store(out, finished)  # the finished row replaces its partial state
     assert json.loads(out.read_text())["results"] == [other, finished]
+
+
+def test_build_bench_retrains_c_from_its_saved_row_when_the_work_dir_is_lost(tmp_path):
+    """A row saved with the build and (c)'s search (the work dir lost since, as on a new machine):
+    the bench runs (c)'s retraining alone, from the row's TOML (a different TOML left in the folder
+    is set aside), and the row it returns is finished: (c)'s seeds, the verdicts, each arm's
+    machine and date, no pending keys."""
+    import json
+
+    from conftest import TINY_DATASET
+
+    build = _bench("build")
+    finished = json.loads((ROOT / "bench" / "build.json").read_text())["results"][0]
+    toml = ('[search_direct_best]\nbase = "baseline"\nn_embd = 32\nn_head = 2\nn_layer = 1\nblock_size = 16\n'
+            'batch_size = 2\neval_iters = 2\neval_interval = 5\nmax_iters = 10\nprecision = "float32"\n'
+            'compile = false\nvocab_size = 1000\nlog_interval = 0\nlearning_rate = 0.003\nhidden_init_std = 0.03\n')
+    row = {k: v for k, v in finished.items() if k not in ("direct", "verdicts", "wall_s_this_run")}
+    row.update(pending="(c)", target_config={}, arms={"build": {"machine": "elsewhere"}},
+               direct_best={"toml": toml, "search_trials": 3, "search_flops": 1e9, "earlier_set_aside": False})
+    work = tmp_path / "work"
+    (work / "experiments").mkdir(parents=True)
+    (work / "experiments" / "search_direct_best.toml").write_text(toml.replace("0.003", "0.01"))  # another (c)'s
+    saved = []
+    done = build.run_budget(finished["budget"], work, ["--dataset", TINY_DATASET], 2, [], [], row,
+                            lambda r: saved.append(dict(r)))
+    assert not saved and not (work / "ray_results" / "build_target").exists()  # no arm before (c)'s retraining ran
+    assert "0.01" in (work / "stale_direct" / "experiments" / "search_direct_best.toml").read_text()
+    assert len(done["direct"]["runs"]) == 2 and done["direct"]["settings"]["learning_rate"] == 0.003
+    assert done["direct"]["search_trials"] == 3 and done["direct"]["shape"] == finished["build"]["shape"]
+    assert set(done["verdicts"]) == {"baseline", "chinchilla", "direct_search"}
+    assert done["arms"]["build"] == {"machine": "elsewhere"} and done["arms"]["direct_retrain"]["date"]
+    assert not {"pending", "target_config", "direct_best"} & set(done)

@@ -68,6 +68,38 @@ def test_progress_lines_show_totals_and_etas():
     assert "0/64 trial(s) done, 1 running; 50% of its 8.19e+11 FLOPs budget spent; study ETA 1m40s" in p.header(time.time())
 
 
+
+class _Trial:  # what the progress callback reads of a Ray Trial
+    def __init__(self, name, status, last_result=None):
+        self.name, self.status, self.last_result = name, status, last_result or {}
+
+    def __str__(self):
+        return self.name
+
+
+def test_progress_counts_what_a_resume_restored_and_what_the_study_stopped():
+    """A resumed study's trials as Ray restores them: one that had finished (done, its FLOPs
+    spent), one to run again (its FLOPs spent, not done, not running), one with no report (not
+    shown); a trial this process started that Ray ended with no completion call (a stopper's
+    stop_all, an interruption): not running, not done either."""
+    flops = 4096 * 1e6
+    p = StudyProgress(emit=lambda _: None)
+    p._plan = {"n_trials": 4, "flops": {}, "repeats": 1, "flops_budget": 400 * flops}
+    p._latest = {"d": ("STARTED", {})}
+    done = {"iteration": 100, "status": "finished", "train_flops": 100 * flops}
+    again = {"iteration": 50, "status": "running", "train_flops": 50 * flops, "tokens_seen": 50 * 4096,
+             "tokens_per_s": 4096.0, "flops_per_token": 1e6, "max_iters": 100}
+    p._adopt([_Trial("a", "TERMINATED", done), _Trial("b", "PENDING", again), _Trial("c", "PENDING"),
+              _Trial("d", "TERMINATED")])
+    assert {k: v[0] for k, v in p._latest.items()} == {"a": "FINISHED", "b": "PENDING", "d": "ENDED"}
+    assert "1/4 trial(s) done, 0 running, 1 stopped with the study; 38% of its 1.64e+12" in p.header(time.time())
+    p._latest["b"] = ("STARTED", again)  # restored and started again: its old report, none since
+    p._started_at["b"] = time.time() - 5
+    assert "iter    50/100" in p._line("b") and "restored, no report since" in p._line("b")
+    p._latest["e"] = ("RUNNING", {**again, "train_flops": 10 * flops, "iteration": 10, "tokens_seen": 10 * 4096})
+    # e's 90 iterations and b's 50 left at e's rate (4.1e9 FLOPs a second): 140 s, within the budget's 240 s
+    assert p.study_eta() == pytest.approx(140)
+
 def test_progress_reads_the_study_plan_where_ray_stores_the_run(tmp_path):
     from types import SimpleNamespace
 

@@ -69,7 +69,7 @@ def trial_line(label: str, status: str, result: dict[str, Any], max_iters: int |
     if status == "RUNNING" and result:
         line += f"  ETA {duration(trial_eta(result, max_iters))}"
     elif status in ("STARTED", "RUNNING") and running_s is not None:
-        line += f"  running {duration(running_s)}, no report yet"
+        line += f"  running {duration(running_s)}, " + ("restored, no report since" if result else "no report yet")
     return line
 
 
@@ -136,6 +136,7 @@ class StudyProgress(tune.Callback):
             seen_flops.append(total * r[0] * fpt)
             if status == "RUNNING":
                 rate += r[1] * fpt
+            if status in ("RUNNING", "STARTED", "PENDING"):  # the last two: restored, to run again
                 remaining += max(0, total - result["iteration"]) * r[0] * fpt
         if rate <= 0:
             return None
@@ -171,13 +172,15 @@ class StudyProgress(tune.Callback):
                           time.time() - started if started else None)
 
     def header(self, now: float) -> str:
-        done = sum(1 for s, _ in self._latest.values() if s not in ("STARTED", "RUNNING", "PENDING"))
+        done = sum(1 for s, _ in self._latest.values() if s not in ("STARTED", "RUNNING", "PENDING", "ENDED"))
         running = sum(1 for s, _ in self._latest.values() if s in ("STARTED", "RUNNING"))
+        ended = sum(1 for s, _ in self._latest.values() if s == "ENDED")
         total = (self._plan or {}).get("n_trials") or len(self._latest)
         eta = self.study_eta() if running else None
         budget = (self._plan or {}).get("flops_budget")
         spent = f"; {self.spent_flops() / budget:.0%} of its {budget:.3g} FLOPs budget spent" if budget else ""
-        return (f"[{now - self._started:6.0f}s] {done}/{total} trial(s) done, {running} running{spent}"
+        return (f"[{now - self._started:6.0f}s] {done}/{total} trial(s) done, {running} running"
+                + (f", {ended} stopped with the study" if ended else "") + spent
                 + (f"; study ETA {duration(eta)}" if eta is not None else ""))
 
     def _flush(self, force: bool = False) -> None:
@@ -191,19 +194,21 @@ class StudyProgress(tune.Callback):
 
     def _adopt(self, trials) -> None:
         """What Ray knows and this process has not seen: trials restored with reports (a resumed
-        study; all counted in the FLOPs spent, as the budget's own account has them) and trials
-        ended without a completion call (a stopper's stop_all)."""
+        study: PENDING until they run again, their FLOPs counted as spent, as the budget's own
+        account has them; those that had ended, done) and trials Ray ended with no completion call
+        ("ENDED": stopped with the study, by a stopper's stop_all or an interruption; which of the
+        two, this callback cannot tell)."""
         for trial in trials:
             result = getattr(trial, "last_result", None) or {}
-            seen = self._latest.get(str(trial), ("", {}))[0]
-            if "iteration" not in result or (seen and (seen not in ("STARTED", "RUNNING", "PENDING")
-                                                       or trial.status not in ("TERMINATED", "ERROR"))):
-                continue
-            status = "PENDING"
-            if trial.status in ("TERMINATED", "ERROR"):
-                status = "ERRORED" if trial.status == "ERROR" else str(result.get("status", "finished")).upper()
-                status = "STOPPED" if status == "RUNNING" else status
-            self._latest[str(trial)] = (status, result)
+            seen, previous = self._latest.get(str(trial), ("", {}))
+            ended = trial.status in ("TERMINATED", "ERROR")
+            if seen in ("STARTED", "RUNNING", "PENDING") and ended:
+                self._latest[str(trial)] = ("ERRORED" if trial.status == "ERROR" else "ENDED", result or previous)
+            elif not seen and "iteration" in result:
+                self._load_plan(trial)  # before the first line, which adoption can bring forward
+                status = str(result.get("status", "finished")).upper() if ended else "PENDING"
+                self._latest[str(trial)] = ("ERRORED" if trial.status == "ERROR" else
+                                            "STOPPED" if status == "RUNNING" else status, result)
 
     def on_step_begin(self, iteration, trials, **info):
         self._adopt(trials)
