@@ -336,14 +336,14 @@ def plot(results: list[dict], path: Path) -> None:
 
 def table(results: list[dict]) -> str:
     """The docs page's table: one row per corpus and budget, every figure from the JSON."""
-    head = ("| corpus | budget | build's model | how chosen | predicted / measured | build | (a) baseline | "
+    head = ("| corpus | budget | CPU | build's model | how chosen | predicted / measured | build | (a) baseline | "
             "(b) 20 tokens/param | (c) whole-budget search | stages 1+2 | driver / training |")
-    rows = [head, "|" + "---|" * 11]
+    rows = [head, "|" + "---|" * 12]
     for r in sorted(results, key=lambda r: (r["tag"], *_order(r))):
         b, sh = r["build"], r["build"]["shape"]
         pred = (f"{b['predicted']:.4f} / {b['measured']:.4f} ({b['prediction_error']:+.1%})"
                 if b.get("predicted") is not None else "none (fallback)")
-        cells = [r["tag"], f"{r['budget']:.0e}",
+        cells = [r["tag"], f"{r['budget']:.0e}", " ".join(r["machine"].replace("(R)", "").split()[:2]),
                  f"{sh['n_layer']}x{sh['n_embd']}, N {sh['non_embedding_params'] / 1e6:.2f}M, {sh['tokens'] / 1e6:.1f}M tok",
                  ("fit" if b["how"].startswith("fit") else "fallback") + f", rate rule {_beta(r):g}, "
                  f"{_row_sweep(r)} sweep", pred,

@@ -4,6 +4,8 @@ import json
 import logging
 import pickle
 import re
+import subprocess
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -379,6 +381,13 @@ def test_a_search_killed_and_resumed_still_stops_at_its_flops_budget(tmp_path, l
     assert budget <= sum(last) <= budget + 2 * step, (sum(last), len(last))
     assert len(last) < 8
     # the progress line counts the trials ended before the kill too: spent as the stop counted it
+    # Tune's warnings of the samples the budget left unstarted are dropped, also where `build --resume` asks
+    # whether a stage finished (in a fresh process: nothing else has quieted Ray's loggers)
+    asked = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from slm_tune.tune.run import "
+                            "unfinished_trials; print(unfinished_trials(Path(sys.argv[1])))", str(run)],
+                           capture_output=True, text=True, env=ENV, timeout=120)
+    assert asked.returncode == 0 and asked.stdout.strip() == "[]", asked.stderr[-2000:]
+    assert "Failed to fetch metrics" not in out.stderr + asked.stderr, asked.stderr[-2000:]
     headers = [ln for ln in out.stderr.splitlines() if "FLOPs budget spent" in ln]
     assert "/8 trial(s) done" in headers[0], headers[0]  # the plan read before the first line
     counts = re.search(r"(\d)/8 trial\(s\) done, 0 running(?:, (\d) stopped with the study)?; (\d+)% of its",

@@ -103,12 +103,12 @@ def test_trials_share_a_worker_and_the_driver_stays_light(tmp_path):
 
 
 def test_asha_stops_a_hopeless_trial_early(tmp_path, local_ray):
-    configs = {"good": tiny(name="good", max_iters=200, eval_interval=10, learning_rate=3e-3),
-               "hopeless": tiny(name="hopeless", max_iters=200, eval_interval=10, learning_rate=1e-7)}
+    configs = {"good": tiny(name="good", max_iters=80, eval_interval=10, learning_rate=3e-3),
+               "hopeless": tiny(name="hopeless", max_iters=80, eval_interval=10, learning_rate=1e-7)}
     # One at a time, good first: ASHA has good's rung results when hopeless reaches its rung.
     results = run_study(StudyRun("asha", configs, output_dir=tmp_path, max_concurrent=1, scheduler="asha"))
     last = {Path(r.path).name: r.metrics["iteration"] for r in results}
-    assert last["good"] == 200 and last["hopeless"] < 200
+    assert last["good"] == 80 and last["hopeless"] < 80
     trials, _ = load_run(tmp_path / "ray_results" / "asha")
     status = dict(zip(trials["experiment"], trials["status"]))
     assert status == {"good": "finished", "hopeless": "stopped early"}

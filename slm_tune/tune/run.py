@@ -99,6 +99,7 @@ def unfinished_trials(run_dir: Path, count_unsampled: bool = True) -> list[str]:
     not ended, also the trials it has yet to sample."""
     if not resumable(run_dir):
         return []  # a record cut off by a kill: the study cannot be resumed, a new run may start
+    drop_unstarted_warnings()  # a search its budget ended leaves trials that never started
     analysis = tune.ExperimentAnalysis(str(run_dir))
     pending = [str(t) for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
     meta = read_study_file(run_dir)
