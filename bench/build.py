@@ -214,8 +214,10 @@ def _set_aside_other_direct(out: Path, sp: dict) -> bool:
 
 
 def _set_aside_direct(out: Path) -> None:
-    """(c)'s files in OUT moved to OUT/stale_direct (kept for the record, out of the way of a new (c))."""
-    stale = out / "stale_direct"
+    """(c)'s files in OUT moved to OUT/stale_direct (stale_direct-2, -3... when set aside again), kept
+    for the record, out of the way of a new (c)."""
+    stale = next(out / f"stale_direct{f'-{n}' if n > 1 else ''}" for n in range(1, 1000)
+                 if not (out / f"stale_direct{f'-{n}' if n > 1 else ''}").exists())
     for rel in [*DIRECT, *(str(p.relative_to(out)) for g in DIRECT_GLOBS for p in out.glob(g))]:
         if (out / rel).exists():
             (stale / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -308,7 +310,7 @@ def plot(results: list[dict], path: Path) -> None:
 
     tags = sorted({r["tag"] for r in results})
     widths = [sum(r["tag"] == tag for r in results) for tag in tags]
-    fig, axes = plt.subplots(1, len(tags), figsize=(2 + sum(1.5 + 1.3 * w for w in widths), 4.5), squeeze=False,
+    fig, axes = plt.subplots(1, len(tags), figsize=(2 + sum(2.7 + 1.3 * w for w in widths), 4.8), squeeze=False,
                              gridspec_kw={"width_ratios": [1.5 + 1.3 * w for w in widths]})
     names = ("build", "baseline", "chinchilla", "direct_search")
     for ax, tag in zip(axes[0], tags):
@@ -319,15 +321,15 @@ def plot(results: list[dict], path: Path) -> None:
             for j, name in enumerate(names):
                 ys = runs.get(name, [])
                 ax.plot([i + (j - 1.5) * 0.18] * len(ys), ys, "o", color=f"C{j}", label=name if i == 0 else None)
-        ax.set_xticks(range(len(rows)), [f"{r['budget']:.0e}\nrate rule {_beta(r):g}\n{_row_sweep(r)} sweep"
-                                         for r in rows], fontsize=8)
+        ax.set_xticks(range(len(rows)), [f"{r['budget']:.0e}\nrate rule {_beta(r):g}\n{_row_sweep(r)} sweep\n"
+                                         f"{_cpu(r)}" for r in rows], fontsize=8)
         ax.set_xlim(-0.6, len(rows) - 0.4)
         ax.set_yscale("log")
         ax.set_xlabel("training FLOPs")
         ax.set_ylabel("best val bits per byte (each seed)")
         ax.set_title(tag, fontsize=10)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle("build against the simple ways of spending the same compute", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
@@ -343,7 +345,7 @@ def table(results: list[dict]) -> str:
         b, sh = r["build"], r["build"]["shape"]
         pred = (f"{b['predicted']:.4f} / {b['measured']:.4f} ({b['prediction_error']:+.1%})"
                 if b.get("predicted") is not None else "none (fallback)")
-        cells = [r["tag"], f"{r['budget']:.0e}", " ".join(r["machine"].replace("(R)", "").split()[:2]),
+        cells = [r["tag"], f"{r['budget']:.0e}", _cpu(r),
                  f"{sh['n_layer']}x{sh['n_embd']}, N {sh['non_embedding_params'] / 1e6:.2f}M, {sh['tokens'] / 1e6:.1f}M tok",
                  ("fit" if b["how"].startswith("fit") else "fallback") + f", rate rule {_beta(r):g}, "
                  f"{_row_sweep(r)} sweep", pred,
@@ -356,6 +358,11 @@ def table(results: list[dict]) -> str:
         cells.append(f"{r['driver_over_training']:.1%}" if r.get("driver_over_training") is not None else "resumed")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _cpu(row: dict) -> str:
+    """The row's CPU, short: 'Intel Xeon', 'AMD EPYC'."""
+    return " ".join(row["machine"].replace("(R)", "").split()[:2])
 
 
 def _beta(row: dict) -> float:
@@ -436,9 +443,10 @@ def _key(row: dict) -> tuple:
 
 
 def store(out: Path, row: dict) -> dict:
-    """ROW into OUT, read afresh (another bench may have stored rows since this one started), in
-    place of its earlier state; written whole to a temporary file, then renamed over OUT. Not a
-    lock: two benches storing at the same instant can lose one's update. The document, as written."""
+    """ROW into OUT, read afresh (another bench may have stored rows since this one started),
+    replacing its earlier state (the row moves to the end); written whole to a temporary file, then
+    renamed over OUT. Not a lock: two benches storing at the same instant can lose one's update.
+    The document, as written."""
     import tempfile
 
     doc = json.loads(out.read_text()) if out.exists() else {"results": []}

@@ -380,9 +380,9 @@ def test_a_search_killed_and_resumed_still_stops_at_its_flops_budget(tmp_path, l
     step = 5 * 2.7e9 / 60  # one report's FLOPs (every 5 iterations)
     assert budget <= sum(last) <= budget + 2 * step, (sum(last), len(last))
     assert len(last) < 8
-    # the progress line counts the trials ended before the kill too: spent as the stop counted it
     # Tune's warnings of the samples the budget left unstarted are dropped, also where `build --resume` asks
-    # whether a stage finished (in a fresh process: nothing else has quieted Ray's loggers)
+    # whether a stage finished (in a fresh process: nothing else has quieted Ray's loggers); then the progress
+    # line counts the trials ended before the kill too: spent as the stop counted it
     asked = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from slm_tune.tune.run import "
                             "unfinished_trials; print(unfinished_trials(Path(sys.argv[1])))", str(run)],
                            capture_output=True, text=True, env=ENV, timeout=120)

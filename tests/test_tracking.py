@@ -68,7 +68,6 @@ def test_progress_lines_show_totals_and_etas():
     assert "0/64 trial(s) done, 1 running; 50% of its 8.19e+11 FLOPs budget spent; study ETA 1m40s" in p.header(time.time())
 
 
-
 class _Trial:  # what the progress callback reads of a Ray Trial
     def __init__(self, name, status, last_result=None):
         self.name, self.status, self.last_result = name, status, last_result or {}
@@ -99,6 +98,7 @@ def test_progress_counts_what_a_resume_restored_and_what_the_study_stopped():
     p._latest["e"] = ("RUNNING", {**again, "train_flops": 10 * flops, "iteration": 10, "tokens_seen": 10 * 4096})
     # e's 90 iterations and b's 50 left at e's rate (4.1e9 FLOPs a second): 140 s, within the budget's 240 s
     assert p.study_eta() == pytest.approx(140)
+
 
 def test_progress_reads_the_study_plan_where_ray_stores_the_run(tmp_path):
     from types import SimpleNamespace

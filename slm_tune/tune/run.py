@@ -142,10 +142,10 @@ class _DropGoneCheckpoints(logging.Filter):
 
 class _DropUnstarted(logging.Filter):
     """Tune's results warn, one line each, of trials with no result file: those a search's budget
-    or a stopper ended before they started (53 of 64 in a `build` search). Dropped only when every
-    trial it lists has an empty folder here (an unstarted trial's); a trial that ran and lost its
-    results (its folder holds other files), one on object storage, or any other failure keeps the
-    warning whole."""
+    or a stopper ended before they started (53 of 64 in a `build` search), or before their first
+    report. Dropped only when every trial it lists has a folder here holding nothing but Tune's
+    event file (_never_reported); a trial that ran and lost its results (its folder holds other
+    files), one on object storage, or any other failure keeps the warning whole."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = str(record.msg)
@@ -153,16 +153,18 @@ class _DropUnstarted(logging.Filter):
             return True
         listed = [line for line in msg.splitlines()[1:] if line.startswith("- ")]
         folders = [re.search(r"were not found at (.+?)'\)$", line) for line in listed]
-        return not listed or not all(f and _empty_folder(Path(f.group(1))) for f in folders)
+        return not listed or not all(f and _never_reported(Path(f.group(1))) for f in folders)
 
 
-def _empty_folder(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
+def _never_reported(path: Path) -> bool:
+    """An unstarted trial's folder (empty), or one started and stopped before its first report
+    (TensorBoard's event file alone, made as the trial starts)."""
+    return path.is_dir() and all(p.is_file() and p.name.startswith("events.out.tfevents") for p in path.iterdir())
 
 
 def drop_unstarted_warnings() -> None:
-    """Install _DropUnstarted on the logger of Tune's results (once): by _quiet_ray, and by
-    analysis/load before it reads a run."""
+    """Install _DropUnstarted on the logger of Tune's results (once): by _quiet_ray, by
+    unfinished_trials, and by analysis/load before it reads a run."""
     results = logging.getLogger("ray.tune.analysis.experiment_analysis")
     if not any(isinstance(f, _DropUnstarted) for f in results.filters):
         results.addFilter(_DropUnstarted())
