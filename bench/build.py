@@ -216,8 +216,8 @@ def _set_aside_other_direct(out: Path, sp: dict) -> bool:
 def _set_aside_direct(out: Path) -> None:
     """(c)'s files in OUT moved to OUT/stale_direct (stale_direct-2, -3... when set aside again), kept
     for the record, out of the way of a new (c)."""
-    stale = next(out / f"stale_direct{f'-{n}' if n > 1 else ''}" for n in range(1, 1000)
-                 if not (out / f"stale_direct{f'-{n}' if n > 1 else ''}").exists())
+    stale = next(p for p in (out / "stale_direct", *(out / f"stale_direct-{n}" for n in range(2, 1000)))
+                 if not p.exists())
     for rel in [*DIRECT, *(str(p.relative_to(out)) for g in DIRECT_GLOBS for p in out.glob(g))]:
         if (out / rel).exists():
             (stale / rel).parent.mkdir(parents=True, exist_ok=True)
