@@ -45,6 +45,33 @@ def test_an_address_where_nothing_listens_is_one_line_in_seconds(tmp_path, capsy
     assert time.time() - start < 30
 
 
+def test_a_local_ray_that_does_not_start_in_time_is_one_line(tmp_path, capsys, monkeypatch):
+    """Found on a starved machine (a bench at nice 19 beside two busy cores): Ray's node missed its
+    fixed 30 s and the build died in a 40-line traceback from ray.init. Ray's own raise is stood in
+    for here (starving a machine for 30 s is not a test); the text matched is read from Ray's source,
+    so a Ray that words it otherwise fails this test instead of printing its traceback again."""
+    import inspect
+
+    import ray
+    from ray._private.node import Node
+
+    from slm_tune.tune import local_ray
+
+    assert local_ray.STARTUP_TIMEOUT in inspect.getsource(Node.__init__)
+
+    def starved(**_):
+        raise Exception("The current node timed out during startup. This could happen because some of the "
+                        "raylet failed to startup or the GCS has become overloaded.")
+
+    monkeypatch.setattr(ray, "init", starved)
+    assert studies.main(["run", "optimal_fast", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: the local Ray did not start") and "Traceback" not in "\n".join(err), err
+    monkeypatch.setattr(ray, "init", lambda **_: 1 / 0)  # any other failure is Ray's to report, unchanged
+    with pytest.raises(ZeroDivisionError):
+        local_ray.start_local_ray(1)
+
+
 def test_a_fit_the_runs_do_not_determine_says_so_and_places_no_optimum():
     """Bug 4: a fit whose parameters the runs leave free printed them as found, and a
     compute-optimal point of N = 0."""

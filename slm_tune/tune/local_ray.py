@@ -24,6 +24,7 @@ from slm_tune.errors import UserError
 from slm_tune.tune.worker_env import scoped_environ, trial_env
 
 CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+STARTUP_TIMEOUT = "timed out during startup"  # Ray's message when its node does not come up
 
 
 def local_ray_env() -> dict[str, str]:
@@ -55,8 +56,16 @@ def start_local_ray(cpus: int, verbose: bool = False) -> None:
     env = local_ray_env()
     loopback = env.get(CLUSTER_SWITCH, os.environ.get(CLUSTER_SWITCH, "")).lower() not in ("1", "true")  # as Ray reads it
     with scoped_environ(env), _driver_cluster_mode(not loopback):
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=verbose,
-                 logging_level=logging.INFO if verbose else logging.WARNING)
+        try:
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=verbose,
+                     logging_level=logging.INFO if verbose else logging.WARNING)
+        except Exception as e:  # Ray 2.60 raises a bare Exception when its raylet misses a fixed 30 s
+            if STARTUP_TIMEOUT not in str(e):
+                raise
+            ray.shutdown()  # the half-started node's processes
+            raise UserError("the local Ray did not start within its 30 seconds (its raylet never registered): "
+                            "the machine is most likely too busy (every core taken, or this process at a low "
+                            "priority); run it again when it is quieter, nothing was trained yet") from None
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:
