@@ -190,7 +190,7 @@ def plot(rows: list[dict], path: Path, rates: str = "each run at the rate it was
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
     corpora = list(dict.fromkeys(r["corpus"] for r in rows))
-    for (corpus, iters), mine in _groups(rows).items():
+    for (corpus, iters), mine in sorted(_groups(rows).items(), key=lambda g: (corpora.index(g[0][0]), g[0][1])):
         color = f"C{corpora.index(corpus)}"
         n = [r["non_embedding_params"] for r in mine]
         label = (f"{corpus}, " if len(corpora) > 1 else "") + f"{mine[0]['tokens'] / 1e6:.1f}M tokens"
