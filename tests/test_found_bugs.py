@@ -45,31 +45,44 @@ def test_an_address_where_nothing_listens_is_one_line_in_seconds(tmp_path, capsy
     assert time.time() - start < 30
 
 
-def test_a_local_ray_that_does_not_start_in_time_is_one_line(tmp_path, capsys, monkeypatch):
+def test_a_local_ray_that_does_not_start_in_time_is_one_line(tmp_path):
     """Found on a starved machine (a bench at nice 19 beside two busy cores): Ray's node missed its
     fixed 30 s and the build died in a 40-line traceback from ray.init. Ray's own raise is stood in
-    for here (starving a machine for 30 s is not a test); the text matched is read from Ray's source,
-    so a Ray that words it otherwise fails this test instead of printing its traceback again."""
+    for (starving a machine for 30 s is not a test), in a fresh process where the CLI starts its own
+    Ray (a test worker's Ray is already up); the text matched is read from Ray's source, so a Ray
+    that words it otherwise fails this test instead of printing its traceback again."""
     import inspect
+    import subprocess
+    import sys
 
-    import ray
     from ray._private.node import Node
 
+    from conftest import ROOT
     from slm_tune.tune import local_ray
+    from test_study import ENV
 
     assert local_ray.STARTUP_TIMEOUT in inspect.getsource(Node.__init__)
-
-    def starved(**_):
-        raise Exception("The current node timed out during startup. This could happen because some of the "
-                        "raylet failed to startup or the GCS has become overloaded.")
-
-    monkeypatch.setattr(ray, "init", starved)
-    assert studies.main(["run", "optimal_fast", "--output-dir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: the local Ray did not start") and "Traceback" not in "\n".join(err), err
-    monkeypatch.setattr(ray, "init", lambda **_: 1 / 0)  # any other failure is Ray's to report, unchanged
-    with pytest.raises(ZeroDivisionError):
-        local_ray.start_local_ray(1)
+    program = """if True:
+        import sys, ray
+        def starved(**_):
+            raise Exception("The current node timed out during startup. This could happen because some of the "
+                            "raylet failed to startup or the GCS has become overloaded.")
+        ray.init = starved
+        if sys.argv[1] == "other":  # any other failure is Ray's to report, unchanged
+            ray.init = lambda **_: 1 / 0
+            from slm_tune.tune.local_ray import start_local_ray
+            start_local_ray(1)
+        import studies
+        sys.exit(studies.main(["run", "optimal_fast", "--output-dir", sys.argv[2]]))
+    """
+    ran = subprocess.run([sys.executable, "-c", program, "timeout", str(tmp_path)], capture_output=True, text=True,
+                         env=ENV, cwd=ROOT, timeout=120)
+    err = ran.stderr.strip().splitlines()
+    assert ran.returncode == 2 and err[-1].startswith("error: the local Ray did not start"), ran.stderr[-2000:]
+    assert "Traceback" not in ran.stderr
+    other = subprocess.run([sys.executable, "-c", program, "other", str(tmp_path)], capture_output=True, text=True,
+                           env=ENV, cwd=ROOT, timeout=120)
+    assert other.returncode == 1 and "ZeroDivisionError" in other.stderr, other.stderr[-2000:]
 
 
 def test_a_fit_the_runs_do_not_determine_says_so_and_places_no_optimum():
