@@ -59,13 +59,12 @@ def start_local_ray(cpus: int, verbose: bool = False) -> None:
         try:
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=verbose,
                      logging_level=logging.INFO if verbose else logging.WARNING)
-        except Exception as e:  # Ray 2.60 raises a bare Exception when its raylet misses a fixed 30 s
+        except Exception as e:  # Ray 2.60 raises a bare Exception when its node misses a fixed 30 s
             if STARTUP_TIMEOUT not in str(e):
                 raise
-            ray.shutdown()  # the half-started node's processes
-            raise UserError("the local Ray did not start within its 30 seconds (its raylet never registered): "
-                            "the machine is most likely too busy (every core taken, or this process at a low "
-                            "priority); run it again when it is quieter, nothing was trained yet") from None
+            raise UserError("the local Ray did not start within Ray's fixed 30 seconds (its node had not "
+                            "registered): the machine is most likely too busy (every core taken, or this process "
+                            "at a low priority); run it again when it is quieter (no trial had started)") from None
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:
