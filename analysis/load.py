@@ -134,12 +134,14 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
     ray_view = _ray_trials(run_dir) if ray_view is None else ray_view
     trials, history = [], []
     for name, log_dir in _trial_dirs(run_dir, ray_view, only_view=live and experiments is not None):
-        params, reports = read_json(log_dir / "params.json"), _reports(run_dir / name, log_dir)
+        params, reports = read_json(log_dir / "params.json"), None
         if not params:  # emptied: a kill while Ray rewrote it in its copy to the run; each report carries it
+            reports = _reports(run_dir / name, log_dir)
             params = next((r["config"] for r in reversed(reports) if isinstance(r.get("config"), dict)), {})
         experiment = params.get("experiment", name)
         if not params or (experiments is not None and experiment not in experiments):
             continue
+        reports = _reports(run_dir / name, log_dir) if reports is None else reports
         row = _trial_row(meta, search, run_dir, name, params, reports, ray_view.get(name, {}))
         trials.append(row)
         history.extend(_history_rows(row, reports))
