@@ -272,9 +272,11 @@ def killed_study(tmp_path_factory) -> dict:
     finally:
         kill_study(proc)
     run = out / "ray_results" / "run_optimal_fast"
-    return {"dir": out, "second": second,
-            "first_pid": _lines(run / "optimal_fast_seed1337" / "result.json")[0]["pid"],
-            "killed_at": _evals(_lines(run / "optimal_fast_seed1338" / "result.json"))[-1]["iteration"]}
+    first, killed = (_lines(run / f"optimal_fast_seed{seed}" / "result.json") for seed in (1337, 1338))
+    # what the tests that start from it take for granted: the first trial finished, the second cut mid-way
+    assert first and first[-1].get("status") == "finished", first[-1:]
+    assert _evals(killed) and killed[-1].get("status") != "finished", killed[-1:]
+    return {"dir": out, "second": second, "first_pid": first[0]["pid"], "killed_at": _evals(killed)[-1]["iteration"]}
 
 
 def copy_study(killed: dict, to: Path) -> Path:
