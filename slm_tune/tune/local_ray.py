@@ -9,12 +9,14 @@ set while the local Ray starts, and the driver's is put back afterwards. Token a
 (RAY_AUTH_MODE=token, Ray's default for a new local Ray; its token is ~/.ray/auth_token) stays
 on unless the user's environment turns it off, and the dashboard is not started.
 
-Ray starts its workers at nice 15 (RAY_worker_niceness), below everything else on the machine: a
-study's trials then all but stop beside any normal-priority job (measured on 2 cores: 905 tokens/s,
-and 11,400 once the other job was reniced to 19). A local study is the user's own work, so its
-workers start at the driver's priority (RAY_worker_niceness=0: no change from the raylet's, as Ray's
-own job manager sets it); a user's own setting wins, and `nice python studies.py ...` lowers the
-whole study.
+Ray starts its workers 15 nicer than the raylet (RAY_worker_niceness, applied by each worker to
+the niceness it inherits, at most 19), below everything else on the machine: a study's trials then
+all but stop beside any normal-priority job (measured on 2 cores: 905 tokens/s, and 11,400 once the
+other job was reniced to 19). A local study is the user's own work, so its workers start at the
+driver's priority (RAY_worker_niceness=0). Ray's reason for its default is to keep CPU for its GCS
+and raylet while workers are busy; at equal priority those mostly sleeping processes still get a
+core when they wake, but that margin is gone. A user's own setting wins
+(RAY_worker_niceness=15 is Ray's default), and `nice python studies.py ...` lowers the whole study.
 """
 
 from __future__ import annotations
