@@ -26,9 +26,13 @@ def _evals(history: pd.DataFrame) -> pd.DataFrame:
     return history[history["kind"] == "eval"] if "kind" in history.columns else history
 
 
+LOG_LOSS_SPAN = 5  # losses spanning more than this factor get a log axis: on a linear one a run that starts
+# at ln(vocabulary) (10.8 nats for GPT-2's) leaves its last four fifths as a flat line along the bottom
+
+
 def plot_training_losses(history: pd.DataFrame, title: str, path: Path) -> plt.Figure:
     """Training loss at every log interval, validation loss at every eval; one faint line per
-    seed when repeated."""
+    seed when repeated; a log axis when the losses span more than LOG_LOSS_SPAN x."""
     fig, ax = plt.subplots(figsize=(8, 5))
     seeds = sorted(history["seed"].dropna().unique()) if len(history) else []
     many = len(seeds) > 1
@@ -49,7 +53,13 @@ def plot_training_losses(history: pd.DataFrame, title: str, path: Path) -> plt.F
         ax.plot(train.index, train, color="tab:blue", lw=2.5, label=f"train, mean of {len(seeds)}")
         ax.plot(val.index, val, color="tab:orange", lw=2.5, marker="o", ms=4, label=f"validation, mean of {len(seeds)}")
     ax.set_xlabel("iteration")
-    ax.set_ylabel(METRICS["val_loss"].axis_label.replace("validation ", ""))
+    label = METRICS["val_loss"].axis_label.replace("validation ", "")
+    losses = pd.to_numeric(pd.concat([history["train_loss"], history["val_loss"]]), errors="coerce")
+    losses = losses[losses > 0]
+    if len(losses) and losses.max() > LOG_LOSS_SPAN * losses.min():
+        log_count_axis(ax, "y")
+        label += ", log scale"
+    ax.set_ylabel(label)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -199,7 +209,7 @@ def _tradeoff_panel(a, summary: pd.DataFrame, col: str, scale: float, names, nam
 
 
 def log_count_axis(a, which: str = "x") -> None:
-    """A log-scale axis of counts labelled 1, 2 and 5 per decade in short form (200k, 1M, 5M):
+    """A log-scale axis of counts (or losses) labelled 1, 2 and 5 per decade in short form (0.5, 200k, 1M):
     matplotlib's default labels every minor tick when the values span less than a decade, and
     those labels overlap."""
     axis = a.xaxis if which == "x" else a.yaxis

@@ -239,3 +239,21 @@ def test_one_run_against_repeats_in_the_comparison_table(study_dir):
     assert row["best_val_bpb_ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std(ref, ddof=1))
     text = format_table(summary)
     assert "seed standard deviation of the other side's runs" in text and "no seed spread" not in text
+
+
+def test_a_loss_plot_spanning_more_than_5x_gets_a_log_axis(tmp_path):
+    """A run from ln(50,257) = 10.8 nats to 0.6 on a linear axis is a flat line for most of its
+    length; one from 3 to 2 stays linear."""
+    def history(start, end):
+        its = np.arange(10, 1210, 10)
+        loss = end + (start - end) * np.exp(-its / 60)
+        return pd.DataFrame({"experiment": "e", "seed": 1337, "iteration": its, "train_loss": loss,
+                             "kind": ["eval" if i % 100 == 0 else "train" for i in its],
+                             "val_loss": [v if i % 100 == 0 else np.nan for i, v in zip(its, loss)]})
+
+    wide = plot_training_losses(history(10.8, 0.6), "w", tmp_path / "w.png").axes[0]
+    assert wide.get_yscale() == "log" and "log scale" in wide.get_ylabel()
+    low, high = wide.get_ylim()
+    assert low < 0.6 and high > 10  # every point still shown
+    narrow = plot_training_losses(history(3.0, 2.0), "n", tmp_path / "n.png").axes[0]
+    assert narrow.get_yscale() == "linear" and "log" not in narrow.get_ylabel()
