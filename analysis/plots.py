@@ -30,6 +30,16 @@ LOG_LOSS_SPAN = 5  # losses spanning more than this factor get a log axis: on a 
 # at ln(vocabulary) (10.8 nats for GPT-2's) leaves its last four fifths as a flat line along the bottom
 
 
+def _loss_axis(ax, losses: pd.Series, label: str) -> str:
+    """A log y axis when `losses` span more than LOG_LOSS_SPAN x; the axis label to use."""
+    losses = pd.to_numeric(losses, errors="coerce")
+    losses = losses[losses > 0]
+    if len(losses) and losses.max() > LOG_LOSS_SPAN * losses.min():
+        log_count_axis(ax, "y")
+        return f"{label}, log scale"
+    return label
+
+
 def plot_training_losses(history: pd.DataFrame, title: str, path: Path) -> plt.Figure:
     """Training loss at every log interval, validation loss at every eval; one faint line per
     seed when repeated; a log axis when the losses span more than LOG_LOSS_SPAN x."""
@@ -53,13 +63,8 @@ def plot_training_losses(history: pd.DataFrame, title: str, path: Path) -> plt.F
         ax.plot(train.index, train, color="tab:blue", lw=2.5, label=f"train, mean of {len(seeds)}")
         ax.plot(val.index, val, color="tab:orange", lw=2.5, marker="o", ms=4, label=f"validation, mean of {len(seeds)}")
     ax.set_xlabel("iteration")
-    label = METRICS["val_loss"].axis_label.replace("validation ", "")
-    losses = pd.to_numeric(pd.concat([history["train_loss"], history["val_loss"]]), errors="coerce")
-    losses = losses[losses > 0]
-    if len(losses) and losses.max() > LOG_LOSS_SPAN * losses.min():
-        log_count_axis(ax, "y")
-        label += ", log scale"
-    ax.set_ylabel(label)
+    ax.set_ylabel(_loss_axis(ax, pd.concat([history["train_loss"], history["val_loss"]]),
+                             METRICS["val_loss"].axis_label.replace("validation ", "")))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -179,7 +184,8 @@ def _curve_panels(ax, history: pd.DataFrame, names, named, color, floor, crowded
     if floor:
         ax[0].axhline(floor, color="black", ls="--", lw=1, label="corpus entropy")
     ax[0].set(title=COMPARISON_PANELS[4], xlabel="iteration", ylabel=METRICS["val_bpb"].label)
-    ax[1].set(title=COMPARISON_PANELS[5], xlabel="iteration", ylabel=METRICS["train_loss"].axis_label)
+    ax[1].set(title=COMPARISON_PANELS[5], xlabel="iteration",
+              ylabel=_loss_axis(ax[1], history["train_loss"], METRICS["train_loss"].axis_label))
     for a in ax:
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=8, title=f"best {SHOWN} of {len(names)}" if crowded else None, title_fontsize=8)

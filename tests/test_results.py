@@ -257,3 +257,12 @@ def test_a_loss_plot_spanning_more_than_5x_gets_a_log_axis(tmp_path):
     assert low < 0.6 and high > 10  # every point still shown
     narrow = plot_training_losses(history(3.0, 2.0), "n", tmp_path / "n.png").axes[0]
     assert narrow.get_yscale() == "linear" and "log" not in narrow.get_ylabel()
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import _curve_panels  # the comparison's curve panels: training loss by the same rule
+    for (start, end), scale in (((10.8, 0.6), "log"), ((3.0, 2.0), "linear")):
+        h = history(start, end).assign(val_bpb=lambda d: d["val_loss"] / 3)
+        fig, axes = plt.subplots(1, 2)
+        _curve_panels(axes, h, ["e"], ["e"], {"e": "C0"}, None, crowded=False)
+        assert [a.get_yscale() for a in axes] == ["linear", scale]
+        plt.close(fig)
