@@ -63,7 +63,7 @@ def plot_training_losses(history: pd.DataFrame, title: str, path: Path) -> plt.F
         ax.plot(train.index, train, color="tab:blue", lw=2.5, label=f"train, mean of {len(seeds)}")
         ax.plot(val.index, val, color="tab:orange", lw=2.5, marker="o", ms=4, label=f"validation, mean of {len(seeds)}")
     ax.set_xlabel("iteration")
-    ax.set_ylabel(_loss_axis(ax, pd.concat([history["train_loss"], history["val_loss"]]),
+    ax.set_ylabel(_loss_axis(ax, pd.concat([history.get(k, pd.Series(dtype=float)) for k in ("train_loss", "val_loss")]),
                              METRICS["val_loss"].axis_label.replace("validation ", "")))
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -185,7 +185,7 @@ def _curve_panels(ax, history: pd.DataFrame, names, named, color, floor, crowded
         ax[0].axhline(floor, color="black", ls="--", lw=1, label="corpus entropy")
     ax[0].set(title=COMPARISON_PANELS[4], xlabel="iteration", ylabel=METRICS["val_bpb"].label)
     ax[1].set(title=COMPARISON_PANELS[5], xlabel="iteration",
-              ylabel=_loss_axis(ax[1], history["train_loss"], METRICS["train_loss"].axis_label))
+              ylabel=_loss_axis(ax[1], history.get("train_loss", pd.Series(dtype=float)), METRICS["train_loss"].axis_label))
     for a in ax:
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=8, title=f"best {SHOWN} of {len(names)}" if crowded else None, title_fontsize=8)
