@@ -9,14 +9,11 @@ set while the local Ray starts, and the driver's is put back afterwards. Token a
 (RAY_AUTH_MODE=token, Ray's default for a new local Ray; its token is ~/.ray/auth_token) stays
 on unless the user's environment turns it off, and the dashboard is not started.
 
-Ray starts its workers 15 nicer than the raylet (RAY_worker_niceness, applied by each worker to
-the niceness it inherits, at most 19), below everything else on the machine: a study's trials then
-all but stop beside any normal-priority job (measured on 2 cores: 905 tokens/s, and 11,400 once the
-other job was reniced to 19). A local study is the user's own work, so its workers start at the
-driver's priority (RAY_worker_niceness=0). Ray's reason for its default is to keep CPU for its GCS
-and raylet while workers are busy; at equal priority those mostly sleeping processes still get a
-core when they wake, but that margin is gone. A user's own setting wins
-(RAY_worker_niceness=15 is Ray's default), and `nice python studies.py ...` lowers the whole study.
+Its workers keep Ray's priority, 15 nicer than the driver (RAY_worker_niceness, at most 19), which
+leaves the driver, GCS and raylet a core when trials fill every one. Workers at the driver's
+priority were tried and dropped: the test suite's tiny studies then took 22% more test time in all
+(docs/performance.md). The price of Ray's default, beside another CPU-bound job at normal priority,
+is starved trials; a user's own RAY_worker_niceness wins.
 """
 
 from __future__ import annotations
@@ -33,16 +30,15 @@ from slm_tune.errors import UserError
 from slm_tune.tune.worker_env import scoped_environ, trial_env
 
 CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-WORKER_NICENESS = "RAY_worker_niceness"  # how much nicer than the raylet Ray starts workers (default 15)
 STARTUP_TIMEOUT = "timed out during startup"  # Ray's message when its node does not come up
 
 
 def local_ray_env() -> dict[str, str]:
     """The environment a local Ray starts in: the trial workers' (workers.py), loopback only, Ray's
-    repeated log lines folded, workers at the driver's priority; a user's own setting of any wins. Token authentication is Ray's
+    repeated log lines folded; a user's own setting of any wins. Token authentication is Ray's
     default for a new local Ray, which sets RAY_AUTH_MODE=token itself (setting it here first
     would skip Ray's own set-up of the driver's auth config)."""
-    env = {**trial_env(), CLUSTER_SWITCH: "0", "RAY_DEDUP_LOGS": "1", WORKER_NICENESS: "0"}
+    env = {**trial_env(), CLUSTER_SWITCH: "0", "RAY_DEDUP_LOGS": "1"}
     return {k: v for k, v in env.items() if k not in os.environ}
 
 
