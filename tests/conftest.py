@@ -43,21 +43,6 @@ from slm_tune.config import ExperimentConfig  # noqa: E402
 
 TINY_DATASET = "storyworld:train=300,validation=30"
 
-# The suite's longest modules, longest first: their tests' seconds summed from `--durations=0`
-# (2026-12-07, 2-core AMD EPYC: 158, 156, 126, 118, 68, 47, 46, 42 and 36 s; the other modules 30 s
-# or less). pytest-xdist hands a worker the next module once it has two tests or fewer left, in
-# collection order (`--no-loadscope-reorder`; by default it orders modules by their number of tests,
-# which put the 156 s module in the second half), so these go first and the short ones fill in at
-# the end, where a worker left waiting waits for at most a short module. A module missing here only
-# runs later.
-LONG_MODULES = ("test_search", "test_reliability", "test_tracking", "test_build", "test_study", "test_storage",
-                "test_transfer", "test_bench", "test_trust")
-
-
-def pytest_collection_modifyitems(items: list) -> None:
-    rank = {name: i for i, name in enumerate(LONG_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each module keeps its own order
-
 
 def tiny(**overrides) -> ExperimentConfig:
     """A model that trains in well under a second per dozen iterations."""

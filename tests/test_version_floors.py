@@ -33,7 +33,6 @@ FEATURES = [
     (r"\.confidence_interval\(", "scipy", "1.11", "ttest_ind(...).confidence_interval"),
     (r"^import tomllib", "python", "3.11", "tomllib"),
     (r"File\.generated\(", "mkdocs", "1.6", "mkdocs' File.generated (docs/hooks.py)"),
-    (r"--no-loadscope-reorder", "pytest-xdist", "3.8", "pytest-xdist's --no-loadscope-reorder (pyproject's addopts)"),
 ]
 
 

@@ -11,9 +11,9 @@ on unless the user's environment turns it off, and the dashboard is not started.
 
 Its workers keep Ray's priority, 15 nicer than the driver (RAY_worker_niceness, at most 19), which
 leaves the driver, GCS and raylet a core when trials fill every one. Workers at the driver's
-priority were tried and dropped: the test suite's tiny studies then took 22% more test time in all
-(docs/performance.md). The price of Ray's default, beside another CPU-bound job at normal priority,
-is starved trials; a user's own RAY_worker_niceness wins.
+priority were tried and not kept: the suite's time did not tell either way (docs/performance.md).
+The price of Ray's default, beside another CPU-bound job at normal priority, is starved trials; a
+user's own RAY_worker_niceness wins.
 """
 
 from __future__ import annotations
