@@ -5,6 +5,7 @@ import re
 import shutil
 
 import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from analysis import find_runs, load_runs
 from analysis.export import CSV_COLUMNS, METRICS
 from analysis.significance import COLUMNS as SIGNIFICANCE_COLUMNS
-from analysis.plots import COMPARISON_PANELS, plot_comparison, plot_training_losses
+from analysis.plots import COMPARISON_PANELS, _curve_panels, plot_comparison, plot_training_losses
 from analysis.samples import sample_from_file
 from conftest import TINY_SETS, run_cli
 
@@ -243,26 +244,23 @@ def test_one_run_against_repeats_in_the_comparison_table(study_dir):
 
 def test_a_loss_plot_spanning_more_than_5x_gets_a_log_axis(tmp_path):
     """A run from ln(50,257) = 10.8 nats to 0.6 on a linear axis is a flat line for most of its
-    length; one from 3 to 2 stays linear."""
-    def history(start, end):
+    length: past a 5x span the loss axis is logarithmic, below it linear, in the experiment's plot
+    and in the comparison's training-loss panel."""
+    def history(top, bottom):
         its = np.arange(10, 1210, 10)
-        loss = end + (start - end) * np.exp(-its / 60)
+        loss = bottom + (top - bottom) * (np.exp(-its / 60) - np.exp(-1200 / 60)) / (np.exp(-10 / 60) - np.exp(-1200 / 60))
         return pd.DataFrame({"experiment": "e", "seed": 1337, "iteration": its, "train_loss": loss,
                              "kind": ["eval" if i % 100 == 0 else "train" for i in its],
                              "val_loss": [v if i % 100 == 0 else np.nan for i, v in zip(its, loss)]})
 
-    wide = plot_training_losses(history(10.8, 0.6), "w", tmp_path / "w.png").axes[0]
-    assert wide.get_yscale() == "log" and "log scale" in wide.get_ylabel()
-    low, high = wide.get_ylim()
-    assert low < 0.6 and high > 10  # every point still shown
-    narrow = plot_training_losses(history(3.0, 2.0), "n", tmp_path / "n.png").axes[0]
-    assert narrow.get_yscale() == "linear" and "log" not in narrow.get_ylabel()
-    import matplotlib.pyplot as plt
-
-    from analysis.plots import _curve_panels  # the comparison's curve panels: training loss by the same rule
-    for (start, end), scale in (((10.8, 0.6), "log"), ((3.0, 2.0), "linear")):
-        h = history(start, end).assign(val_bpb=lambda d: d["val_loss"] / 3)
+    for (top, bottom), scale in (((10.8, 0.6), "log"), ((5.5, 1.0), "log"), ((4.5, 1.0), "linear")):
+        h = history(top, bottom)
+        assert h["train_loss"].max() == pytest.approx(top) and h["train_loss"].min() == pytest.approx(bottom)
+        ax = plot_training_losses(h, "w", tmp_path / "w.png").axes[0]
+        assert ax.get_yscale() == scale and ("log scale" in ax.get_ylabel()) == (scale == "log")
+        low, high = ax.get_ylim()
+        assert low < bottom and high > top  # every point still shown
         fig, axes = plt.subplots(1, 2)
-        _curve_panels(axes, h, ["e"], ["e"], {"e": "C0"}, None, crowded=False)
+        _curve_panels(axes, h.assign(val_bpb=h["val_loss"] / 3), ["e"], ["e"], {"e": "C0"}, None, crowded=False)
         assert [a.get_yscale() for a in axes] == ["linear", scale]
         plt.close(fig)

@@ -10,7 +10,7 @@ set while the local Ray starts, and the driver's is put back afterwards. Token a
 on unless the user's environment turns it off, and the dashboard is not started.
 
 Its workers keep Ray's priority, 15 nicer than the driver (RAY_worker_niceness, at most 19), which
-leaves the driver, GCS and raylet a core when trials fill every one. Workers at the driver's
+lets the driver, GCS and raylet take the CPU ahead of busy trials. Workers at the driver's
 priority were tried and not kept: the suite's time did not tell either way (docs/performance.md).
 The price of Ray's default, beside another CPU-bound job at normal priority, is starved trials; a
 user's own RAY_worker_niceness wins.
