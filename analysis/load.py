@@ -60,19 +60,19 @@ def _checkpoint_history(trial_dir: Path) -> list[dict[str, Any]]:
     return best
 
 
-def _reports(trial_dir: Path, log_dir: Path | None = None) -> list[dict[str, Any]]:
+def _reports(trial_dir: Path, log_dir: Path | None = None, trial_id: str | None = None) -> list[dict[str, Any]]:
     """Every report in the trial's result.json; a resumed trial's redone iterations count once.
 
     A report the trial made but the driver never logged (the driver stopped first) is taken
     from the history in the trial's newest checkpoint. `log_dir` is where result.json is when
-    not in the trial directory (a running study's driver staging directory).
+    not in the trial directory (a running study's driver staging directory). A stored
+    result.json a kill cut short is read from the Ray staging copy that continues it, when one
+    is left (killed_state.staged_results; TRIAL_ID: Ray's record of the trial).
     """
-    path = (log_dir or trial_dir) / "result.json"
-    by_iteration: dict[int, dict[str, Any]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
+    lines = _result_text(trial_dir, log_dir, trial_id).splitlines()
+    if not lines:
         return []
+    by_iteration: dict[int, dict[str, Any]] = {}
     for line in lines:
         try:
             r = json.loads(line)
@@ -85,6 +85,19 @@ def _reports(trial_dir: Path, log_dir: Path | None = None) -> list[dict[str, Any
         if h["iteration"] not in by_iteration and h["iteration"] < last:
             by_iteration[int(h["iteration"])] = dict(h)
     return [by_iteration[k] for k in sorted(by_iteration)]
+
+
+def _result_text(trial_dir: Path, log_dir: Path | None, trial_id: str | None) -> str:
+    from slm_tune.tune.killed_state import staged_results, whole_reports
+
+    try:
+        text = ((log_dir or trial_dir) / "result.json").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    if log_dir not in (None, trial_dir) or (whole_reports(text) and json.loads(text.splitlines()[-1]).get("done")):
+        return text  # the driver's own copy (a running study's), or a stored one that ends with the trial's last report
+    staged = staged_results(trial_dir, trial_id)
+    return (staged / "result.json").read_text(encoding="utf-8") if staged else text
 
 
 def _ray_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -136,12 +149,12 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
     for name, log_dir in _trial_dirs(run_dir, ray_view, only_view=live and experiments is not None):
         params, reports = read_json(log_dir / "params.json"), None
         if not params:  # emptied: a kill while Ray rewrote it in its copy to the run; each report carries it
-            reports = _reports(run_dir / name, log_dir)
+            reports = _reports(run_dir / name, log_dir, ray_view.get(name, {}).get("trial_id"))
             params = next((r["config"] for r in reversed(reports) if isinstance(r.get("config"), dict)), {})
         experiment = params.get("experiment", name)
         if not params or (experiments is not None and experiment not in experiments):
             continue
-        reports = _reports(run_dir / name, log_dir) if reports is None else reports
+        reports = _reports(run_dir / name, log_dir, ray_view.get(name, {}).get("trial_id")) if reports is None else reports
         row = _trial_row(meta, search, run_dir, name, params, reports, ray_view.get(name, {}))
         trials.append(row)
         history.extend(_history_rows(row, reports))

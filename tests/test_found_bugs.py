@@ -52,6 +52,66 @@ def test_a_trial_whose_params_json_a_kill_emptied_still_loads(tmp_path, local_ra
     assert len(history) == len(whole_history)
 
 
+def test_a_finished_trials_results_a_kill_cut_short_keep_their_figures(tmp_path, local_ray):
+    """A kill while Ray copied a finished trial's result.json into the run folder left it cut short
+    (a known defect until then): compare showed the trial as stopped early with another best, and
+    --resume kept the cut file. It is read from Ray's staging copy that continues it, and --resume
+    puts that copy back, byte for byte."""
+    configs = {n: tiny(name=n, max_iters=6, eval_interval=2) for n in ("first", "second")}
+    run_study(StudyRun("cut", configs, output_dir=tmp_path))
+    run = tmp_path / "ray_results" / "cut"
+    whole, whole_history = load_run(run)
+    keys = ["experiment", "status", "seed", "best_val_loss", "best_val_bpb", "iterations", "tokens_per_s"]
+    result = run / "first" / "result.json"
+    original = result.read_bytes()
+    for cut in (original[: len(original) // 2], original[: original.index(b"\n") + 1], b""):
+        result.write_bytes(cut)  # mid-line, at a line's end (every line parses), emptied
+        trials, history = load_run(run)
+        pd.testing.assert_frame_equal(trials[keys], whole[keys])
+        assert len(history) == len(whole_history)
+    result.write_bytes(original[: len(original) // 3])
+    notes = []
+    run_study(StudyRun("cut", configs, output_dir=tmp_path, resume=True, log=notes.append))
+    assert result.read_bytes() == original
+    assert any("a kill cut short the results of 1 trial(s) (first)" in n for n in notes), notes
+
+
+def test_only_the_staging_copy_that_continues_a_trials_results_is_taken(tmp_path):
+    """The rules of killed_state.staged_results, on crafted copies: another trial's reports (the
+    same names in another run of the same study, as every resumed copy of a study has), a copy cut
+    short itself, or one that does not start with the stored bytes are never taken."""
+    from slm_tune.tune.killed_state import repair_results, staged_results
+
+    trial = tmp_path / "run" / "trial_a"
+    trial.mkdir(parents=True)
+    report = lambda i, tid="t1": json.dumps({"trial_id": tid, "iteration": i}) + "\n"  # noqa: E731
+    whole = "".join(report(i) for i in range(4))
+    (trial / "result.json").write_text(whole[:len(report(0)) + report(1).index("1}") + 1])  # cut in its second line, after its iteration
+    (trial / "progress.csv").write_text("iteration\n0\n")
+    (tmp_path / "run" / "experiment_state-1.json").write_text(json.dumps(
+        {"trial_data": [[json.dumps({"trial_id": "t1", "relative_logdir": "trial_a"}), "{}"]], "runner_data": {}}))
+    roots = [tmp_path / "ray"]
+
+    def staged(session: str, text: str, csv: str | None = None) -> Path:
+        d = roots[0] / session / "artifacts" / "ts" / "run" / "driver_artifacts" / "trial_a"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(text)
+        if csv is not None:
+            (d / "progress.csv").write_text(csv)
+        return d
+
+    staged("session_1", "".join(report(i, "t2") for i in range(4)))  # another trial
+    staged("session_2", whole[:-5])  # cut short itself
+    staged("session_3", report(0) + report(9) + whole)  # does not continue the stored bytes
+    assert staged_results(trial, "t1", roots) is None and repair_results(tmp_path / "run", roots) == []
+    right = staged("session_4", whole, "iteration\n0\n1\n2\n3\n")
+    assert staged_results(trial, "t1", roots) == right
+    assert staged_results(trial, None, roots) == right  # the id read from the stored file's first line
+    assert repair_results(tmp_path / "run", roots) == ["trial_a"]
+    assert (trial / "result.json").read_text() == whole and (trial / "progress.csv").read_text().endswith("3\n")
+    assert repair_results(tmp_path / "run", roots) == []  # whole now: nothing to do
+
+
 def test_an_address_where_nothing_listens_is_one_line_in_seconds(tmp_path, capsys):
     """Bug 3: --address with nothing listening hung in Ray's retries, deaf to Ctrl-C."""
     start = time.time()

@@ -5,7 +5,9 @@ session's temporary directory) and then copies it into the run directory; neithe
 (ray-tune-notes). A SIGKILL in the middle of the copy leaves an empty or cut-off file in the run
 directory, from which `Tuner.restore` starts a study of no trials. A study's results are all still
 there (result.json, checkpoints): the state is taken back from the staging copy when one is whole,
-and otherwise resuming is refused with what to do instead.
+and otherwise resuming is refused with what to do instead. The same copy cuts a trial's result.json
+and progress.csv short, even a finished trial's: those come back from the staging directory whose
+copy continues them (`staged_results`, `repair_results`), so its figures stay what the run reported.
 
 Ray also deletes checkpoints past num_to_keep as new ones arrive, so after a kill its record can
 name one deleted since: `restore_missing_checkpoints` puts a copy of the newest in its place.
@@ -81,6 +83,103 @@ def repair_state(run_dir: Path, roots: list[Path] | None = None) -> str | None:
         "again without --resume to run it afresh beside this one")
 
 
+RESULT_FILES = ("result.json", "progress.csv")
+
+
+def staged_results(trial_dir: Path, trial_id: str | None, roots: list[Path] | None = None) -> Path | None:
+    """Ray's staging directory of this trial whose result.json continues the stored one: it starts
+    with the stored bytes, is longer, and every line is a whole report of the same trial (TRIAL_ID,
+    from Ray's record; else the stored file's first whole line's). None when the stored copy is
+    the newest, or no staging copy is left (another machine, a cleared temporary directory)."""
+    stored = _read_bytes(trial_dir / "result.json")
+    trial_id = trial_id or _first_trial_id(stored)
+    if trial_id is None:
+        return None
+    found = []
+    for root in ray_temp_roots() if roots is None else roots:
+        for d in root.glob(f"session_*/artifacts/*/{trial_dir.parent.name}/driver_artifacts/{trial_dir.name}"):
+            staged = _read_bytes(d / "result.json")
+            if _continues(stored, staged) and _reports_of(staged, trial_id):
+                found.append((len(staged), str(d)))
+    return Path(max(found)[1]) if found else None
+
+
+def repair_results(run_dir: Path, roots: list[Path] | None = None) -> list[str]:
+    """Each trial's result files cut short by a kill, taken back from its staging copy
+    (staged_results); the trial directories repaired."""
+    roots = ray_temp_roots() if roots is None else roots
+    state = newest_state(run_dir)
+    ids = trial_ids(state.read_text(encoding="utf-8", errors="replace")) if state else {}
+    repaired = []
+    for trial_dir in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
+        staged = staged_results(trial_dir, ids.get(trial_dir.name), roots)
+        if staged is None:
+            continue
+        for name in RESULT_FILES:
+            if _continues(_read_bytes(trial_dir / name), _read_bytes(staged / name)):
+                shutil.copyfile(staged / name, trial_dir / name)
+        repaired.append(trial_dir.name)
+    return repaired
+
+
+def whole_reports(text: str) -> bool:
+    """A result.json's text that ends with a whole line and every line of which parses."""
+    if not text.endswith("\n"):
+        return False
+    try:
+        return all(isinstance(json.loads(line), dict) for line in text.splitlines() if line.strip())
+    except ValueError:
+        return False
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _continues(stored: bytes, staged: bytes) -> bool:
+    return len(staged) > len(stored) and staged.startswith(stored)
+
+
+def _reports_of(data: bytes, trial_id: str) -> bool:
+    text = data.decode("utf-8", errors="replace")
+    return whole_reports(text) and all(json.loads(line).get("trial_id") == trial_id
+                                       for line in text.splitlines() if line.strip())
+
+
+def _first_trial_id(data: bytes) -> str | None:
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            return json.loads(line).get("trial_id")
+        except (ValueError, AttributeError):
+            return None
+    return None
+
+
+def trial_ids(state_text: str) -> dict[str, str]:
+    """Each trial directory's trial id in Ray's record (its `trial_data`)."""
+    return {logdir: parsed["trial_id"] for logdir, parsed, _ in _trial_entries(state_text) if "trial_id" in parsed}
+
+
+def _trial_entries(state_text: str):
+    """(relative_logdir, the trial's JSON, the entry's parts) of each trial in Ray's record."""
+    try:
+        entries = json.loads(state_text).get("trial_data", [])
+    except (ValueError, AttributeError):
+        return
+    for entry in entries:
+        parts = entry if isinstance(entry, list) else [entry]
+        try:
+            parsed = json.loads(parts[0])
+            logdir = parsed.get("relative_logdir")
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if logdir:
+            yield logdir, parsed, parts
+
+
 def restore_missing_checkpoints(run_dir: Path) -> list[str]:
     """Checkpoints that Ray's stored state names but that are gone, each replaced by a copy of its
     trial's newest complete one; what was replaced. Restoring from a deleted one fails the trial
@@ -106,17 +205,8 @@ def _named_checkpoints(state: Path, run_dir: Path) -> dict[Path, set[str]]:
     text = state.read_text(encoding="utf-8", errors="replace")
     named = {d: set(re.findall(rf"{re.escape(d.name)}/(checkpoint_\d+)", text))
              for d in sorted(p for p in run_dir.iterdir() if p.is_dir())}
-    try:
-        entries = json.loads(text).get("trial_data", [])
-    except (ValueError, AttributeError):
-        return named
-    for entry in entries:
-        parts = entry if isinstance(entry, list) else [entry]
-        try:
-            logdir = json.loads(parts[0]).get("relative_logdir")
-        except (ValueError, TypeError, AttributeError):
-            continue
-        if logdir and (run_dir / logdir) in named:
+    for logdir, _, parts in _trial_entries(text):
+        if (run_dir / logdir) in named:
             named[run_dir / logdir] |= _checkpoint_names(" ".join(str(part) for part in parts))
     return named
 

@@ -37,7 +37,8 @@ from slm_tune.tune.budget import FlopsBudget, spent_flops
 from slm_tune.tune.callbacks.loggers import CSVLogger, JsonLogger
 from slm_tune.tune.callbacks.optuna_study import OptunaStudyMirror
 from slm_tune.tune.data_prep import prepare_data
-from slm_tune.tune.killed_state import is_whole, newest_state, repair_state, restore_missing_checkpoints
+from slm_tune.tune.killed_state import (is_whole, newest_state, repair_results, repair_state,
+                                        restore_missing_checkpoints)
 from slm_tune.tune.local_ray import check_reachable, start_local_ray
 from slm_tune.tune.resources import default_cpus_per_trial, speedup, threads_that_pay
 from slm_tune.tune.schedulers import check_search, make_scheduler, make_search_alg, sampler_name, search_trial_name
@@ -319,6 +320,9 @@ def _resume_target(run: StudyRun, storage: Storage) -> tuple[StudyRun, str]:
                         f"start it with `python studies.py {run.study}` (without --resume)")
     if not storage.remote and (note := repair_state(run.local_root / name)):
         run.log(note)
+    if not storage.remote and (repaired := repair_results(run.local_root / name)):
+        run.log(f"note: a kill cut short the results of {len(repaired)} trial(s) ({', '.join(repaired)}); they "
+                "were taken back from Ray's own copies")
     if not storage.remote and (replaced := restore_missing_checkpoints(run.local_root / name)):
         run.log(f"note: Ray's record of this study names {len(replaced)} checkpoint(s) deleted before it stopped "
                 "(its record lags); each trial continues from its newest checkpoint instead")
