@@ -88,16 +88,18 @@ def _reports(trial_dir: Path, log_dir: Path | None = None, trial_id: str | None 
 
 
 def _result_text(trial_dir: Path, log_dir: Path | None, trial_id: str | None) -> str:
-    from slm_tune.tune.killed_state import staged_results, whole_reports
+    """The stored result.json's text, or its continuation in this run's Ray staging copy when the
+    stored file may lack reports (cut short by a kill, or behind the driver's when it stopped)."""
+    from slm_tune.tune.killed_state import complete_reports, staged_results
 
     try:
-        text = ((log_dir or trial_dir) / "result.json").read_text(encoding="utf-8")
+        text = ((log_dir or trial_dir) / "result.json").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    if log_dir not in (None, trial_dir) or (whole_reports(text) and json.loads(text.splitlines()[-1]).get("done")):
-        return text  # the driver's own copy (a running study's), or a stored one that ends with the trial's last report
+    if log_dir not in (None, trial_dir) or complete_reports(text):
+        return text  # the driver's own copy (a running study's), or a stored one that holds the trial's last report
     staged = staged_results(trial_dir, trial_id)
-    return (staged / "result.json").read_text(encoding="utf-8") if staged else text
+    return staged[1] if staged else text
 
 
 def _ray_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -154,7 +156,8 @@ def load_run(run_dir: str | Path, experiments: Collection[str] | None = None,
         experiment = params.get("experiment", name)
         if not params or (experiments is not None and experiment not in experiments):
             continue
-        reports = _reports(run_dir / name, log_dir, ray_view.get(name, {}).get("trial_id")) if reports is None else reports
+        if reports is None:
+            reports = _reports(run_dir / name, log_dir, ray_view.get(name, {}).get("trial_id"))
         row = _trial_row(meta, search, run_dir, name, params, reports, ray_view.get(name, {}))
         trials.append(row)
         history.extend(_history_rows(row, reports))

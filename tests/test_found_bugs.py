@@ -3,6 +3,7 @@
 
 import json
 import math
+import pickle
 import time
 from pathlib import Path
 
@@ -55,61 +56,74 @@ def test_a_trial_whose_params_json_a_kill_emptied_still_loads(tmp_path, local_ra
 def test_a_finished_trials_results_a_kill_cut_short_keep_their_figures(tmp_path, local_ray):
     """A kill while Ray copied a finished trial's result.json into the run folder left it cut short
     (a known defect until then): compare showed the trial as stopped early with another best, and
-    --resume kept the cut file. It is read from Ray's staging copy that continues it, and --resume
-    puts that copy back, byte for byte."""
+    --resume kept the cut file. It is read from this run's Ray staging copy that continues it, and
+    --resume puts that copy back, byte for byte (progress.csv too)."""
     configs = {n: tiny(name=n, max_iters=6, eval_interval=2) for n in ("first", "second")}
     run_study(StudyRun("cut", configs, output_dir=tmp_path))
     run = tmp_path / "ray_results" / "cut"
     whole, whole_history = load_run(run)
     keys = ["experiment", "status", "seed", "best_val_loss", "best_val_bpb", "iterations", "tokens_per_s"]
-    result = run / "first" / "result.json"
-    original = result.read_bytes()
+    result, progress = run / "first" / "result.json", run / "first" / "progress.csv"
+    original, original_progress = result.read_bytes(), progress.read_bytes()
     for cut in (original[: len(original) // 2], original[: original.index(b"\n") + 1], b""):
         result.write_bytes(cut)  # mid-line, at a line's end (every line parses), emptied
         trials, history = load_run(run)
         pd.testing.assert_frame_equal(trials[keys], whole[keys])
-        assert len(history) == len(whole_history)
+        pd.testing.assert_frame_equal(history, whole_history)
     result.write_bytes(original[: len(original) // 3])
+    progress.write_bytes(original_progress[: len(original_progress) // 2])
     notes = []
     run_study(StudyRun("cut", configs, output_dir=tmp_path, resume=True, log=notes.append))
-    assert result.read_bytes() == original
-    assert any("a kill cut short the results of 1 trial(s) (first)" in n for n in notes), notes
+    assert result.read_bytes() == original and progress.read_bytes() == original_progress
+    assert any("stored results of 1 trial(s) (first) lacked reports" in n for n in notes), notes
 
 
-def test_only_the_staging_copy_that_continues_a_trials_results_is_taken(tmp_path):
-    """The rules of killed_state.staged_results, on crafted copies: another trial's reports (the
-    same names in another run of the same study, as every resumed copy of a study has), a copy cut
-    short itself, or one that does not start with the stored bytes are never taken."""
+def test_only_this_runs_staging_copy_that_continues_a_trials_results_is_taken(tmp_path):
+    """The rules of killed_state.staged_results, on crafted copies. Never taken: a copy of the
+    same study elsewhere (its trials keep their ids and its reports start as these do), another
+    trial's reports, a copy that goes on with another trial's lines, one cut short itself, one
+    that does not start with the stored bytes; for an emptied file, the trial id alone tells."""
     from slm_tune.tune.killed_state import repair_results, staged_results
 
-    trial = tmp_path / "run" / "trial_a"
+    run = tmp_path / "ray_results" / "run"
+    trial = run / "trial_a"
     trial.mkdir(parents=True)
     report = lambda i, tid="t1": json.dumps({"trial_id": tid, "iteration": i}) + "\n"  # noqa: E731
     whole = "".join(report(i) for i in range(4))
-    (trial / "result.json").write_text(whole[:len(report(0)) + report(1).index("1}") + 1])  # cut in its second line, after its iteration
+    cut = whole[:len(report(0)) + report(1).index("1}") + 1]  # in its second line, after its iteration
+    (trial / "result.json").write_text(cut)
     (trial / "progress.csv").write_text("iteration\n0\n")
-    (tmp_path / "run" / "experiment_state-1.json").write_text(json.dumps(
-        {"trial_data": [[json.dumps({"trial_id": "t1", "relative_logdir": "trial_a"}), "{}"]], "runner_data": {}}))
+    record = lambda storage: json.dumps({"trial_data": [[json.dumps(  # noqa: E731
+        {"trial_id": "t1", "relative_logdir": "trial_a", "storage": pickle.dumps({"path": storage}).hex()}), "{}"]],
+        "runner_data": {}})
+    (run / "experiment_state-1.json").write_text(record("unused"))
     roots = [tmp_path / "ray"]
 
-    def staged(session: str, text: str, csv: str | None = None) -> Path:
-        d = roots[0] / session / "artifacts" / "ts" / "run" / "driver_artifacts" / "trial_a"
-        d.mkdir(parents=True)
-        (d / "result.json").write_text(text)
+    def staged(session: str, text: str, csv: str | None = None, storage: Path = run.parent) -> Path:
+        d = roots[0] / session / "artifacts" / "ts" / "run" / "driver_artifacts"
+        (d / "trial_a").mkdir(parents=True)
+        (d / "experiment_state-1.json").write_text(record(str(storage)))
+        (d / "trial_a" / "result.json").write_text(text)
         if csv is not None:
-            (d / "progress.csv").write_text(csv)
-        return d
+            (d / "trial_a" / "progress.csv").write_text(csv)
+        return d / "trial_a"
 
+    staged("session_0", whole, storage=tmp_path / "elsewhere" / "ray_results")  # the study copied elsewhere
     staged("session_1", "".join(report(i, "t2") for i in range(4)))  # another trial
-    staged("session_2", whole[:-5])  # cut short itself
-    staged("session_3", report(0) + report(9) + whole)  # does not continue the stored bytes
-    assert staged_results(trial, "t1", roots) is None and repair_results(tmp_path / "run", roots) == []
-    right = staged("session_4", whole, "iteration\n0\n1\n2\n3\n")
-    assert staged_results(trial, "t1", roots) == right
-    assert staged_results(trial, None, roots) == right  # the id read from the stored file's first line
-    assert repair_results(tmp_path / "run", roots) == ["trial_a"]
+    staged("session_2", whole[:len(report(0)) * 2] + report(2, "t2"))  # goes on with another trial's lines
+    staged("session_3", whole[:-5])  # cut short itself
+    staged("session_4", report(0) + report(9) + whole)  # does not continue the stored bytes
+    assert staged_results(trial, "t1", roots) is None and repair_results(run, roots) == []
+    (trial / "result.json").write_text("")
+    assert staged_results(trial, "t2", roots)[0].parts[-6] == "session_1"  # emptied: the id decides
+    assert staged_results(trial, None, roots) is None  # and with no id known, nothing is taken
+    (trial / "result.json").write_text(cut)
+    right = staged("session_5", whole, "iteration\n0\n1\n2\n3\n")
+    assert staged_results(trial, "t1", roots) == (right, whole)
+    assert staged_results(trial, None, roots) == (right, whole)  # the id read from the stored file's first line
+    assert repair_results(run, roots) == ["trial_a"]
     assert (trial / "result.json").read_text() == whole and (trial / "progress.csv").read_text().endswith("3\n")
-    assert repair_results(tmp_path / "run", roots) == []  # whole now: nothing to do
+    assert repair_results(run, roots) == []  # whole now: nothing to do
 
 
 def test_an_address_where_nothing_listens_is_one_line_in_seconds(tmp_path, capsys):

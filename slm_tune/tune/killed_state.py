@@ -6,8 +6,8 @@ session's temporary directory) and then copies it into the run directory; neithe
 directory, from which `Tuner.restore` starts a study of no trials. A study's results are all still
 there (result.json, checkpoints): the state is taken back from the staging copy when one is whole,
 and otherwise resuming is refused with what to do instead. The same copy cuts a trial's result.json
-and progress.csv short, even a finished trial's: those come back from the staging directory whose
-copy continues them (`staged_results`, `repair_results`), so its figures stay what the run reported.
+and progress.csv short, even a finished trial's: those come back from this run's staging copy that
+continues them (`staged_results`, `repair_results`), so its figures stay what the run reported.
 
 Ray also deletes checkpoints past num_to_keep as new ones arrive, so after a kill its record can
 name one deleted since: `restore_missing_checkpoints` puts a copy of the newest in its place.
@@ -61,9 +61,7 @@ def ray_temp_roots() -> list[Path]:
 
 def staged_copies(run_dir: Path, state_name: str, roots: list[Path]) -> list[Path]:
     """Ray's staging copies of one state file of this run (same experiment name), newest first."""
-    found = [p for root in roots
-             for p in root.glob(f"session_*/artifacts/*/{Path(run_dir).name}/driver_artifacts/{state_name}")]
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    return sorted(_staging(run_dir, state_name, roots), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def repair_state(run_dir: Path, roots: list[Path] | None = None) -> str | None:
@@ -84,30 +82,37 @@ def repair_state(run_dir: Path, roots: list[Path] | None = None) -> str | None:
 
 
 RESULT_FILES = ("result.json", "progress.csv")
+FINAL_STATUSES = ("finished", "diverged")  # a trial's last report, as the trainable writes it (train/reports.py)
+HEX_BLOB = r"(?:[0-9a-f]{2}){64,}"  # a pickle Ray writes into its record as hex
 
 
-def staged_results(trial_dir: Path, trial_id: str | None, roots: list[Path] | None = None) -> Path | None:
-    """Ray's staging directory of this trial whose result.json continues the stored one: it starts
-    with the stored bytes, is longer, and every line is a whole report of the same trial (TRIAL_ID,
-    from Ray's record; else the stored file's first whole line's). None when the stored copy is
-    the newest, or no staging copy is left (another machine, a cleared temporary directory)."""
+def staged_results(trial_dir: Path, trial_id: str | None, roots: list[Path] | None = None) -> tuple[Path, str] | None:
+    """The newest of Ray's staging copies of this trial's result.json that continues the stored
+    file, and its text. A copy counts when it was staged for this very run folder (the driver's
+    record beside it names this folder's storage path: a copy of the study elsewhere, whose trials
+    keep their ids, never counts), starts with the stored bytes and is longer, and every line of it
+    is a whole report of the same trial (TRIAL_ID: Ray's record's, else the stored file's first
+    line's; with neither, none counts). None when the stored file is the newest, or no such copy
+    is left (another machine, a cleared temporary directory)."""
     stored = _read_bytes(trial_dir / "result.json")
     trial_id = trial_id or _first_trial_id(stored)
     if trial_id is None:
         return None
     found = []
-    for root in ray_temp_roots() if roots is None else roots:
-        for d in root.glob(f"session_*/artifacts/*/{trial_dir.parent.name}/driver_artifacts/{trial_dir.name}"):
-            staged = _read_bytes(d / "result.json")
-            if _continues(stored, staged) and _reports_of(staged, trial_id):
-                found.append((len(staged), str(d)))
-    return Path(max(found)[1]) if found else None
+    for d in _staging(trial_dir.parent, trial_dir.name, roots):
+        staged = _read_bytes(d / "result.json")
+        text = _reports_of(staged, trial_id) if _continues(stored, staged) else None
+        if text and _stages_run(d.parent, trial_dir.parent):
+            found.append(((d / "result.json").stat().st_mtime, str(d), text))
+    if not found:
+        return None
+    _, newest, text = max(found)
+    return Path(newest), text
 
 
 def repair_results(run_dir: Path, roots: list[Path] | None = None) -> list[str]:
-    """Each trial's result files cut short by a kill, taken back from its staging copy
-    (staged_results); the trial directories repaired."""
-    roots = ray_temp_roots() if roots is None else roots
+    """Each trial's result files that its staging copy continues (staged_results: cut short by a
+    kill, or behind the driver's when it stopped), taken back from that copy; the trials repaired."""
     state = newest_state(run_dir)
     ids = trial_ids(state.read_text(encoding="utf-8", errors="replace")) if state else {}
     repaired = []
@@ -116,20 +121,50 @@ def repair_results(run_dir: Path, roots: list[Path] | None = None) -> list[str]:
         if staged is None:
             continue
         for name in RESULT_FILES:
-            if _continues(_read_bytes(trial_dir / name), _read_bytes(staged / name)):
-                shutil.copyfile(staged / name, trial_dir / name)
+            if _continues(_read_bytes(trial_dir / name), _read_bytes(staged[0] / name)):
+                shutil.copyfile(staged[0] / name, trial_dir / name)
         repaired.append(trial_dir.name)
     return repaired
 
 
-def whole_reports(text: str) -> bool:
-    """A result.json's text that ends with a whole line and every line of which parses."""
-    if not text.endswith("\n"):
-        return False
+def complete_reports(text: str) -> bool:
+    """A result.json's text whose every line is a whole report and whose last one is the trial's
+    own last (FINAL_STATUSES): nothing of it can be missing."""
+    reports = _whole_reports(text)
+    return bool(reports) and reports[-1].get("status") in FINAL_STATUSES
+
+
+def _whole_reports(text: str) -> list[dict] | None:
+    """The reports of a result.json's text when every line is a whole JSON object (blank lines
+    aside); None when one is not (a line cut short)."""
     try:
-        return all(isinstance(json.loads(line), dict) for line in text.splitlines() if line.strip())
+        reports = [json.loads(line) for line in text.splitlines() if line.strip()]
     except ValueError:
-        return False
+        return None
+    return reports if all(isinstance(r, dict) for r in reports) else None
+
+
+def _staging(run_dir: Path, name: str, roots: list[Path] | None) -> list[Path]:
+    """Ray's staging copies of NAME (a state file or a trial directory) of runs named as RUN_DIR."""
+    return [p for root in (ray_temp_roots() if roots is None else roots)
+            for p in root.glob(f"session_*/artifacts/*/{Path(run_dir).name}/driver_artifacts/{name}")]
+
+
+def _stages_run(driver_artifacts: Path, run_dir: Path) -> bool:
+    """Whether the driver's record in a staging directory names RUN_DIR's storage path (Ray
+    pickles its storage context, as hex, into each trial's entry; matched as a whole pickled string)."""
+    wanted = {_pickled(str(run_dir.parent)), _pickled(str(Path(run_dir).parent.resolve()))}
+    for state in driver_artifacts.glob(STATE_GLOB):
+        text = state.read_text(encoding="utf-8", errors="replace")
+        if any(w in bytes.fromhex(blob) for blob in re.findall(HEX_BLOB, text) for w in wanted):
+            return True
+    return False
+
+
+def _pickled(text: str) -> bytes:
+    """TEXT as pickle writes a str (SHORT_BINUNICODE under 256 bytes, else BINUNICODE)."""
+    data = text.encode()
+    return b"\x8c" + bytes([len(data)]) + data if len(data) < 256 else b"X" + len(data).to_bytes(4, "little") + data
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -143,19 +178,18 @@ def _continues(stored: bytes, staged: bytes) -> bool:
     return len(staged) > len(stored) and staged.startswith(stored)
 
 
-def _reports_of(data: bytes, trial_id: str) -> bool:
+def _reports_of(data: bytes, trial_id: str) -> str | None:
+    """DATA's text when it is whole reports of TRIAL_ID only."""
     text = data.decode("utf-8", errors="replace")
-    return whole_reports(text) and all(json.loads(line).get("trial_id") == trial_id
-                                       for line in text.splitlines() if line.strip())
+    reports = _whole_reports(text)
+    return text if reports and all(r.get("trial_id") == trial_id for r in reports) else None
 
 
 def _first_trial_id(data: bytes) -> str | None:
-    for line in data.decode("utf-8", errors="replace").splitlines():
-        try:
-            return json.loads(line).get("trial_id")
-        except (ValueError, AttributeError):
-            return None
-    return None
+    try:
+        return json.loads(data.decode("utf-8", errors="replace").split("\n", 1)[0]).get("trial_id")
+    except (ValueError, AttributeError):
+        return None
 
 
 def trial_ids(state_text: str) -> dict[str, str]:
@@ -214,6 +248,6 @@ def _named_checkpoints(state: Path, run_dir: Path) -> dict[Path, set[str]]:
 def _checkpoint_names(text: str) -> set[str]:
     """checkpoint_N names in a text and in the hex-written pickles inside it."""
     names = set(re.findall(r"checkpoint_\d+", text))
-    for blob in re.findall(r"(?:[0-9a-f]{2}){64,}", text):
+    for blob in re.findall(HEX_BLOB, text):
         names |= {m.decode() for m in re.findall(rb"checkpoint_\d+", bytes.fromhex(blob))}
     return names
