@@ -95,7 +95,7 @@ def _result_text(trial_dir: Path, log_dir: Path | None, trial_id: str | None) ->
     try:
         text = ((log_dir or trial_dir) / "result.json").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return ""
+        text = ""  # gone: a staging copy may still hold it
     if log_dir not in (None, trial_dir) or complete_reports(text):
         return text  # the driver's own copy (a running study's), or a stored one that holds the trial's last report
     staged = staged_results(trial_dir, trial_id)

@@ -3,6 +3,7 @@
 
 import json
 import math
+import os
 import pickle
 import time
 from pathlib import Path
@@ -75,54 +76,94 @@ def test_a_finished_trials_results_a_kill_cut_short_keep_their_figures(tmp_path,
     notes = []
     run_study(StudyRun("cut", configs, output_dir=tmp_path, resume=True, log=notes.append))
     assert result.read_bytes() == original and progress.read_bytes() == original_progress
-    assert any("stored results of 1 trial(s) (first) lacked reports" in n for n in notes), notes
+    assert any("stored results of 1 trial(s) (first) were cut short by a kill" in n for n in notes), notes
+
+
+def _report(i: int, tid: str = "t1") -> str:
+    return json.dumps({"trial_id": tid, "iteration": i}) + "\n"
+
+
+WHOLE = "".join(_report(i) for i in range(4))
+CUT = WHOLE[:len(_report(0)) + _report(1).index("1}") + 1]  # in its second line, after its iteration
+
+
+def _record(storage: str, tid: str = "t1") -> str:
+    """Ray's record of one trial (trial_a), its storage context pickled as hex as Ray writes it."""
+    entry = {"trial_id": tid, "relative_logdir": "trial_a", "storage": pickle.dumps({"path": storage}).hex()}
+    return json.dumps({"trial_data": [[json.dumps(entry), "{}"]], "runner_data": {}})
+
+
+def _staged(roots, session: str, text: str, storage, older_record: str | None = None, csv: str | None = None) -> Path:
+    """A staging directory of a run named `run`: trial_a's result.json (and progress.csv) beside
+    the driver's record naming STORAGE (and an older record, as a resumed driver downloads)."""
+    d = roots[0] / session / "artifacts" / "ts" / "run" / "driver_artifacts"
+    (d / "trial_a").mkdir(parents=True)
+    if older_record:
+        (d / "experiment_state-0.json").write_text(older_record)
+    (d / "experiment_state-1.json").write_text(_record(str(storage)))
+    (d / "trial_a" / "result.json").write_text(text)
+    if csv is not None:
+        (d / "trial_a" / "progress.csv").write_text(csv)
+    return d / "trial_a"
+
+
+def _crafted_run(tmp_path: Path) -> Path:
+    run = tmp_path / "ray_results" / "run"
+    (run / "trial_a").mkdir(parents=True)
+    (run / "trial_a" / "result.json").write_text(CUT)
+    (run / "trial_a" / "progress.csv").write_text("iteration\n0\n")
+    (run / "experiment_state-1.json").write_text(_record("unused"))
+    return run
 
 
 def test_only_this_runs_staging_copy_that_continues_a_trials_results_is_taken(tmp_path):
     """The rules of killed_state.staged_results, on crafted copies. Never taken: a copy of the
-    same study elsewhere (its trials keep their ids and its reports start as these do), another
-    trial's reports, a copy that goes on with another trial's lines, one cut short itself, one
-    that does not start with the stored bytes; for an emptied file, the trial id alone tells."""
-    from slm_tune.tune.killed_state import repair_results, staged_results
+    same study elsewhere (its trials keep their ids and its reports start as these do), also once
+    resumed there (its driver downloaded the older record that names this run), another trial's
+    reports, a copy that goes on with another trial's lines, one cut short itself, one that does
+    not start with the stored bytes; for an emptied file, the trial id alone tells."""
+    from slm_tune.tune.killed_state import staged_results
 
-    run = tmp_path / "ray_results" / "run"
-    trial = run / "trial_a"
-    trial.mkdir(parents=True)
-    report = lambda i, tid="t1": json.dumps({"trial_id": tid, "iteration": i}) + "\n"  # noqa: E731
-    whole = "".join(report(i) for i in range(4))
-    cut = whole[:len(report(0)) + report(1).index("1}") + 1]  # in its second line, after its iteration
-    (trial / "result.json").write_text(cut)
-    (trial / "progress.csv").write_text("iteration\n0\n")
-    record = lambda storage: json.dumps({"trial_data": [[json.dumps(  # noqa: E731
-        {"trial_id": "t1", "relative_logdir": "trial_a", "storage": pickle.dumps({"path": storage}).hex()}), "{}"]],
-        "runner_data": {}})
-    (run / "experiment_state-1.json").write_text(record("unused"))
-    roots = [tmp_path / "ray"]
-
-    def staged(session: str, text: str, csv: str | None = None, storage: Path = run.parent) -> Path:
-        d = roots[0] / session / "artifacts" / "ts" / "run" / "driver_artifacts"
-        (d / "trial_a").mkdir(parents=True)
-        (d / "experiment_state-1.json").write_text(record(str(storage)))
-        (d / "trial_a" / "result.json").write_text(text)
-        if csv is not None:
-            (d / "trial_a" / "progress.csv").write_text(csv)
-        return d / "trial_a"
-
-    staged("session_0", whole, storage=tmp_path / "elsewhere" / "ray_results")  # the study copied elsewhere
-    staged("session_1", "".join(report(i, "t2") for i in range(4)))  # another trial
-    staged("session_2", whole[:len(report(0)) * 2] + report(2, "t2"))  # goes on with another trial's lines
-    staged("session_3", whole[:-5])  # cut short itself
-    staged("session_4", report(0) + report(9) + whole)  # does not continue the stored bytes
-    assert staged_results(trial, "t1", roots) is None and repair_results(run, roots) == []
+    run = _crafted_run(tmp_path)
+    trial, elsewhere = run / "trial_a", tmp_path / "elsewhere" / "ray_results"
+    cases = {"copied elsewhere": (WHOLE, elsewhere, None),
+             "and resumed there": (WHOLE, elsewhere, _record(str(run.parent))),
+             "another trial": ("".join(_report(i, "t2") for i in range(4)), run.parent, None),
+             "then another's lines": (WHOLE[:len(_report(0)) * 2] + _report(2, "t2"), run.parent, None),
+             "cut short itself": (WHOLE[:-5], run.parent, None),
+             "does not continue": (_report(0) + _report(9) + WHOLE, run.parent, None)}
+    for number, (case, (text, storage, older)) in enumerate(cases.items()):
+        roots = [tmp_path / f"ray{number}"]
+        _staged(roots, "session_1", text, storage, older_record=older)
+        assert staged_results(trial, "t1", roots) is None, case
     (trial / "result.json").write_text("")
+    roots = [tmp_path / "ray2"]  # another trial's reports, staged for this run
     assert staged_results(trial, "t2", roots)[0].parts[-6] == "session_1"  # emptied: the id decides
     assert staged_results(trial, None, roots) is None  # and with no id known, nothing is taken
-    (trial / "result.json").write_text(cut)
-    right = staged("session_5", whole, "iteration\n0\n1\n2\n3\n")
-    assert staged_results(trial, "t1", roots) == (right, whole)
-    assert staged_results(trial, None, roots) == (right, whole)  # the id read from the stored file's first line
-    assert repair_results(run, roots) == ["trial_a"]
-    assert (trial / "result.json").read_text() == whole and (trial / "progress.csv").read_text().endswith("3\n")
+
+
+def test_the_newest_copy_is_taken_back_and_a_cut_line_with_none_is_dropped(tmp_path):
+    """--resume's repair (killed_state.repair_results): the copy of the run's last driver, not a
+    longer one an older driver left; an emptied file by Ray's record's trial id; the run reached
+    through a link; a trial with no copy has its cut last line dropped, so that Ray's next report
+    starts a line of its own."""
+    from slm_tune.tune.killed_state import repair_results, staged_results
+
+    run, roots = _crafted_run(tmp_path), [tmp_path / "ray"]
+    trial = run / "trial_a"
+    older = _staged(roots, "session_1", WHOLE + _report(4), run.parent)
+    right = _staged(roots, "session_2", WHOLE, run.parent, csv="iteration\n0\n1\n2\n3\n")
+    os.utime(older.parent / "experiment_state-1.json", (1e9, 1e9))  # its driver ran before the other's
+    assert staged_results(trial, "t1", roots) == (right, WHOLE)
+    assert staged_results(trial, None, roots) == (right, WHOLE)  # the id read from the stored file's first line
+    (tmp_path / "link").symlink_to(tmp_path)
+    assert staged_results(tmp_path / "link" / "ray_results" / "run" / "trial_a", "t1", roots) == (right, WHOLE)
+    (trial / "result.json").write_text("")
+    (run / "trial_b").mkdir()
+    (run / "trial_b" / "result.json").write_text(CUT)
+    assert repair_results(run, roots) == ["trial_a", "trial_b"]
+    assert (trial / "result.json").read_text() == WHOLE and (trial / "progress.csv").read_text().endswith("3\n")
+    assert (run / "trial_b" / "result.json").read_text() == _report(0)
     assert repair_results(run, roots) == []  # whole now: nothing to do
 
 

@@ -87,44 +87,53 @@ HEX_BLOB = r"(?:[0-9a-f]{2}){64,}"  # a pickle Ray writes into its record as hex
 
 
 def staged_results(trial_dir: Path, trial_id: str | None, roots: list[Path] | None = None) -> tuple[Path, str] | None:
-    """The newest of Ray's staging copies of this trial's result.json that continues the stored
-    file, and its text. A copy counts when it was staged for this very run folder (the driver's
-    record beside it names this folder's storage path: a copy of the study elsewhere, whose trials
-    keep their ids, never counts), starts with the stored bytes and is longer, and every line of it
-    is a whole report of the same trial (TRIAL_ID: Ray's record's, else the stored file's first
-    line's; with neither, none counts). None when the stored file is the newest, or no such copy
-    is left (another machine, a cleared temporary directory)."""
+    """The staging copy of this trial's result.json that the run's last driver left, and its text,
+    when it continues the stored file. Only the newest staging directory of this very run folder
+    counts (its driver's record names the folder's storage path: a copy of the study elsewhere,
+    whose trials keep their ids, never counts; an older driver's copy is superseded), and only if
+    it starts with the stored bytes, is longer, and every line of it is a whole report of the same
+    trial (TRIAL_ID: Ray's record's, else the stored file's first line's; with neither, none
+    counts). None when the stored file is the newest, or no such copy is left (another machine, a
+    cleared temporary directory, a study moved since)."""
     stored = _read_bytes(trial_dir / "result.json")
     trial_id = trial_id or _first_trial_id(stored)
-    if trial_id is None:
+    ours = [d for d in _staging(trial_dir.parent, trial_dir.name, roots) if _stages_run(d.parent, trial_dir.parent)]
+    if trial_id is None or not ours:
         return None
-    found = []
-    for d in _staging(trial_dir.parent, trial_dir.name, roots):
-        staged = _read_bytes(d / "result.json")
-        text = _reports_of(staged, trial_id) if _continues(stored, staged) else None
-        if text and _stages_run(d.parent, trial_dir.parent):
-            found.append(((d / "result.json").stat().st_mtime, str(d), text))
-    if not found:
-        return None
-    _, newest, text = max(found)
-    return Path(newest), text
+    last = max(ours, key=lambda d: (_mtime(max(d.parent.glob(STATE_GLOB))), str(d)))
+    staged = _read_bytes(last / "result.json")
+    text = _reports_of(staged, trial_id) if _continues(stored, staged) else None
+    return (last, text) if text else None
 
 
 def repair_results(run_dir: Path, roots: list[Path] | None = None) -> list[str]:
     """Each trial's result files that its staging copy continues (staged_results: cut short by a
-    kill, or behind the driver's when it stopped), taken back from that copy; the trials repaired."""
+    kill, or behind the driver's when it stopped), taken back from that copy, or else its cut last
+    line dropped (_drop_cut_line); the trials repaired."""
     state = newest_state(run_dir)
     ids = trial_ids(state.read_text(encoding="utf-8", errors="replace")) if state else {}
     repaired = []
     for trial_dir in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
         staged = staged_results(trial_dir, ids.get(trial_dir.name), roots)
         if staged is None:
+            if _drop_cut_line(trial_dir / "result.json"):
+                repaired.append(trial_dir.name)
             continue
         for name in RESULT_FILES:
             if _continues(_read_bytes(trial_dir / name), _read_bytes(staged[0] / name)):
                 shutil.copyfile(staged[0] / name, trial_dir / name)
         repaired.append(trial_dir.name)
     return repaired
+
+
+def _drop_cut_line(path: Path) -> bool:
+    """With no copy to take back, a last line a kill cut short is dropped (its report is lost
+    either way), so that a resumed trial's first report, which Ray appends, is not glued to it."""
+    data = _read_bytes(path)
+    if not data or data.endswith(b"\n"):
+        return False
+    path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return True
 
 
 def complete_reports(text: str) -> bool:
@@ -145,26 +154,42 @@ def _whole_reports(text: str) -> list[dict] | None:
 
 
 def _staging(run_dir: Path, name: str, roots: list[Path] | None) -> list[Path]:
-    """Ray's staging copies of NAME (a state file or a trial directory) of runs named as RUN_DIR."""
-    return [p for root in (ray_temp_roots() if roots is None else roots)
-            for p in root.glob(f"session_*/artifacts/*/{Path(run_dir).name}/driver_artifacts/{name}")]
+    """Ray's staging copies of NAME (a state file or a trial directory) of runs named as RUN_DIR,
+    each once (Ray's session_latest link names the newest session again)."""
+    found = {}
+    for root in ray_temp_roots() if roots is None else roots:
+        for p in root.glob(f"session_*/artifacts/*/{Path(run_dir).name}/driver_artifacts/{name}"):
+            found.setdefault(p.resolve(), p)
+    return list(found.values())
 
 
 def _stages_run(driver_artifacts: Path, run_dir: Path) -> bool:
-    """Whether the driver's record in a staging directory names RUN_DIR's storage path (Ray
-    pickles its storage context, as hex, into each trial's entry; matched as a whole pickled string)."""
-    wanted = {_pickled(str(run_dir.parent)), _pickled(str(Path(run_dir).parent.resolve()))}
-    for state in driver_artifacts.glob(STATE_GLOB):
-        text = state.read_text(encoding="utf-8", errors="replace")
-        if any(w in bytes.fromhex(blob) for blob in re.findall(HEX_BLOB, text) for w in wanted):
-            return True
-    return False
+    """Whether the staging directory's driver ran RUN_DIR: its own record (the newest by name; the
+    older ones a resumed driver downloaded from storage, naming wherever the study ran before, a
+    copy's first folder among them) names RUN_DIR's storage path. Ray pickles its storage context
+    as hex into each trial's entry, the path as posix; matched as a whole pickled string."""
+    states = sorted(driver_artifacts.glob(STATE_GLOB))
+    if not states:
+        return False
+    try:
+        text = states[-1].read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    wanted = {_pickled(run_dir.parent.as_posix()), _pickled(run_dir.parent.resolve().as_posix())}
+    return any(w in bytes.fromhex(blob) for blob in re.findall(HEX_BLOB, text) for w in wanted)
 
 
 def _pickled(text: str) -> bytes:
     """TEXT as pickle writes a str (SHORT_BINUNICODE under 256 bytes, else BINUNICODE)."""
-    data = text.encode()
+    data = text.encode("utf-8", "surrogatepass")
     return b"\x8c" + bytes([len(data)]) + data if len(data) < 256 else b"X" + len(data).to_bytes(4, "little") + data
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -321,8 +321,8 @@ def _resume_target(run: StudyRun, storage: Storage) -> tuple[StudyRun, str]:
     if not storage.remote and (note := repair_state(run.local_root / name)):
         run.log(note)
     if not storage.remote and (repaired := repair_results(run.local_root / name)):
-        run.log(f"note: the stored results of {len(repaired)} trial(s) ({', '.join(repaired)}) lacked reports that "
-                "Ray's own copies hold (a kill cut them short, or they were behind when the study stopped); taken back")
+        run.log(f"note: the stored results of {len(repaired)} trial(s) ({', '.join(repaired)}) were cut short by a kill "
+                "or behind when the study stopped: taken back from Ray's own copies, or their cut last line dropped")
     if not storage.remote and (replaced := restore_missing_checkpoints(run.local_root / name)):
         run.log(f"note: Ray's record of this study names {len(replaced)} checkpoint(s) deleted before it stopped "
                 "(its record lags); each trial continues from its newest checkpoint instead")
