@@ -161,9 +161,11 @@ def test_the_newest_copy_is_taken_back_and_a_cut_line_with_none_is_dropped(tmp_p
     (trial / "result.json").write_text("")
     (run / "trial_b").mkdir()
     (run / "trial_b" / "result.json").write_text(CUT)
+    (run / "trial_b" / "progress.csv").write_text("iteration\n0\n1")
     assert repair_results(run, roots) == ["trial_a", "trial_b"]
     assert (trial / "result.json").read_text() == WHOLE and (trial / "progress.csv").read_text().endswith("3\n")
     assert (run / "trial_b" / "result.json").read_text() == _report(0)
+    assert (run / "trial_b" / "progress.csv").read_text() == "iteration\n0\n"
     assert repair_results(run, roots) == []  # whole now: nothing to do
 
 

@@ -97,10 +97,12 @@ def staged_results(trial_dir: Path, trial_id: str | None, roots: list[Path] | No
     cleared temporary directory, a study moved since)."""
     stored = _read_bytes(trial_dir / "result.json")
     trial_id = trial_id or _first_trial_id(stored)
-    ours = [d for d in _staging(trial_dir.parent, trial_dir.name, roots) if _stages_run(d.parent, trial_dir.parent)]
-    if trial_id is None or not ours:
+    if trial_id is None:
         return None
-    last = max(ours, key=lambda d: (_mtime(max(d.parent.glob(STATE_GLOB))), str(d)))
+    ours = [d for d in _staging(trial_dir.parent, trial_dir.name, roots) if _stages_run(d.parent, trial_dir.parent)]
+    if not ours:
+        return None
+    last = max(ours, key=lambda d: (_mtime(max(d.parent.glob(STATE_GLOB), default=d)), str(d)))
     staged = _read_bytes(last / "result.json")
     text = _reports_of(staged, trial_id) if _continues(stored, staged) else None
     return (last, text) if text else None
@@ -116,24 +118,32 @@ def repair_results(run_dir: Path, roots: list[Path] | None = None) -> list[str]:
     for trial_dir in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
         staged = staged_results(trial_dir, ids.get(trial_dir.name), roots)
         if staged is None:
-            if _drop_cut_line(trial_dir / "result.json"):
+            if [name for name in RESULT_FILES if _drop_cut_line(trial_dir / name)]:
                 repaired.append(trial_dir.name)
             continue
         for name in RESULT_FILES:
-            if _continues(_read_bytes(trial_dir / name), _read_bytes(staged[0] / name)):
-                shutil.copyfile(staged[0] / name, trial_dir / name)
+            if _continues(_read_bytes(trial_dir / name), copy := _read_bytes(staged[0] / name)):
+                _write(trial_dir / name, copy)
         repaired.append(trial_dir.name)
     return repaired
 
 
 def _drop_cut_line(path: Path) -> bool:
     """With no copy to take back, a last line a kill cut short is dropped (its report is lost
-    either way), so that a resumed trial's first report, which Ray appends, is not glued to it."""
+    either way), so that a resumed trial's first report (or CSV row), which Ray appends, is not
+    glued to it."""
     data = _read_bytes(path)
     if not data or data.endswith(b"\n"):
         return False
-    path.write_bytes(data[: data.rfind(b"\n") + 1])
+    _write(path, data[: data.rfind(b"\n") + 1])
     return True
+
+
+def _write(path: Path, data: bytes) -> None:
+    """PATH's new content, whole or not at all (a kill during --resume's repair leaves the old)."""
+    part = path.with_name(path.name + ".part")
+    part.write_bytes(data)
+    os.replace(part, path)
 
 
 def complete_reports(text: str) -> bool:
@@ -175,7 +185,7 @@ def _stages_run(driver_artifacts: Path, run_dir: Path) -> bool:
         text = states[-1].read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
-    wanted = {_pickled(run_dir.parent.as_posix()), _pickled(run_dir.parent.resolve().as_posix())}
+    wanted = {_pickled(run_dir.parent.as_posix()), _pickled(run_dir.resolve().parent.as_posix())}
     return any(w in bytes.fromhex(blob) for blob in re.findall(HEX_BLOB, text) for w in wanted)
 
 
