@@ -87,9 +87,9 @@ HEX_BLOB = r"(?:[0-9a-f]{2}){64,}"  # a pickle Ray writes into its record as hex
 
 
 def staged_results(trial_dir: Path, trial_id: str | None, roots: list[Path] | None = None) -> tuple[Path, str] | None:
-    """The staging copy of this trial's result.json that the run's last driver left, and its text,
+    """The staging copy of this trial's result.json that the trial's last driver left, and its text,
     when it continues the stored file. Only the newest staging directory of this very run folder
-    counts (its driver's record names the folder's storage path: a copy of the study elsewhere,
+    that holds the trial counts (its driver's record names the folder's storage path: a copy of the study elsewhere,
     whose trials keep their ids, never counts; an older driver's copy is superseded), and only if
     it starts with the stored bytes, is longer, and every line of it is a whole report of the same
     trial (TRIAL_ID: Ray's record's, else the stored file's first line's; with neither, none
@@ -118,7 +118,8 @@ def repair_results(run_dir: Path, roots: list[Path] | None = None) -> list[str]:
     for trial_dir in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
         staged = staged_results(trial_dir, ids.get(trial_dir.name), roots)
         if staged is None:
-            if [name for name in RESULT_FILES if _drop_cut_line(trial_dir / name)]:
+            dropped = [_drop_cut_line(trial_dir / name) for name in RESULT_FILES]  # each file, not the first only
+            if any(dropped):
                 repaired.append(trial_dir.name)
             continue
         for name in RESULT_FILES:
