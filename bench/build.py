@@ -445,15 +445,18 @@ def _key(row: dict) -> tuple:
 def store(out: Path, row: dict) -> dict:
     """ROW into OUT, read afresh (another bench may have stored rows since this one started),
     replacing its earlier state (the row moves to the end); written whole to a temporary file, then
-    renamed over OUT. Not a lock: two benches storing at the same instant can lose one's update.
-    The document, as written."""
+    renamed over OUT, under a lock file beside it (OUT.lock), so two benches storing at once both
+    keep their rows. The document, as written."""
     import tempfile
 
-    doc = json.loads(out.read_text()) if out.exists() else {"results": []}
-    doc["results"] = [r for r in doc["results"] if _key(r) != _key(row)] + [row]
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as f:
-        f.write(json.dumps(doc, indent=1))
-    Path(f.name).replace(out)
+    from filelock import FileLock
+
+    with FileLock(out.with_name(out.name + ".lock")):
+        doc = json.loads(out.read_text()) if out.exists() else {"results": []}
+        doc["results"] = [r for r in doc["results"] if _key(r) != _key(row)] + [row]
+        with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as f:
+            f.write(json.dumps(doc, indent=1))
+        Path(f.name).replace(out)
     return doc
 
 

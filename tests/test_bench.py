@@ -194,6 +194,22 @@ def test_build_bench_keeps_each_finished_arm_in_its_json(tmp_path):
     assert json.loads(out.read_text())["results"] == [other, finished]
 
 
+def test_build_bench_rows_stored_by_two_benches_at_once_are_all_kept(tmp_path):
+    """Two processes store 60 rows each into one file at the same time (each row read, merged and
+    renamed over the file): every row of both is there at the end."""
+    import json
+
+    out = tmp_path / "build.json"
+    program = ("import sys, importlib.util; spec = importlib.util.spec_from_file_location('b', sys.argv[1]); "
+               "b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b); from pathlib import Path; "
+               "[b.store(Path(sys.argv[2]), {'tag': sys.argv[3], 'budget': i}) for i in range(60)]")
+    procs = [subprocess.Popen([sys.executable, "-c", program, str(ROOT / "bench" / "build.py"), str(out), tag])
+             for tag in ("first", "second")]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    rows = json.loads(out.read_text())["results"]
+    assert sorted((r["tag"], r["budget"]) for r in rows) == sorted((t, i) for t in ("first", "second") for i in range(60))
+
+
 def test_build_bench_retrains_c_from_its_saved_row_when_the_work_dir_is_lost(tmp_path):
     """A row saved with the build and (c)'s search (the work dir lost since, as on a new machine):
     the bench runs (c)'s retraining alone, from the row's TOML (a different TOML left in the folder
