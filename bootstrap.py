@@ -7,8 +7,10 @@
     python bootstrap.py -- ARGS...      set up, then `python studies.py ARGS...`
 
 Setup makes a virtual environment in .venv (once), installs torch==2.13.0 (the CPU build; an
-unpinned torch would pull a CUDA build of several GB), then this project with its test extras.
-A marker file skips the installs when nothing changed.
+unpinned torch would pull a CUDA build of several GB), then this project: with its test extras
+(and Microsoft's mup) for `test` and `bench`, without them for a study (they add about a minute
+of installs the quick study does not use). A marker file skips the installs when nothing changed
+(an environment set up for the tests serves a study too).
 """
 
 from __future__ import annotations
@@ -37,25 +39,34 @@ def run(cmd: list[str], **kw) -> None:
     subprocess.run([str(c) for c in cmd], check=True, **kw)
 
 
-def setup() -> Path:
+def needs_install(marker: str, stamp: str, extras: bool) -> bool:
+    """Whether the marker's record (the stamp, then "test" when the extras went in) falls short:
+    another pyproject or pin, or the extras asked for and not installed."""
+    have = marker.split()
+    return have[:1] != [stamp] or (extras and "test" not in have[1:])
+
+
+def setup(extras: bool) -> Path:
+    """The environment's python, with the project installed (and its test extras when `extras`)."""
     py = venv_python()
     if not py.exists():
         venv.EnvBuilder(with_pip=True).create(VENV)
     stamp = hashlib.sha256((TORCH + MUP + (ROOT / "pyproject.toml").read_text()).encode()).hexdigest()
     marker = VENV / ".slm-tune-installed"
-    if not marker.exists() or marker.read_text() != stamp:
+    if needs_install(marker.read_text() if marker.exists() else "", stamp, extras):
         run([py, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
         run([py, "-m", "pip", "install", "--quiet", TORCH])
         # torch pinned again: a dependency's torchvision would otherwise replace the CPU build with a newer CUDA one
-        run([py, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]", TORCH])
-        run([py, "-m", "pip", "install", "--quiet", "--no-deps", MUP])
-        marker.write_text(stamp)
+        run([py, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]" if extras else str(ROOT), TORCH])
+        if extras:
+            run([py, "-m", "pip", "install", "--quiet", "--no-deps", MUP])
+        marker.write_text(f"{stamp} test" if extras else stamp)
     return py
 
 
 def main(argv: list[str]) -> int:
-    py = setup()
     what = argv[0] if argv else "quick"
+    py = setup(extras=what in ("test", "bench"))
     if what == "test":
         cmd = [py, "-m", "pytest", *argv[1:]]
     elif what == "bench":
