@@ -8,8 +8,9 @@
 
 Setup makes a virtual environment in .venv (once), installs torch==2.13.0 (the CPU build; an
 unpinned torch would pull a CUDA build of several GB), then this project: with its test extras
-(and Microsoft's mup) for `test` and `bench`, without them for a study (they add about 45 s of
-installs the quick study does not use: 43.5 s on a 2-core AMD EPYC, 2026-12-07). A marker file skips the installs when nothing changed
+(and Microsoft's mup) for `test`, without them otherwise (they add about 45 s of installs a
+study does not use: 43.5 s on a 2-core AMD EPYC, 2026-12-07; `.ci/run` runs the quick study in
+that lean environment before the tests). A marker file skips the installs when nothing changed
 (an environment set up for the tests serves a study too).
 """
 
@@ -66,7 +67,7 @@ def setup(extras: bool) -> Path:
 
 def main(argv: list[str]) -> int:
     what = argv[0] if argv else "quick"
-    py = setup(extras=what in ("test", "bench"))
+    py = setup(extras=what == "test")
     if what == "test":
         cmd = [py, "-m", "pytest", *argv[1:]]
     elif what == "bench":

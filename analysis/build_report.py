@@ -126,4 +126,7 @@ def report_text(report: dict[str, Any]) -> str:
         mean = "-" if r["mean"] is None or math.isnan(r["mean"]) else f"{r['mean']:.4f}"
         lines.append(f"against {name} ({r['shape']['n_layer']} x {r['shape']['n_embd']}, {r['shape']['max_iters']} "
                      f"iterations): {mean} best val bpb; build - it: {interval}{r['verdict']}")
+    export = report.get("export")  # written after the report itself: absent from a report built alone
+    if export:
+        lines.append(f"export: {export['path']}" if export.get("path") else f"export: not written ({export['why']})")
     return "\n".join(lines)

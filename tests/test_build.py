@@ -69,6 +69,11 @@ def _check_report(out: Path) -> dict:
         assert c["learning_rate"] == pytest.approx(proxy["best_learning_rate"] * longer ** -beta)
     assert (out / "best_model_build_target.pt").is_file() and (out / "experiments" / "build_report.png").is_file()
     assert (Path(report["export"]["path"]) / "config.json").is_file() and report["sample"]
+    from analysis.build_report import report_text  # the printed report says where the export went, or why none
+
+    assert report_text(report).splitlines()[-1] == f"export: {report['export']['path']}"
+    why = "export needs the hf extra (safetensors is not installed)"
+    assert report_text({**report, "export": {"path": None, "why": why}}).endswith(f"export: not written ({why})")
     return report
 
 

@@ -130,38 +130,6 @@ def test_no_silent_broad_except():
     assert not silent, "broad excepts that hide a failure: " + ", ".join(silent)
 
 
-TEST_EXTRAS_ONLY = ("mlflow", "tensorboard", "moto", "transformers", "safetensors", "optuna_dashboard", "mkdocs", "mup")
-
-
-def test_a_study_needs_none_of_the_test_extras(tmp_path):
-    """bootstrap.py sets up a study's environment without the test extras: a study (driver, Ray's
-    workers, the comparison and its plot) runs with each of them made unimportable, in every process
-    (a sitecustomize on PYTHONPATH, which Ray's workers inherit)."""
-    import os
-
-    from conftest import TINY_SETS
-
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(
-        "import sys\n"
-        f"BLOCKED = {TEST_EXTRAS_ONLY!r}\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in BLOCKED:\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r} (a test extra)', name=name)\n"
-        "sys.meta_path.insert(0, Block())\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(ROOT)]))
-    env.pop("RAY_ADDRESS", None)  # its own Ray, whose workers start with this PYTHONPATH
-    probe = subprocess.run([sys.executable, "-c", "import mlflow"], env=env, capture_output=True, text=True, timeout=60)
-    assert "a test extra" in probe.stderr, probe.stderr[-2000:]
-    out = subprocess.run([sys.executable, str(ROOT / "studies.py"), "run", "optimal_fast", "--max-iters", "20",
-                          "--set", "eval_interval=10", *TINY_SETS, "--output-dir",
-                          str(tmp_path / "out")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert (tmp_path / "out" / "experiments" / "experiment_comparison.png").is_file()
-    assert "a test extra" not in out.stderr, out.stderr[-3000:]
-
-
 @pytest.mark.parametrize("marker,extras,install", [
     ("", False, True), ("", True, True),              # nothing installed yet
     ("S", False, False), ("S", True, True),           # the study's set-up; the tests want their extras too
