@@ -15,10 +15,10 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from analysis.load import DICT_COLUMNS, HISTORY_COLUMNS, TRAIN_LOG_COLUMNS, evals, find_runs, load_run, load_runs
+from analysis.load import DICT_COLUMNS, HISTORY_COLUMNS, TRAIN_LOG_COLUMNS, ended_runs, evals, find_runs, load_run, load_runs
 from analysis.plots import plot_comparison, plot_training_losses
 from analysis.search_views import export_search, stored_run_search
-from analysis.significance import COLUMNS as SIGNIFICANCE_COLUMNS, ci95_half_width, differences
+from analysis.significance import COLUMNS as SIGNIFICANCE_COLUMNS, UNFINISHED_VERDICT, ci95_half_width, differences
 from slm_tune.checkpoint_files import CHECKPOINT_FILE, DAMAGED_FILE_ERRORS, UnsafeFileError, read_history
 from slm_tune.errors import UserError, first_error_line
 from slm_tune.metrics import SUMMARY_METRICS
@@ -130,13 +130,15 @@ def _sample(path: Path) -> str | None:
 # ----------------------------------------------------------------------------- tables
 
 def summarize(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per experiment: the mean over its runs, `<metric>_std` and `runs` when repeated."""
+    """One row per experiment: the mean over its runs that ended (all of them where none did;
+    analysis.load.ended_runs), `<metric>_std` when repeated, and `runs` (every run, ended or not)."""
     rows = []
     repeated = bool(len(trials)) and trials.groupby("experiment").size().max() > 1
     for experiment, g in trials.groupby("experiment", sort=False):
         statuses = sorted(set(g["status"]))
         row = {"experiment": experiment, "study": ",".join(sorted(set(g["study"]))),
                "status": statuses[0] if len(statuses) == 1 else "/".join(statuses), "runs": len(g)}
+        g = ended_runs(g)[0]  # its figures: the runs that ended, where any did (as its verdict)
         for m in METRICS:
             values = pd.to_numeric(g[m], errors="coerce")
             row[m] = values.mean()
@@ -328,11 +330,14 @@ def _difference_text(row: pd.Series) -> str:
 
 def significance_note(summary: pd.DataFrame) -> str:
     """What the verdicts rest on, in a sentence."""
-    compared = summary[summary["verdict"] != "reference"]
-    noise = set(compared["noise"].dropna())
+    compared = summary[~summary["verdict"].isin(["reference", UNFINISHED_VERDICT])]
+    noise = set(summary.loc[summary["verdict"] != "reference", "noise"].dropna())
     ref = summary["reference"].dropna().iloc[0] if summary["reference"].notna().any() else "-"
     text = (f"differences in best val bits per byte from {ref}, with 95% intervals; verdicts at 5% after Holm's "
             f"correction over {len(compared)} comparison(s)")
+    if any("unfinished run(s) left out" in n for n in noise) or (summary["verdict"] == UNFINISHED_VERDICT).any():
+        text += ("; runs that did not end (interrupted or errored) are left out where their experiment has runs "
+                 "that ended, and a comparison with no run that ended on a side gives no verdict")
     if any("seed sd from" in n for n in noise):
         text += ("; rows with one run on a side take the seed standard deviation of the other side's runs, as if "
                  "the single run varied with its seed as they do (Student's t on their degrees of freedom)")

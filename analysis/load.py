@@ -48,6 +48,18 @@ TRIAL_COLUMNS = [
 # stays in the trial's result.json
 DICT_COLUMNS = ["config", "searched", "config_changes", "best_window_bpb"]
 _RAY_STATUS = {"ERROR": "errored", "RUNNING": "interrupted", "PENDING": "interrupted", "PAUSED": "interrupted"}
+UNFINISHED = ("interrupted", "errored")  # runs that did not end; finished, diverged and stopped early did
+
+
+def ended_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The runs of one experiment that its figures and verdicts rest on: those that ended, where
+    any did (a run cut off at a tenth of its training is no sample of what its settings reach), with
+    how many unfinished ones that leaves out; all of them where none ended (a study looked at while
+    it runs)."""
+    if "status" not in runs:
+        return runs, 0
+    done = runs[~runs["status"].isin(UNFINISHED)]
+    return (done, len(runs) - len(done)) if len(done) else (runs, 0)
 
 
 def _checkpoint_history(trial_dir: Path) -> list[dict[str, Any]]:

@@ -28,6 +28,12 @@ of four intervals a row has:
 Several runs of one experiment are evaluated on the same windows, so their mean's evaluation error
 is not smaller than one run's: nothing here divides it by the number of runs.
 
+Runs that did not end (interrupted by a kill or Ctrl-C, or errored) are left out of a verdict
+where their experiment has runs that ended (finished, diverged or stopped early by a scheduler or a
+budget): a run cut short at a tenth of its training is no sample of what its settings reach. An
+experiment with no run that ended (a study compared while it runs) is still compared, so its
+difference can be looked at, but its verdict is "unfinished: no verdict".
+
 Holm's correction over the experiments compared with the reference: with many experiments some
 unadjusted "better" verdicts are luck; the verdict uses the adjusted p-value (family-wise error 5%),
 the interval is the unadjusted 95% one.
@@ -43,6 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.load import UNFINISHED, ended_runs
 from slm_tune.errors import UserError, closest
 
 METRIC = "best_val_bpb"
@@ -98,6 +105,9 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
+UNFINISHED_VERDICT = "unfinished: no verdict"
+
+
 def verdict(diff: float, p_adjusted: float) -> str:
     if not np.isfinite(p_adjusted):
         return "unknown"
@@ -116,10 +126,13 @@ class Side:
     eval_se: float
     windows: str | None = None
     window_bpb: np.ndarray | None = None
+    left_out: int = 0  # unfinished runs left out (their experiment has runs that ended)
+    unfinished: bool = False  # no run of it ended: its values are unfinished runs'
 
 
 def _side(trials: pd.DataFrame, experiment: str) -> Side:
-    g = trials[trials["experiment"] == experiment]
+    g, left_out = ended_runs(trials[trials["experiment"] == experiment])
+    flags = {"left_out": left_out, "unfinished": "status" in g and bool(len(g)) and g["status"].isin(UNFINISHED).all()}
     finite = pd.to_numeric(g[METRIC], errors="coerce").notna()
     g = g[finite]
     values = pd.to_numeric(g[METRIC], errors="coerce").to_numpy(float)
@@ -128,8 +141,8 @@ def _side(trials: pd.DataFrame, experiment: str) -> Side:
     ids = {w if isinstance(w, str) else None for w in g.get("eval_windows", pd.Series([None] * len(g)))} or {None}
     lists = [w for w in g.get("best_window_bpb", pd.Series(dtype=object)) if isinstance(w, (list, np.ndarray))]
     if len(ids) != 1 or None in ids or len(lists) != len(g) or len({len(w) for w in lists}) != 1:
-        return Side(values, eval_se)
-    return Side(values, eval_se, ids.pop(), np.mean(np.asarray(lists, float), axis=0))
+        return Side(values, eval_se, **flags)
+    return Side(values, eval_se, ids.pop(), np.mean(np.asarray(lists, float), axis=0), **flags)
 
 
 def borrowed_sd(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
@@ -177,12 +190,16 @@ def differences(trials: pd.DataFrame, reference: str | None = None) -> pd.DataFr
             rows.append({"experiment": e, "reference": ref, "verdict": "reference"})
             continue
         found, noise = compare(sides[e], sides[ref], (e, ref))
-        rows.append({"experiment": e, "reference": ref, **dict(zip(COLUMNS[1:5], found)), "noise": noise})
-    table = pd.DataFrame(rows, columns=["experiment", *COLUMNS])
-    compared = table["verdict"] != "reference"
-    table.loc[compared, "p_holm"] = holm(table.loc[compared, "p_value"].tolist())
+        left = sides[e].left_out + sides[ref].left_out
+        rows.append({"experiment": e, "reference": ref, **dict(zip(COLUMNS[1:5], found)),
+                     "noise": noise + (f"; {left} unfinished run(s) left out" if left else ""),
+                     "unfinished": sides[e].unfinished or sides[ref].unfinished})
+    table = pd.DataFrame(rows, columns=["experiment", *COLUMNS, "unfinished"])
+    compared = (table["verdict"] != "reference") & (table["unfinished"] != True)  # noqa: E712 (NaN on the reference)
+    table.loc[compared, "p_holm"] = holm(table.loc[compared, "p_value"].tolist())  # the family: verdicts given
     table.loc[compared, "verdict"] = [verdict(d, p) for d, p in table.loc[compared, ["diff_bpb", "p_holm"]].to_numpy()]
-    return table
+    table.loc[table["unfinished"] == True, "verdict"] = UNFINISHED_VERDICT  # noqa: E712
+    return table.drop(columns="unfinished")
 
 
 def ci95_half_width(trials: pd.DataFrame, reference: str | None = None) -> dict[str, float]:

@@ -39,6 +39,32 @@ def test_verdicts_better_worse_and_within_noise():
     assert differences(_trials({k: v for k, v in runs.items() if k != "baseline"}))["reference"].iloc[0] == "better"
 
 
+def test_runs_that_did_not_end_are_left_out_where_their_experiment_has_runs_that_did():
+    """A killed run (interrupted) or a crashed one (errored) is no sample of its settings: left out
+    of the verdict where its experiment has runs that ended (finished, diverged, stopped early); an
+    experiment with none that ended is compared for a look but gets no verdict and leaves the Holm
+    family. The summary's mean is over the same runs."""
+    from analysis.export import METRICS, summarize
+
+    rows = [("baseline", 0.500, "finished"), ("baseline", 0.504, "finished"), ("baseline", 0.90, "interrupted"),
+            ("better", 0.400, "finished"), ("better", 0.402, "stopped early"), ("better", 0.95, "errored"),
+            ("cut", 0.300, "interrupted"), ("cut", 0.302, "interrupted")]
+    trials = pd.DataFrame([{**dict.fromkeys(METRICS, math.nan), "experiment": e, "best_val_bpb": v,
+                            "best_val_bpb_se": 0.002, "status": st, "study": "s", "entropy_bpb": None} for e, v, st in rows])
+    table = differences(trials).set_index("experiment")
+    ended = differences(trials[~trials["status"].isin(["interrupted", "errored"])]).set_index("experiment")
+    assert table.loc["better", "diff_bpb"] == pytest.approx(0.401 - 0.502)
+    assert table.loc["better", "p_value"] == pytest.approx(stats.ttest_ind([0.400, 0.402], [0.500, 0.504],
+                                                                            equal_var=False).pvalue)
+    assert table.loc["better", "p_holm"] == pytest.approx(ended.loc["better", "p_holm"])  # a family of one
+    assert table.loc["better", "verdict"] == "better" and "2 unfinished run(s) left out" in table.loc["better", "noise"]
+    assert table.loc["cut", "verdict"] == "unfinished: no verdict" and pd.isna(table.loc["cut", "p_holm"])
+    assert table.loc["cut", "diff_bpb"] == pytest.approx(0.301 - 0.502)
+    summary = summarize(trials).set_index("experiment")
+    assert summary.loc["baseline", "best_val_bpb"] == pytest.approx(0.502) and summary.loc["baseline", "runs"] == 3
+    assert summary.loc["cut", "best_val_bpb"] == pytest.approx(0.301)
+
+
 def test_single_runs_on_different_windows_combine_the_two_evaluation_errors():
     table = differences(_trials({"baseline": [0.50], "x": [0.52]}, se=0.004)).set_index("experiment")
     half = 1.959964 * math.hypot(0.004, 0.004)

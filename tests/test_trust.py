@@ -49,6 +49,8 @@ def test_an_interrupted_study_compares_and_refuses_crafted_files(tmp_path, kille
     assert sorted(trials["status"]) == ["finished", "interrupted"]
     record = json.loads((tmp_path / "experiments" / "optimal_fast_results.json").read_text())
     assert record["runs"] == 2 and record["status"] == "finished/interrupted" and record["best_checkpoint"]
+    finished = trials[trials["status"] == "finished"]  # its figure is the run that ended, not a mean with the cut one
+    assert record["best_val_bpb"] == pytest.approx(float(finished["best_val_bpb"].iloc[0]))
 
     # then every checkpoint in it is replaced by one whose unpickling would run a command
     planted = sorted(run.glob("*/checkpoint_*/state.pt"))
