@@ -142,8 +142,9 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
         for m in METRICS:
             values = pd.to_numeric(g[m], errors="coerce")
             row[m] = values.mean()
-            if repeated:
-                row[f"{m}_std"] = values.std(ddof=1) if values.notna().sum() > 1 else 0.0
+            if repeated:  # no spread from fewer than two runs (one that ended beside a cut one: NaN, not 0)
+                row[f"{m}_std"] = values.std(ddof=1) if values.notna().sum() > 1 else (0.0 if len(g) == row["runs"]
+                                                                                       else math.nan)
         row["entropy_bpb"] = g["entropy_bpb"].dropna().iloc[0] if g["entropy_bpb"].notna().any() else None
         rows.append(row)
     columns = CSV_COLUMNS + ([f"{m}_std" for m in METRICS] if repeated else []) + ["entropy_bpb"]
@@ -330,12 +331,12 @@ def _difference_text(row: pd.Series) -> str:
 
 def significance_note(summary: pd.DataFrame) -> str:
     """What the verdicts rest on, in a sentence."""
-    compared = summary[~summary["verdict"].isin(["reference", UNFINISHED_VERDICT])]
+    compared = summary[pd.to_numeric(summary["p_holm"], errors="coerce").notna()]  # Holm's family: the verdicts given
     noise = set(summary.loc[summary["verdict"] != "reference", "noise"].dropna())
     ref = summary["reference"].dropna().iloc[0] if summary["reference"].notna().any() else "-"
     text = (f"differences in best val bits per byte from {ref}, with 95% intervals; verdicts at 5% after Holm's "
             f"correction over {len(compared)} comparison(s)")
-    if any("unfinished run(s) left out" in n for n in noise) or (summary["verdict"] == UNFINISHED_VERDICT).any():
+    if any("unfinished runs left out" in n for n in noise) or (summary["verdict"] == UNFINISHED_VERDICT).any():
         text += ("; runs that did not end (interrupted or errored) are left out where their experiment has runs "
                  "that ended, and a comparison with no run that ended on a side gives no verdict")
     if any("seed sd from" in n for n in noise):

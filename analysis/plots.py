@@ -160,7 +160,8 @@ def _mark_reference(ax, summary: pd.DataFrame) -> None:
     """The reference's bar outlined and its name marked; a verdict under each other name."""
     if "verdict" not in summary:
         return
-    short = {"better": "better", "worse": "worse", "within noise": "~noise", "reference": "(reference)"}
+    short = {"better": "better", "worse": "worse", "within noise": "~noise", "reference": "(reference)",
+             "unfinished: no verdict": "(unfinished)"}
     labels = [f"{n}\n{short.get(v, '')}" for n, v in zip(summary["experiment"], summary["verdict"].fillna(""))]
     ax.set_xticks(range(len(labels)), labels)
     for patch, v in zip(ax.patches, summary["verdict"]):

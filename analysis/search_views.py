@@ -251,8 +251,12 @@ def _short(value: Any) -> str:
 def within_noise_of(trials: pd.DataFrame, best: str) -> str:
     """The trials whose best val bits per byte is not resolved from the best trial's (their
     difference and 95% interval, and what noise it rests on; analysis/significance.py)."""
+    from analysis.load import UNFINISHED
     from analysis.significance import differences
 
+    mine = trials.loc[trials["experiment"] == best, "status"] if "status" in trials else pd.Series(dtype=str)
+    if len(mine) and mine.isin(UNFINISHED).all():
+        return "not known: it did not end (interrupted or errored), so no trial is compared with it"
     table = differences(trials, reference=best)
     close = table[table["verdict"] == "within noise"]
     if close.empty:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,8 +57,10 @@ ALPHA = 0.05
 COLUMNS = ["reference", "diff_bpb", "diff_low", "diff_high", "p_value", "p_holm", "verdict", "noise"]
 
 
-def choose_reference(experiments: Sequence[str], means: dict[str, float], reference: str | None) -> str:
-    """The named reference, else baseline when the comparison has it, else the best experiment."""
+def choose_reference(experiments: Sequence[str], means: dict[str, float], reference: str | None,
+                     unfinished: Collection[str] = ()) -> str:
+    """The named reference, else baseline when the comparison has it, else the best experiment (the
+    best of those with a run that ended, where any has: an `unfinished` one gives no verdicts)."""
     if reference is not None:
         if reference not in experiments:
             raise UserError(f"--reference {reference!r} is not among the compared experiments"
@@ -67,7 +69,9 @@ def choose_reference(experiments: Sequence[str], means: dict[str, float], refere
     if "baseline" in experiments:
         return "baseline"
     finite = {e: v for e, v in means.items() if np.isfinite(v)}
-    return min(finite, key=finite.get) if finite else experiments[0]
+    ended = {e: v for e, v in finite.items() if e not in unfinished}
+    pool = ended or finite
+    return min(pool, key=pool.get) if pool else experiments[0]
 
 
 def welch(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
@@ -183,16 +187,16 @@ def differences(trials: pd.DataFrame, reference: str | None = None) -> pd.DataFr
     experiments = list(dict.fromkeys(trials["experiment"]))
     sides = {e: _side(trials, e) for e in experiments}
     means = {e: float(s.values.mean()) if len(s.values) else math.nan for e, s in sides.items()}
-    ref = choose_reference(experiments, means, reference)
+    ref = choose_reference(experiments, means, reference, {e for e, s in sides.items() if s.unfinished})
     rows = []
     for e in experiments:
         if e == ref:
             rows.append({"experiment": e, "reference": ref, "verdict": "reference"})
             continue
         found, noise = compare(sides[e], sides[ref], (e, ref))
-        left = sides[e].left_out + sides[ref].left_out
+        left = ", ".join(f"{n} of {x}" for x, n in ((e, sides[e].left_out), (ref, sides[ref].left_out)) if n)
         rows.append({"experiment": e, "reference": ref, **dict(zip(COLUMNS[1:5], found)),
-                     "noise": noise + (f"; {left} unfinished run(s) left out" if left else ""),
+                     "noise": noise + (f"; unfinished runs left out: {left}" if left else ""),
                      "unfinished": sides[e].unfinished or sides[ref].unfinished})
     table = pd.DataFrame(rows, columns=["experiment", *COLUMNS, "unfinished"])
     compared = (table["verdict"] != "reference") & (table["unfinished"] != True)  # noqa: E712 (NaN on the reference)
@@ -273,7 +277,7 @@ def power_text(trials: pd.DataFrame, reference: str, against: str) -> str:
     if n is None:
         return f"{head}; no difference to resolve"
     text = f"{head}; {n} runs of each would resolve it with 80% power at 5% (two-sided pooled t-test)"
-    family = len(experiments) - 1
+    family = int(differences(trials, reference)["p_holm"].notna().sum())  # Holm's family: the verdicts given
     if family > 1:
         text += f", {repeats_needed(a, b, family=family)} within Holm's correction over {family} comparisons"
     return text

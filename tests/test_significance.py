@@ -41,28 +41,41 @@ def test_verdicts_better_worse_and_within_noise():
 
 def test_runs_that_did_not_end_are_left_out_where_their_experiment_has_runs_that_did():
     """A killed run (interrupted) or a crashed one (errored) is no sample of its settings: left out
-    of the verdict where its experiment has runs that ended (finished, diverged, stopped early); an
-    experiment with none that ended is compared for a look but gets no verdict and leaves the Holm
-    family. The summary's mean is over the same runs."""
+    of the figures and the verdict where its experiment has runs that ended (finished, diverged,
+    stopped early); an experiment with none that ended is compared for a look but gets no verdict,
+    leaves the Holm family and is not taken as the reference. Worked by hand: Welch over the ended
+    runs, Holm over the one comparison left."""
     from analysis.export import METRICS, summarize
 
     rows = [("baseline", 0.500, "finished"), ("baseline", 0.504, "finished"), ("baseline", 0.90, "interrupted"),
             ("better", 0.400, "finished"), ("better", 0.402, "stopped early"), ("better", 0.95, "errored"),
-            ("cut", 0.300, "interrupted"), ("cut", 0.302, "interrupted")]
+            ("cut", 0.506, "interrupted"), ("cut", 0.509, "interrupted"),
+            ("half", 0.450, "finished"), ("half", 0.95, "interrupted")]
     trials = pd.DataFrame([{**dict.fromkeys(METRICS, math.nan), "experiment": e, "best_val_bpb": v,
                             "best_val_bpb_se": 0.002, "status": st, "study": "s", "entropy_bpb": None} for e, v, st in rows])
     table = differences(trials).set_index("experiment")
-    ended = differences(trials[~trials["status"].isin(["interrupted", "errored"])]).set_index("experiment")
+    p = stats.ttest_ind([0.400, 0.402], [0.500, 0.504], equal_var=False).pvalue
     assert table.loc["better", "diff_bpb"] == pytest.approx(0.401 - 0.502)
-    assert table.loc["better", "p_value"] == pytest.approx(stats.ttest_ind([0.400, 0.402], [0.500, 0.504],
-                                                                            equal_var=False).pvalue)
-    assert table.loc["better", "p_holm"] == pytest.approx(ended.loc["better", "p_holm"])  # a family of one
-    assert table.loc["better", "verdict"] == "better" and "2 unfinished run(s) left out" in table.loc["better", "noise"]
+    assert table.loc["better", "p_value"] == pytest.approx(p)
+    family = sorted(table.loc[["better", "half"], "p_value"])  # cut's larger p would change Holm if it counted
+    assert table["p_holm"].dropna().sort_values().tolist() == pytest.approx([2 * family[0], max(2 * family[0], family[1])])
+    assert table.loc["better", "verdict"] == "better"
+    assert table.loc["better", "noise"].endswith("unfinished runs left out: 1 of better, 1 of baseline")
     assert table.loc["cut", "verdict"] == "unfinished: no verdict" and pd.isna(table.loc["cut", "p_holm"])
-    assert table.loc["cut", "diff_bpb"] == pytest.approx(0.301 - 0.502)
+    assert table.loc["cut", "diff_bpb"] == pytest.approx(0.5075 - 0.502)
+    half = ci95_half_width(trials)
+    assert half["better"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([0.400, 0.402], ddof=1) / math.sqrt(2))
     summary = summarize(trials).set_index("experiment")
     assert summary.loc["baseline", "best_val_bpb"] == pytest.approx(0.502) and summary.loc["baseline", "runs"] == 3
-    assert summary.loc["cut", "best_val_bpb"] == pytest.approx(0.301)
+    assert summary.loc["cut", "best_val_bpb"] == pytest.approx(0.5075)
+    assert summary.loc["half", "best_val_bpb"] == pytest.approx(0.450) and pd.isna(summary.loc["half", "best_val_bpb_std"])
+    # no baseline: the best that ended is the reference, not a cut run's lower figure
+    rest = trials[trials["experiment"] != "baseline"].assign(
+        best_val_bpb=lambda t: t["best_val_bpb"].where(t["experiment"] != "cut", t["best_val_bpb"] - 0.4))
+    assert differences(rest)["reference"].iloc[0] == "better"
+    from analysis.search_views import within_noise_of  # a search whose best trial was cut: said, not left blank
+
+    assert within_noise_of(rest, "cut").startswith("not known: it did not end")
 
 
 def test_single_runs_on_different_windows_combine_the_two_evaluation_errors():
