@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.load import UNFINISHED
 from analysis.transfer import trained_flops
 
 
 def _runs(trials: pd.DataFrame, metric: str = "best_val_bpb") -> list[float]:
-    done = trials[trials["status"] == "finished"] if not trials.empty else trials
+    """The metric of each run that ended (finished or diverged: compare's rule, analysis.load)."""
+    done = trials[~trials["status"].isin(UNFINISHED)] if not trials.empty else trials
     return [float(v) for v in pd.to_numeric(done.get(metric, pd.Series(dtype=float)), errors="coerce").dropna()]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.load import find_runs, load_runs
+from analysis.load import UNFINISHED, find_runs, load_runs
 from slm_tune.errors import UserError
 
 
@@ -39,7 +39,9 @@ def study_trials(output_dir: Path, study: str, storage_path: str | None = None) 
 
 
 def _side(trials: pd.DataFrame) -> dict[str, Any]:
-    done = trials[trials["status"] == "finished"]
+    """A stage's runs: its figures over the runs that ended (finished, diverged or stopped early:
+    compare's rule, analysis.load), its FLOPs over every run."""
+    done = trials[~trials["status"].isin(UNFINISHED)]
     values = done["best_val_bpb"].dropna().to_numpy(dtype=float)
     return {"trials": int(len(trials)), "finished": int(len(done)), "flops": trained_flops(trials),
             "best_val_bpb": float(values.min()) if len(values) else None,

@@ -177,6 +177,8 @@ def direct_search(out: Path, budget: float, target: dict, dataset: list[str], lo
 def direct_retrain(out: Path, row: dict, dataset: list[str], seeds: int, log: Path) -> dict:
     """(c)'s best configuration (ROW's, written back if the work dir lost it) retrained at the
     build's seeds; (c)'s entry of the row."""
+    from analysis.load import UNFINISHED
+
     best = out / "experiments" / "search_direct_best.toml"
     if best.exists() and best.read_text() != row["direct_best"]["toml"]:
         _set_aside_direct(out)  # another (c)'s (a copied folder): the row's own search decides
@@ -189,7 +191,7 @@ def direct_retrain(out: Path, row: dict, dataset: list[str], seeds: int, log: Pa
     retrained = json.loads((out / "experiments" / "search_direct_best_results.json").read_text())
     return {"shape": row["build"]["shape"], **{k: v for k, v in row["direct_best"].items() if k != "toml"},
             "runs": [r["best_val_bpb"] for r in retrained.get("per_run", [retrained])
-                     if r.get("status") == "finished" and r.get("best_val_bpb") is not None],
+                     if r.get("status") not in UNFINISHED and r.get("best_val_bpb") is not None],
             "settings": {k: retrained["config"][k] for k in ("learning_rate", "hidden_init_std")}}
 
 

@@ -248,3 +248,21 @@ def test_a_short_validation_split_is_evaluated_on_each_of_its_disjoint_windows_o
         assert [len(o) for o in offsets] == sizes, n_tokens
         starts = np.concatenate(offsets)
         assert len(set(starts.tolist())) == len(starts) and (starts % 33 == 0).all() and starts.max() + 33 <= n_tokens
+
+
+def test_build_and_transfer_count_the_runs_compare_counts():
+    """build's and transfer's figures rest on the runs that ended, as compare's do: a diverged seed
+    counts (it is what those settings did), an interrupted or errored one does not; FLOPs count
+    every run."""
+    from analysis.build_report import _runs
+    from analysis.transfer import _side
+
+    trials = pd.DataFrame([
+        {"status": "finished", "best_val_bpb": 0.40, "train_flops": 1.0, "config": {}, "flops_per_token": 1, "iterations": 1},
+        {"status": "diverged", "best_val_bpb": 0.90, "train_flops": 2.0, "config": {}, "flops_per_token": 1, "iterations": 1},
+        {"status": "interrupted", "best_val_bpb": 0.30, "train_flops": 4.0, "config": {}, "flops_per_token": 1, "iterations": 1},
+        {"status": "errored", "best_val_bpb": 0.20, "train_flops": 8.0, "config": {}, "flops_per_token": 1, "iterations": 1}])
+    assert _runs(trials) == [0.40, 0.90]
+    side = _side(trials)
+    assert side["runs_best_val_bpb"] == [0.40, 0.90] and side["finished"] == 2 and side["flops"] == 15.0
+    assert side["mean_best_val_bpb"] == pytest.approx(0.65) and side["best_val_bpb"] == 0.40
