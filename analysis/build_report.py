@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.load import UNFINISHED
+from analysis.load import ended
 from analysis.transfer import trained_flops
 
 
 def _runs(trials: pd.DataFrame, metric: str = "best_val_bpb") -> list[float]:
-    """The metric of each run that ended (finished or diverged: compare's rule, analysis.load)."""
-    done = trials[~trials["status"].isin(UNFINISHED)] if not trials.empty else trials
+    """The metric of each run that ended (analysis.load.ended: compare's rule)."""
+    done = ended(trials) if not trials.empty else trials
     return [float(v) for v in pd.to_numeric(done.get(metric, pd.Series(dtype=float)), errors="coerce").dropna()]
 
 

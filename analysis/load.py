@@ -51,15 +51,17 @@ _RAY_STATUS = {"ERROR": "errored", "RUNNING": "interrupted", "PENDING": "interru
 UNFINISHED = ("interrupted", "errored")  # runs that did not end; finished, diverged and stopped early did
 
 
-def ended_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """The runs of one experiment that its figures and verdicts rest on: those that ended, where
-    any did (a run cut off at a tenth of its training is no sample of what its settings reach), with
-    how many unfinished ones that leaves out; all of them where none ended (a study looked at while
-    it runs)."""
-    if "status" not in runs:
-        return runs, 0
-    done = runs[~runs["status"].isin(UNFINISHED)]
-    return (done, len(runs) - len(done)) if len(done) else (runs, 0)
+def ended(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that ended (finished, diverged or stopped early): a run cut off at a tenth of its
+    training is no sample of what its settings reach. Figures and verdicts rest on these."""
+    return runs[~runs["status"].isin(UNFINISHED)] if "status" in runs else runs
+
+
+def ended_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, int, bool]:
+    """One experiment's runs for compare: those that ended, with how many unfinished ones that
+    leaves out; all of them, flagged unfinished, where none ended (a study looked at while it runs)."""
+    done = ended(runs)
+    return (done, len(runs) - len(done), False) if len(done) or not len(runs) else (runs, 0, True)
 
 
 def _checkpoint_history(trial_dir: Path) -> list[dict[str, Any]]:

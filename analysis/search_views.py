@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from analysis.load import ended
 from slm_tune.config import EXPERIMENT_CONFIGS
 from slm_tune.files import atomic_write, write_text
 from slm_tune.metrics import METRICS
@@ -123,9 +124,11 @@ def _spearman(table: pd.DataFrame, key: str, metric: str) -> float | None:
 
 
 def best_trial(table: pd.DataFrame, metric: str = "best_val_bpb") -> pd.Series | None:
-    """The first row with the metric (search_table sorts best first)."""
+    """The first row with the metric (search_table sorts best first) among the trials that ended
+    (analysis.load.ended), or among all where none did (a search looked at while it runs)."""
     ok = table[table[metric].notna()]
-    return ok.iloc[0] if len(ok) else None
+    done = ended(ok)
+    return done.iloc[0] if len(done) else ok.iloc[0] if len(ok) else None
 
 
 def best_experiment_toml(name: str, search: str, trial: str, config: Mapping[str, Any], metric: str,
@@ -251,13 +254,12 @@ def _short(value: Any) -> str:
 def within_noise_of(trials: pd.DataFrame, best: str) -> str:
     """The trials whose best val bits per byte is not resolved from the best trial's (their
     difference and 95% interval, and what noise it rests on; analysis/significance.py)."""
-    from analysis.load import UNFINISHED
-    from analysis.significance import differences
+    from analysis.significance import UNFINISHED_VERDICT, differences
 
-    mine = trials.loc[trials["experiment"] == best, "status"] if "status" in trials else pd.Series(dtype=str)
-    if len(mine) and mine.isin(UNFINISHED).all():
-        return "not known: it did not end (interrupted or errored), so no trial is compared with it"
     table = differences(trials, reference=best)
+    others = table[table["verdict"] != "reference"]
+    if len(others) and (others["verdict"] == UNFINISHED_VERDICT).all():
+        return "not known: no comparison with it rests on trials that ended (the others, or it, were interrupted)"
     close = table[table["verdict"] == "within noise"]
     if close.empty:
         return ""

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.load import UNFINISHED, ended_runs
+from analysis.load import ended_runs
 from slm_tune.errors import UserError, closest
 
 METRIC = "best_val_bpb"
@@ -135,8 +135,8 @@ class Side:
 
 
 def _side(trials: pd.DataFrame, experiment: str) -> Side:
-    g, left_out = ended_runs(trials[trials["experiment"] == experiment])
-    flags = {"left_out": left_out, "unfinished": "status" in g and bool(len(g)) and g["status"].isin(UNFINISHED).all()}
+    g, left_out, unfinished = ended_runs(trials[trials["experiment"] == experiment])
+    flags = {"left_out": left_out, "unfinished": unfinished}
     finite = pd.to_numeric(g[METRIC], errors="coerce").notna()
     g = g[finite]
     values = pd.to_numeric(g[METRIC], errors="coerce").to_numpy(float)
@@ -263,7 +263,11 @@ def power_text(trials: pd.DataFrame, reference: str, against: str) -> str:
     experiments = list(dict.fromkeys(trials["experiment"]))
     if against not in experiments:
         raise UserError(f"--against {against!r} is not among the compared experiments{closest(against, experiments)}")
-    a, b = _side(trials, against).values, _side(trials, reference).values
+    sides = {against: _side(trials, against), reference: _side(trials, reference)}
+    cut = [name for name, side in sides.items() if side.unfinished]
+    if cut:
+        return f"{against} vs {reference}: no run of {' or '.join(cut)} ended, so there is no spread to size repeats by"
+    a, b = sides[against].values, sides[reference].values
     if min(len(a), len(b)) < 1 or max(len(a), len(b)) < 2:
         return (f"{against} vs {reference}: the spread between seeds needs a finished run of each and two or "
                 f"more of one of them ({len(a)} and {len(b)} here); run the study with --repeats 3")

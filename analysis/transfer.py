@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.load import UNFINISHED, find_runs, load_runs
+from analysis.load import ended, find_runs, load_runs
 from slm_tune.errors import UserError
 
 
@@ -38,29 +38,44 @@ def study_trials(output_dir: Path, study: str, storage_path: str | None = None) 
     return trials
 
 
+def _scored(trials: pd.DataFrame) -> pd.DataFrame:
+    """The runs that ended (analysis.load.ended: compare's rule) with a best val bits per byte."""
+    done = ended(trials)
+    return done[pd.to_numeric(done["best_val_bpb"], errors="coerce").notna()] if len(done) else done
+
+
+def _best_row(trials: pd.DataFrame) -> pd.Series | None:
+    """The finished trial with the lowest best val bits per byte: the configuration a report names
+    and the next stage trains (a diverged trial's settings are unstable, one stopped early trained
+    less: neither is picked, though both count as runs of their settings in `_side`'s figures)."""
+    done = _scored(trials)
+    done = done[done["status"] == "finished"] if len(done) else done
+    return done.loc[pd.to_numeric(done["best_val_bpb"]).idxmin()] if len(done) else None
+
+
 def _side(trials: pd.DataFrame) -> dict[str, Any]:
-    """A stage's runs: its figures over the runs that ended (finished, diverged or stopped early:
-    compare's rule, analysis.load), its FLOPs over every run."""
-    done = trials[~trials["status"].isin(UNFINISHED)]
-    values = done["best_val_bpb"].dropna().to_numpy(dtype=float)
-    return {"trials": int(len(trials)), "finished": int(len(done)), "flops": trained_flops(trials),
-            "best_val_bpb": float(values.min()) if len(values) else None,
+    """A stage's runs: the mean and spread over the scored runs that ended (seeds of one setting:
+    a diverged one counts), the best as `_best_row` picks it, the FLOPs of every run."""
+    values = pd.to_numeric(_scored(trials)["best_val_bpb"]).to_numpy(dtype=float) if len(trials) else np.array([])
+    best = _best_row(trials) if len(trials) else None
+    return {"trials": int(len(trials)), "scored": int(len(values)), "flops": trained_flops(trials),
+            "best_val_bpb": None if best is None else float(best["best_val_bpb"]),
             "mean_best_val_bpb": float(values.mean()) if len(values) else None,
             "sd_best_val_bpb": float(values.std(ddof=1)) if len(values) > 1 else None,
             "runs_best_val_bpb": values.tolist()}
 
 
 def best_config(output_dir: Path, study: str, storage_path: str | None = None, missing: str | None = None):
-    """The stored study's best finished trial's whole config (ExperimentConfig); a one-line error
-    (`missing`, or the --against one) when the study has none."""
+    """The stored study's best finished trial's whole config (ExperimentConfig; `_best_row`); a
+    one-line error (`missing`, or the --against one) when the study has none."""
     from slm_tune.config import ExperimentConfig
 
     trials = study_trials(output_dir, study, storage_path)
-    done = trials[(trials["status"] == "finished") & trials["best_val_bpb"].notna()] if not trials.empty else trials
-    if done.empty:
-        raise UserError(missing or f"--against {study!r}: no finished trial of that study in {output_dir}; name a "
+    best = _best_row(trials) if not trials.empty else None
+    if best is None:
+        raise UserError(missing or f"--against {study!r}: no finished trial of that study is stored in {output_dir}; name a "
                         "study stored there that tuned the target directly (e.g. a search at the target shape)")
-    return ExperimentConfig(**done.loc[done["best_val_bpb"].idxmin(), "config"])
+    return ExperimentConfig(**best["config"])
 
 
 def transfer_report(output_dir: Path, search: str, target: str, targets: dict[str, Any],
@@ -73,7 +88,7 @@ def transfer_report(output_dir: Path, search: str, target: str, targets: dict[st
     if proxy.empty or tuned.empty:
         raise UserError(f"no stored runs of {search if proxy.empty else target} in {output_dir}: "
                         "run the transfer first (without --report-only)")
-    best = proxy.loc[proxy["best_val_bpb"].idxmin()] if proxy["best_val_bpb"].notna().any() else None
+    best = _best_row(proxy)
     report = {"search": search, "target": target, "to": targets,
               "proxy": {**_side(proxy), "best_trial": None if best is None else best["experiment"],
                         "best_settings": {} if best is None else dict(best["searched"] or {})},
@@ -122,7 +137,7 @@ def report_text(report: dict[str, Any]) -> str:
     lines = [f"proxy search {report['search']}: best {_bpb(p['best_val_bpb'])} bits per byte "
              f"({p['best_trial']}), {p['trials']} trials, {c['proxy_flops']:.3g} training FLOPs",
              f"target {report['target']} ({', '.join(f'{k}={v}' for k, v in report['to'].items())}): "
-             f"{_bpb(t['mean_best_val_bpb'])} bits per byte over {t['finished']} run(s), "
+             f"{_bpb(t['mean_best_val_bpb'])} bits per byte over {t['scored']} run(s), "
              f"{c['target_flops']:.3g} training FLOPs; all in all {c['total_flops']:.3g}"]
     a = report.get("against")
     if a:
@@ -132,7 +147,7 @@ def report_text(report: dict[str, Any]) -> str:
         r = a.get("retrain")
         if r:
             lines.append(f"  its best configuration retrained at the target's seeds: {_bpb(r['mean_best_val_bpb'])} "
-                         f"over {r['finished']} run(s), {r['flops']:.3g} training FLOPs (not counted as tuning)")
+                         f"over {r['scored']} run(s), {r['flops']:.3g} training FLOPs (not counted as tuning)")
         lines.append(f"  transfer - direct: {a['diff']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}], {a['verdict']} "
                      "(Welch, seeds against seeds)" if "diff" in a else f"  {a['note']}")
     return "\n".join(lines)

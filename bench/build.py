@@ -259,15 +259,17 @@ def reuse(earlier: Path, out: Path, changes: dict) -> None:
 
 
 def _direct_finished(work: Path) -> bool:
-    """Whether (c)'s retraining finished at every seed its study asked for (its results file is
+    """Whether (c)'s retraining ended at every seed its study asked for (its results file is
     written as soon as the first seed ends)."""
+    from analysis.load import UNFINISHED
+
     results, study = work / "experiments" / "search_direct_best_results.json", \
         work / "ray_results" / "run_search_direct_best" / "study.json"
     if not (results.is_file() and study.is_file()):
         return False
     r = json.loads(results.read_text())
     runs = r.get("per_run", [r])
-    return len(runs) >= json.loads(study.read_text()).get("repeats", 1) and all(x.get("status") == "finished" for x in runs)
+    return len(runs) >= json.loads(study.read_text()).get("repeats", 1) and all(x.get("status") not in UNFINISHED for x in runs)
 
 
 def _last_flops(result: Path) -> float:

@@ -63,6 +63,9 @@ def test_runs_that_did_not_end_are_left_out_where_their_experiment_has_runs_that
     assert table.loc["better", "noise"].endswith("unfinished runs left out: 1 of better, 1 of baseline")
     assert table.loc["cut", "verdict"] == "unfinished: no verdict" and pd.isna(table.loc["cut", "p_holm"])
     assert table.loc["cut", "diff_bpb"] == pytest.approx(0.5075 - 0.502)
+    from analysis.significance import power_text
+
+    assert power_text(trials, "baseline", "cut").startswith("cut vs baseline: no run of cut ended")
     half = ci95_half_width(trials)
     assert half["better"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([0.400, 0.402], ddof=1) / math.sqrt(2))
     summary = summarize(trials).set_index("experiment")
@@ -75,7 +78,11 @@ def test_runs_that_did_not_end_are_left_out_where_their_experiment_has_runs_that
     assert differences(rest)["reference"].iloc[0] == "better"
     from analysis.search_views import within_noise_of  # a search whose best trial was cut: said, not left blank
 
-    assert within_noise_of(rest, "cut").startswith("not known: it did not end")
+    assert within_noise_of(rest, "cut").startswith("not known: no comparison with it rests on trials that ended")
+    from analysis.search_views import best_trial  # and a search's best is the best trial that ended
+
+    table = pd.DataFrame({"trial": ["cut", "better"], "status": ["interrupted", "finished"], "best_val_bpb": [0.1, 0.4]})
+    assert best_trial(table)["trial"] == "better" and best_trial(table.iloc[:1])["trial"] == "cut"
 
 
 def test_single_runs_on_different_windows_combine_the_two_evaluation_errors():
@@ -253,16 +260,17 @@ def test_a_short_validation_split_is_evaluated_on_each_of_its_disjoint_windows_o
 def test_build_and_transfer_count_the_runs_compare_counts():
     """build's and transfer's figures rest on the runs that ended, as compare's do: a diverged seed
     counts (it is what those settings did), an interrupted or errored one does not; FLOPs count
-    every run."""
+    every run; the best configuration, the one a next stage trains, is a finished trial's."""
     from analysis.build_report import _runs
     from analysis.transfer import _side
 
     trials = pd.DataFrame([
         {"status": "finished", "best_val_bpb": 0.40, "train_flops": 1.0, "config": {}, "flops_per_token": 1, "iterations": 1},
-        {"status": "diverged", "best_val_bpb": 0.90, "train_flops": 2.0, "config": {}, "flops_per_token": 1, "iterations": 1},
+        {"status": "diverged", "best_val_bpb": 0.35, "train_flops": 2.0, "config": {}, "flops_per_token": 1, "iterations": 1},
         {"status": "interrupted", "best_val_bpb": 0.30, "train_flops": 4.0, "config": {}, "flops_per_token": 1, "iterations": 1},
         {"status": "errored", "best_val_bpb": 0.20, "train_flops": 8.0, "config": {}, "flops_per_token": 1, "iterations": 1}])
-    assert _runs(trials) == [0.40, 0.90]
+    assert _runs(trials) == [0.40, 0.35]
     side = _side(trials)
-    assert side["runs_best_val_bpb"] == [0.40, 0.90] and side["finished"] == 2 and side["flops"] == 15.0
-    assert side["mean_best_val_bpb"] == pytest.approx(0.65) and side["best_val_bpb"] == 0.40
+    assert side["runs_best_val_bpb"] == [0.40, 0.35] and side["scored"] == 2 and side["flops"] == 15.0
+    # the best, the configuration a next stage trains, is a finished trial's: not the diverged one's lower figure
+    assert side["mean_best_val_bpb"] == pytest.approx(0.375) and side["best_val_bpb"] == 0.40

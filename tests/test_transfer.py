@@ -61,7 +61,7 @@ def test_transfer_searches_the_proxy_trains_the_target_and_reports_what_each_spe
     target_config = ExperimentConfig(**target["config"])
     assert (target_config.n_embd, target_config.n_head, target_config.mup_base_head_size) == (64, 4, 16)
     assert (target_config.attention_scale or target_config.head_size ** -0.5) == pytest.approx(4 / 16)
-    assert target_config.learning_rate == 3e-3 and target["runs"] == 2 and report["target_run"]["finished"] == 2
+    assert target_config.learning_rate == 3e-3 and target["runs"] == 2 and report["target_run"]["scored"] == 2
     assert report["compute"]["target_flops"] == pytest.approx(2 * flops_per_token(target_config) * 20 * 4 * 32)
     _check_against(tmp_path, report, target, stats)
     assert "proxy search tiny" in ran.stdout and "target transfer_tiny (n_embd=64, n_head=4)" in ran.stdout
