@@ -25,6 +25,11 @@ def _runs(trials: pd.DataFrame, metric: str = "best_val_bpb") -> list[float]:
     return [float(v) for v in pd.to_numeric(done.get(metric, pd.Series(dtype=float)), errors="coerce").dropna()]
 
 
+def _no_figure(trials: pd.DataFrame) -> int:
+    """Runs that ended with no figure (diverged before their first evaluation): left out of _runs."""
+    return (len(ended(trials)) - len(_runs(trials))) if not trials.empty else 0
+
+
 def _shape(c) -> dict[str, Any]:
     from slm_tune.model.counts import param_counts, tokens_per_iter
 
@@ -93,6 +98,7 @@ def _simple(target: pd.DataFrame, simple: pd.DataFrame) -> dict[str, Any]:
         theirs = np.asarray(_runs(group))
         row = {"runs": theirs.tolist(), "mean": float(theirs.mean()) if len(theirs) else None,
                "flops_per_run": trained_flops(group) / max(1, len(group)),
+               "no_figure": {"build": _no_figure(target), name: _no_figure(group)},
                "shape": {k: group["config"].iloc[0][k] for k in ("n_layer", "n_embd", "vocab_size", "max_iters")}}
         if len(mine) > 1 and len(theirs) > 1:
             diff, lo, hi, p = welch(mine, theirs)
@@ -126,8 +132,10 @@ def report_text(report: dict[str, Any]) -> str:
     for name, r in report.get("simple", {}).items():
         interval = f"{r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}], " if "diff" in r else ""
         mean = "-" if r["mean"] is None or math.isnan(r["mean"]) else f"{r['mean']:.4f}"
+        left = ", ".join(f"{k} {n}" for k, n in r.get("no_figure", {}).items() if n)
+        left = f" (runs with no figure left out, diverged before their first evaluation: {left})" if left else ""
         lines.append(f"against {name} ({r['shape']['n_layer']} x {r['shape']['n_embd']}, {r['shape']['max_iters']} "
-                     f"iterations): {mean} best val bpb; build - it: {interval}{r['verdict']}")
+                     f"iterations): {mean} best val bpb; build - it: {interval}{r['verdict']}{left}")
     export = report.get("export")  # written after the report itself: absent from a report built alone
     if export:
         lines.append(f"export: {export['path']}" if export.get("path") else f"export: not written ({export['why']})")

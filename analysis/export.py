@@ -18,7 +18,7 @@ import pandas as pd
 from analysis.load import DICT_COLUMNS, HISTORY_COLUMNS, TRAIN_LOG_COLUMNS, ended_runs, evals, find_runs, load_run, load_runs
 from analysis.plots import plot_comparison, plot_training_losses
 from analysis.search_views import export_search, stored_run_search
-from analysis.significance import COLUMNS as SIGNIFICANCE_COLUMNS, UNFINISHED_VERDICT, ci95_half_width, differences
+from analysis.significance import COLUMNS as SIGNIFICANCE_COLUMNS, NO_FIGURE, UNFINISHED_VERDICT, ci95_half_width, differences
 from slm_tune.checkpoint_files import CHECKPOINT_FILE, DAMAGED_FILE_ERRORS, UnsafeFileError, read_history
 from slm_tune.errors import UserError, first_error_line
 from slm_tune.metrics import SUMMARY_METRICS
@@ -339,6 +339,10 @@ def significance_note(summary: pd.DataFrame) -> str:
     if any("unfinished runs left out" in n for n in noise) or (summary["verdict"] == UNFINISHED_VERDICT).any():
         text += ("; runs that did not end (interrupted or errored) are left out where their experiment has runs "
                  "that ended, and a comparison with no run that ended on a side gives no verdict")
+    if any(NO_FIGURE in n for n in noise):
+        text += ("; a run that diverged before its first evaluation has no figure: it is left out of its side's "
+                 "mean, which then rests on the runs that scored (the noise column says which; a setting that "
+                 "diverges for some seeds is riskier than its mean shows)")
     if any("seed sd from" in n for n in noise):
         text += ("; rows with one run on a side take the seed standard deviation of the other side's runs, as if "
                  "the single run varied with its seed as they do (Student's t on their degrees of freedom)")

@@ -120,6 +120,9 @@ def verdict(diff: float, p_adjusted: float) -> str:
     return "better" if diff < 0 else "worse"  # bits per byte: lower is better
 
 
+NO_FIGURE = "runs with no figure left out (diverged before their first evaluation)"
+
+
 @dataclass(frozen=True)
 class Side:
     """One experiment's runs: best val bpb per run, one evaluation's standard error (the runs'
@@ -132,12 +135,13 @@ class Side:
     window_bpb: np.ndarray | None = None
     left_out: int = 0  # unfinished runs left out (their experiment has runs that ended)
     unfinished: bool = False  # no run of it ended: its values are unfinished runs'
+    no_figure: int = 0  # runs that ended with no figure (diverged before their first evaluation)
 
 
 def _side(trials: pd.DataFrame, experiment: str) -> Side:
     g, left_out, unfinished = ended_runs(trials[trials["experiment"] == experiment])
-    flags = {"left_out": left_out, "unfinished": unfinished}
     finite = pd.to_numeric(g[METRIC], errors="coerce").notna()
+    flags = {"left_out": left_out, "unfinished": unfinished, "no_figure": int((~finite).sum())}
     g = g[finite]
     values = pd.to_numeric(g[METRIC], errors="coerce").to_numpy(float)
     se = pd.to_numeric(g.get("best_val_bpb_se", pd.Series(dtype=float)), errors="coerce").dropna()
@@ -182,6 +186,15 @@ def compare(a: Side, b: Side, names: tuple[str, str] = ("a", "b")) -> tuple[tupl
     return normal_interval(diff, math.hypot(a.eval_se, b.eval_se)), "evaluation, unpaired"
 
 
+def _left_out_text(a: Side, b: Side, a_name: str, b_name: str) -> str:
+    """The runs a comparison leaves out, per side: cut ones, and ones that ended with no figure."""
+    text = ""
+    for what, field in (("unfinished runs left out", "left_out"), (NO_FIGURE, "no_figure")):
+        left = ", ".join(f"{n} of {x}" for x, n in ((a_name, getattr(a, field)), (b_name, getattr(b, field))) if n)
+        text += f"; {what}: {left}" if left else ""
+    return text
+
+
 def differences(trials: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
     """One row per experiment: COLUMNS against the reference (the reference's own row says so)."""
     experiments = list(dict.fromkeys(trials["experiment"]))
@@ -194,9 +207,8 @@ def differences(trials: pd.DataFrame, reference: str | None = None) -> pd.DataFr
             rows.append({"experiment": e, "reference": ref, "verdict": "reference"})
             continue
         found, noise = compare(sides[e], sides[ref], (e, ref))
-        left = ", ".join(f"{n} of {x}" for x, n in ((e, sides[e].left_out), (ref, sides[ref].left_out)) if n)
         rows.append({"experiment": e, "reference": ref, **dict(zip(COLUMNS[1:5], found)),
-                     "noise": noise + (f"; unfinished runs left out: {left}" if left else ""),
+                     "noise": noise + _left_out_text(sides[e], sides[ref], e, ref),
                      "unfinished": sides[e].unfinished or sides[ref].unfinished})
     table = pd.DataFrame(rows, columns=["experiment", *COLUMNS, "unfinished"])
     compared = (table["verdict"] != "reference") & (table["unfinished"] != True)  # noqa: E712 (NaN on the reference)

@@ -74,6 +74,10 @@ def _check_report(out: Path) -> dict:
     assert report_text(report).splitlines()[-1] == f"export: {report['export']['path']}"
     why = "export needs the hf extra (safetensors is not installed)"
     assert report_text({**report, "export": {"path": None, "why": why}}).endswith(f"export: not written ({why})")
+    simple = {"baseline": {"mean": 0.5, "verdict": "better", "shape": {"n_layer": 6, "n_embd": 384, "max_iters": 9},
+                           "no_figure": {"build": 0, "baseline": 1}}}
+    assert report_text({**report, "simple": simple}).splitlines()[-2].endswith(
+        "better (runs with no figure left out, diverged before their first evaluation: baseline 1)")
     return report
 
 

@@ -85,6 +85,28 @@ def test_runs_that_did_not_end_are_left_out_where_their_experiment_has_runs_that
     assert best_trial(table)["trial"] == "better" and best_trial(table.iloc[:1])["trial"] == "cut"
 
 
+def test_a_run_that_diverged_before_its_first_evaluation_is_named_where_it_is_left_out():
+    """It has no figure, so its side's mean rests on the runs that scored: the noise column and the
+    note say so (before, it dropped out unflagged). Worked by hand: Welch over the scored runs."""
+    from analysis.export import METRICS, significance_note, summarize
+
+    rows = [("baseline", 0.500, "finished"), ("baseline", 0.504, "finished"), ("baseline", 0.498, "finished"),
+            ("risky", 0.450, "finished"), ("risky", 0.452, "finished"), ("risky", math.nan, "diverged"),
+            ("plain", 0.470, "finished"), ("plain", 0.474, "finished")]
+    trials = pd.DataFrame([{**dict.fromkeys(METRICS, math.nan), "experiment": e, "best_val_bpb": v,
+                            "best_val_bpb_se": 0.002, "status": st, "study": "s", "entropy_bpb": None} for e, v, st in rows])
+    table = differences(trials).set_index("experiment")
+    assert table.loc["risky", "p_value"] == pytest.approx(
+        stats.ttest_ind([0.450, 0.452], [0.500, 0.504, 0.498], equal_var=False).pvalue)
+    assert table.loc["risky", "noise"] == ("seeds (Welch, 2 vs 3 runs); runs with no figure left out (diverged "
+                                           "before their first evaluation): 1 of risky")
+    assert table.loc["plain", "noise"] == "seeds (Welch, 2 vs 3 runs)"
+    summary = summarize(trials).set_index("experiment").join(table.drop(columns="experiment", errors="ignore"))
+    assert "diverged before its first evaluation has no figure" in significance_note(summary.reset_index())
+    assert "diverged before" not in significance_note(summary.drop(index="risky").reset_index())
+    assert summary.loc["risky", "status"] == "diverged/finished" and summary.loc["risky", "runs"] == 3
+
+
 def test_single_runs_on_different_windows_combine_the_two_evaluation_errors():
     table = differences(_trials({"baseline": [0.50], "x": [0.52]}, se=0.004)).set_index("experiment")
     half = 1.959964 * math.hypot(0.004, 0.004)
@@ -274,3 +296,12 @@ def test_build_and_transfer_count_the_runs_compare_counts():
     assert side["runs_best_val_bpb"] == [0.40, 0.35] and side["scored"] == 2 and side["flops"] == 15.0
     # the best, the configuration a next stage trains, is a finished trial's: not the diverged one's lower figure
     assert side["mean_best_val_bpb"] == pytest.approx(0.375) and side["best_val_bpb"] == 0.40
+    # a seed that diverged before its first evaluation has no figure: build's verdict names it where it leaves it out
+    from analysis.build_report import _simple
+
+    mine = trials.assign(experiment="target", config=[{"n_layer": 2, "n_embd": 64, "vocab_size": 9, "max_iters": 5}] * 4)
+    theirs = mine.assign(experiment="baseline", best_val_bpb=[0.50, 0.52, math.nan, math.nan],
+                         status=["finished", "finished", "diverged", "interrupted"])
+    row = _simple(mine, theirs)["baseline"]
+    assert row["runs"] == [0.50, 0.52] and row["no_figure"] == {"build": 0, "baseline": 1}
+    assert row["p"] == pytest.approx(stats.ttest_ind([0.40, 0.35], [0.50, 0.52], equal_var=False).pvalue)
