@@ -109,7 +109,8 @@ def _add_run_options(p: argparse.ArgumentParser, schedulers: tuple[str, ...] = (
                                        "when the study has it, else the best)")
     p.add_argument("--dataset", help="storyworld (default), tinystories, hf:owner/name or a local path")
     p.add_argument("--output-dir", default=".", help="where results land (default: current directory)")
-    p.add_argument("--repeats", type=_positive_int, default=1, help="runs per experiment, with seeds seed, seed+1, ...")
+    p.add_argument("--repeats", type=_positive_int, help="runs per experiment, with seeds seed, seed+1, ... (default 1); "
+                   "with --resume, a study that ended with fewer seeds trains the next ones")
     p.add_argument("--scheduler", choices=schedulers, default=scheduler,
                    help="; ".join(f"{k}: {SCHEDULERS[k]}" for k in schedulers) + f" (default: {default_text})")
     p.add_argument("--resume", action="store_true", help="continue the interrupted study in --output-dir")
@@ -374,7 +375,7 @@ def _run_study(args: argparse.Namespace, study_name: str, configs, max_iters: di
     tracker = _mlflow_tracker(args, output_dir)
     run = StudyRun(
         study=study_name, configs=configs, output_dir=output_dir, storage_path=args.storage_path,
-        repeats=args.repeats, cpus_per_trial=args.cpus_per_trial,
+        repeats=args.repeats or 1, more_seeds=bool(args.resume and args.repeats), cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent, scheduler=args.scheduler, resume=args.resume,
         address=args.address, verbose=args.verbose, cache_dir=args.cache_dir,
         max_failures=args.max_failures, log=_err, command=list(sys.argv),
@@ -586,7 +587,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     corpus_fingerprint(space.base.dataset)  # a corpus that is not there: refused before any stage starts
     registry, dataset = _registry(args), {"dataset": args.dataset} if args.dataset else {}
     settings = BuildSettings(Path(args.output_dir), args.budget, space, registry["baseline"].replace(**dataset),
-                             registry[space.base.name].replace(**dataset), shares, args.repeats, args.against_simple,
+                             registry[space.base.name].replace(**dataset), shares, args.repeats or 1, args.against_simple,
                              args.num_samples, args.min_iters, args.storage_path,
                              horizon_exponent=args.horizon_exponent, sweep_design=args.sweep)
     _check_build_plan(settings, args.resume)
@@ -675,14 +676,15 @@ def _run_stage(args: argparse.Namespace, study: str, run: Callable[[argparse.Nam
     """One stage of a workflow: run it; with --resume, resume it where it was cut off, start it
     where it never started, and skip it where it finished."""
     from analysis.load import find_runs
-    from slm_tune.tune.run import resumable, unfinished_trials
+    from slm_tune.storage import read_study_file
+    from slm_tune.tune.run import resumable, seeds_stored, unfinished_trials
 
     if not args.resume:
         return run(args)
     runs = find_runs(Path(args.output_dir), [study], args.storage_path)
     if runs and not resumable(runs[-1]):  # killed before Tune's first record: it never started
         return run(argparse.Namespace(**{**vars(args), "resume": False}))
-    if runs and not unfinished_trials(runs[-1]):
+    if runs and not unfinished_trials(runs[-1]) and not (args.repeats or 1) > seeds_stored(read_study_file(runs[-1])):
         _err(f"{study}: finished before, kept as it is")
         return 0
     return run(argparse.Namespace(**{**vars(args), "resume": bool(runs)}))

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from analysis.load import DICT_COLUMNS, HISTORY_COLUMNS, TRAIN_LOG_COLUMNS, ended_runs, evals, find_runs, load_run, load_runs
+from analysis.load import DICT_COLUMNS, HISTORY_COLUMNS, TRAIN_LOG_COLUMNS, ended_runs, evals, find_runs, load_run, load_runs, with_added_runs
 from analysis.plots import plot_comparison, plot_training_losses
 from analysis.search_views import export_search, stored_run_search
 from analysis.significance import COLUMNS as SIGNIFICANCE_COLUMNS, NO_FIGURE, UNFINISHED_VERDICT, ci95_half_width, differences
@@ -349,7 +349,7 @@ def significance_note(summary: pd.DataFrame) -> str:
     if any(n.startswith("evaluation") for n in noise):
         text += ("; 'evaluation' rows have no seed spread: their intervals measure the evaluation's noise alone "
                  "(paired over shared windows where they can be) and leave out seed-to-seed noise, usually the "
-                 "larger part (run with --repeats 3)")
+                 "larger part (add seeds with --resume --repeats 3)")
     return text
 
 
@@ -357,8 +357,8 @@ def export_study(results, output_dir: Path, study: str, command: Iterable[str] |
                  reference: str | None = None) -> dict[str, Any]:
     """The layout for one finished (or stopped) study run, from its ResultGrid (a run in object
     storage is read from the local mirror the study made of it)."""
-    return export_runs([local_run(results.experiment_path, output_dir, results.filesystem)], output_dir, study, command,
-                       reference)
+    run = local_run(results.experiment_path, output_dir, results.filesystem)
+    return export_runs(with_added_runs(run), output_dir, study, command, reference)
 
 
 def compare(output_dir: Path, studies: list[str] | None = None, storage_path: str | None = None,

@@ -299,6 +299,17 @@ def _status(last: dict[str, Any], ray_status: str | None, config: dict[str, Any]
     return _RAY_STATUS.get(ray_status or "", "interrupted")
 
 
+def with_added_runs(run: Path) -> list[Path]:
+    """A study run and the stored runs beside it whose seeds it adds to (`--resume --repeats`: its
+    study file's `adds_to`, followed back), oldest first: one study's seeds, read together."""
+    chain = [Path(run)]
+    while (before := read_study_file(chain[0]).get("adds_to")) and (chain[0].parent / before).is_dir():
+        if chain[0].parent / before in chain:
+            break  # a damaged record pointing in a circle
+        chain.insert(0, chain[0].parent / before)
+    return chain
+
+
 def find_runs(output_dir: str | Path, studies: list[str] | None = None, storage_path: str | None = None
               ) -> list[Path]:
     """Every stored study run under OUTPUT_DIR/ray_results (or a storage path), oldest first.

@@ -282,7 +282,7 @@ def power_text(trials: pd.DataFrame, reference: str, against: str) -> str:
     a, b = sides[against].values, sides[reference].values
     if min(len(a), len(b)) < 1 or max(len(a), len(b)) < 2:
         return (f"{against} vs {reference}: the spread between seeds needs a finished run of each and two or "
-                f"more of one of them ({len(a)} and {len(b)} here); run the study with --repeats 3")
+                f"more of one of them ({len(a)} and {len(b)} here); add seeds with --resume --repeats 3")
     n = repeats_needed(a, b)
     whose = "" if min(len(a), len(b)) > 1 else f", {against if len(a) > 1 else reference}'s, taken for both"
     spread = seed_spread(a, b)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.load import ended, find_runs, load_runs
+from analysis.load import ended, find_runs, load_runs, with_added_runs
 from slm_tune.errors import UserError
 
 
@@ -32,9 +32,11 @@ def trained_flops(trials: pd.DataFrame) -> float:
 
 
 def study_trials(output_dir: Path, study: str, storage_path: str | None = None) -> pd.DataFrame:
-    """The trials of the study's newest run (a study run again without --resume is a new run of
-    the same name: its stages are compared, not mixed with the earlier run's)."""
-    trials, _ = load_runs(find_runs(output_dir, [study], storage_path)[-1:])
+    """The trials of the study's newest run and the runs it adds seeds to (a study run again
+    without --resume is a new run of the same name: its stages are compared, not mixed with the
+    earlier run's; one that adds seeds, `--resume --repeats`, is read with the run it adds to)."""
+    runs = find_runs(output_dir, [study], storage_path)
+    trials, _ = load_runs(with_added_runs(runs[-1]) if runs else [])
     return trials
 
 

@@ -78,6 +78,27 @@ def run_budget(budget: float, work: Path, dataset: list[str], seeds: int, proxy:
     return row
 
 
+def more_seeds(row: dict, work: Path, dataset: list[str], seeds: int, proxy: list[str], horizon: list[str]) -> None:
+    """A finished ROW at SEEDS seeds: `build --resume --repeats SEEDS` trains the target's and (a)'s
+    and (b)'s next seeds, `run --resume --repeats SEEDS` (c)'s; nothing trained before is trained
+    again, and the verdicts are taken again over every seed. Needs the row's work dir."""
+    from analysis.load import UNFINISHED
+
+    if not (work / "experiments" / "build_report.json").is_file():
+        sys.exit(f"--seeds {seeds}: the row's runs are not in {work} (its work dir); more seeds need them")
+    log, start = work / "bench.log", time.time()
+    studies("build", "--budget", f"{row['budget']:g}", "--against-simple", "--repeats", str(seeds), "--seed", "0",
+            *horizon, *proxy, *dataset, "--output-dir", str(work), "--resume", log=log)
+    row["build"] = summary(json.loads((work / "experiments" / "build_report.json").read_text()))
+    studies("run", "search_direct_best", "--experiments-file", str(work / "experiments" / "search_direct_best.toml"),
+            "--repeats", str(seeds), "--output-dir", str(work), *dataset, "--resume", log=log)
+    retrained = json.loads((work / "experiments" / "search_direct_best_results.json").read_text())
+    row["direct"]["runs"] = [r["best_val_bpb"] for r in retrained.get("per_run", [retrained])
+                             if r.get("status") not in UNFINISHED and r.get("best_val_bpb") is not None]
+    row["verdicts"], row["seeds"] = verdicts(row["build"], row["direct"]), seeds
+    row.setdefault("arms", {})[f"more_seeds_{seeds}"] = _arm(start)
+
+
 def _arm(start: float) -> dict:
     """Where and when an arm ran (a row's arms can run on different machines and days), and its wall time."""
     from slm_tune.tune.study_record import machine_info  # noqa: PLC0415
@@ -423,6 +444,11 @@ def main() -> None:
             key = (a.tag, budget, exponent, a.sweep)
             row = next((r for r in doc["results"] if _key(r) == key), None)
             if row is not None and "pending" not in row:
+                if row["seeds"] < a.seeds:  # a finished row, more seeds asked: each arm's next seeds
+                    more_seeds(row, a.work / _work_name(a.tag, budget, exponent, a.sweep), dataset, a.seeds,
+                               [*PROXY, *(x for kv in a.set for x in ("--set", kv))],
+                               ["--horizon-exponent", f"{exponent:g}", "--sweep", a.sweep])
+                    doc = store(a.out, row)
                 continue
             work = a.work / _work_name(a.tag, budget, exponent, a.sweep)
             if a.reuse_from and not (row or {}).get("build"):  # once saved, the row's own arms decide

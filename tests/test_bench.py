@@ -217,6 +217,8 @@ def test_build_bench_retrains_c_from_its_saved_row_when_the_work_dir_is_lost(tmp
     machine and date, no pending keys."""
     import json
 
+    import pytest
+
     from conftest import TINY_DATASET
 
     build = _bench("build")
@@ -240,6 +242,8 @@ def test_build_bench_retrains_c_from_its_saved_row_when_the_work_dir_is_lost(tmp
     assert set(done["verdicts"]) == {"baseline", "chinchilla", "direct_search"}
     assert done["arms"]["build"] == {"machine": "elsewhere"} and done["arms"]["direct_retrain"]["date"]
     assert not {"pending", "target_config", "direct_best"} & set(done)
+    with pytest.raises(SystemExit, match="more seeds need them"):  # more seeds for a row whose build's runs are gone
+        build.more_seeds(done, work, [], 3, [], [])
 
 
 def test_law_forms_bench_recovers_a_joint_law_and_holds_its_largest_model_out():

@@ -325,6 +325,15 @@ def test_a_build_killed_in_each_stage_resumes_without_repeating_a_finished_stage
     plan.write_text(json.dumps({k: v for k, v in stored.items() if k not in ("horizon_exponent", "sweep")}))
     other = run_cli(*args, "--resume")  # BUILD's 0.45 and budget sweep against the stored plan's 0 and fixed sweep
     assert other.returncode == 2 and "same options (--horizon-exponent 0 --sweep fixed)" in other.stderr, other.stderr
+    plan.write_text(json.dumps(stored))
+    # --resume --repeats 2 on the finished one-seed build: the target's second seed, nothing else trained again
+    more = run_cli(*args, "--resume", "--repeats", "2")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "adding seed(s) 1338 to study 'build_target' (1 stored)" in more.stderr, more.stderr[-3000:]
+    assert all(f"{s}: finished before, kept as it is" in more.stderr for s in STAGES[:2])
+    grown = json.loads((tmp_path / "experiments" / "build_report.json").read_text())
+    assert len(grown["measured"]["best_val_bpb_runs"]) == 2 and grown["choice"]["shape"] == report["choice"]["shape"]
+    assert grown["spent"]["target"] == pytest.approx(report["spent"]["target"])  # per seed: one seed's FLOPs
 
 
 @pytest.mark.parametrize("extra,said", [

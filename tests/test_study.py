@@ -6,13 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 
 from analysis.load import load_run
 from search_spaces import STUDIES
 from slm_tune.tune.run import grid_space as param_space
 from slm_tune.config import EXPERIMENT_CONFIGS
 from slm_tune.tune.run import StudyRun, run_study
-from conftest import ROOT, TINY_SETS, tiny, run_cli
+from conftest import ROOT, TINY_SETS, _lines, tiny, run_cli
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
@@ -125,6 +126,27 @@ def test_run_command_repeats_and_layout(tmp_path, local_ray):
     assert (tmp_path / "experiments" / "vocab_small_results.json").is_file()
     assert "vocab_small" in out.stdout and "Traceback" not in out.stderr
     assert "iter" in out.stderr  # progress lines
+    # --resume --repeats 3 on the study that ended with two seeds: the third trains in a new run
+    # beside it, the two are not trained again, and the layout and compare read all three
+    lines = {d: len(_lines(run_dir / d / "result.json")) for d in ("vocab_small_seed1337", "vocab_small_seed1338")}
+    more = run_cli("run", "vocab_small", "--output-dir", str(tmp_path), "--resume", "--repeats", "3")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "adding seed(s) 1339 to study 'run_vocab_small' (2 stored): a new run run_vocab_small-2" in more.stderr
+    added = tmp_path / "ray_results" / "run_vocab_small-2"
+    assert sorted(p.name for p in added.iterdir() if p.is_dir()) == ["vocab_small_seed1339"]
+    assert _reports(added / "vocab_small_seed1339")[-1]["seed"] == 1339
+    assert lines == {d: len(_lines(run_dir / d / "result.json")) for d in lines}
+    results = json.loads((tmp_path / "experiments" / "vocab_small_results.json").read_text())
+    assert results["runs"] == 3, results["runs"]
+    compared = run_cli("compare", "--output-dir", str(tmp_path))
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "experiments" / "experiment_comparison.csv")
+    assert table.set_index("experiment").loc["vocab_small", "runs"] == 3
+    fewer = run_cli("run", "vocab_small", "--output-dir", str(tmp_path), "--resume", "--repeats", "2")
+    assert fewer.returncode == 2 and "has 3 seeds already" in fewer.stderr, fewer.stderr[-2000:]
+    again = run_cli("run", "vocab_small", "--output-dir", str(tmp_path), "--resume", "--repeats", "3")
+    assert again.returncode == 0 and "adding seed" not in again.stderr, again.stderr[-2000:]
+    assert not (tmp_path / "ray_results" / "run_vocab_small-3").exists()
 
 
 def test_two_node_cluster_runs_one_trial_per_node(tmp_path):

@@ -330,12 +330,41 @@ def _resume_target(run: StudyRun, storage: Storage) -> tuple[StudyRun, str]:
     stored = stored_configs(doc)
     if stored:  # a resumed study keeps the settings it started with, whatever the flags say now
         run = replace(run, configs=stored)
+    if run.more_seeds and run.search is None and (added := _added_seeds(run, storage, name, doc)):
+        return added
     if run.search is not None:
         asked = run.num_samples
         run = _stored_search(run, doc)
         if asked != run.num_samples:
             run.log(f"resuming with the search's stored --num-samples {run.num_samples} (not {asked})")
     return run, name
+
+
+def seeds_stored(doc: dict[str, Any]) -> int:
+    """How many seeds a stored study run and the runs it adds to have trained (or were asked to)."""
+    return int(doc.get("first_seed") or 0) + int(doc.get("repeats") or 1)
+
+
+def _added_seeds(run: StudyRun, storage: Storage, name: str, doc: dict[str, Any]) -> tuple[StudyRun, str] | None:
+    """--resume --repeats N on a study of named experiments: N seeds in all. One that ended with
+    fewer trains the next seeds in a new run beside it (the layout and compare read both); None
+    when it has N, which resumes it as it is."""
+    have = seeds_stored(doc)
+    if run.repeats == have:
+        return None
+    if run.repeats < have:
+        raise UserError(f"--resume --repeats {run.repeats}: study {run.study!r} has {have} seeds already (seeds are "
+                        "added, never removed); leave --repeats out to resume it as it is")
+    pending = unfinished_trials(run.local_root / name)
+    if pending:
+        raise UserError(f"--resume --repeats {run.repeats}: study {run.study!r} has unfinished trials "
+                        f"({', '.join(pending)}); resume it first without --repeats, then add seeds")
+    added = replace(run, repeats=run.repeats - have, first_seed=have, adds_to=name, resume=False)
+    new_name = _new_run_name(added, storage)
+    base = next(iter(run.configs.values())).seed
+    run.log(f"adding seed(s) {', '.join(map(str, seeds_for(base + have, added.repeats)))} to study {run.study!r} "
+            f"({have} stored): a new run {new_name} beside {name}, read together with it")
+    return added, new_name
 
 
 def _new_run_name(run: StudyRun, storage: Storage) -> str:
@@ -393,7 +422,7 @@ def _fit(run: StudyRun, name: str, storage: Storage, concurrent: int, scheduler,
             return tuner.fit()
     if run.search is None:
         base_seed = next(iter(run.configs.values())).seed
-        space = grid_space(list(run.configs), run.repeats, base_seed)
+        space = grid_space(list(run.configs), run.repeats, base_seed, run.first_seed)
         naming = dict(trial_dirname_creator=lambda t: trial_label(t.config),
                       trial_name_creator=lambda t: trial_label(t.config))
         search = dict(max_concurrent_trials=concurrent)
@@ -437,11 +466,12 @@ def seeds_for(base_seed: int, repeats: int) -> list[int]:
     return [base_seed + i for i in range(repeats)]
 
 
-def grid_space(experiments: list[str], repeats: int = 1, base_seed: int = 1337) -> dict[str, Any]:
-    """The Ray Tune param_space of a study: a grid over experiment names (and seeds when repeated)."""
+def grid_space(experiments: list[str], repeats: int = 1, base_seed: int = 1337, first: int = 0) -> dict[str, Any]:
+    """The Ray Tune param_space of a study: a grid over experiment names (and seeds when repeated,
+    from base_seed + first: a run that adds seeds to a stored one)."""
     space: dict[str, Any] = {"experiment": tune.grid_search(list(experiments))}
-    if repeats > 1:
-        space["seed"] = tune.grid_search(seeds_for(base_seed, repeats))
+    if repeats > 1 or first:
+        space["seed"] = tune.grid_search(seeds_for(base_seed + first, repeats))
     return space
 
 

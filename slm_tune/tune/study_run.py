@@ -25,6 +25,10 @@ class StudyRun:
     output_dir: Path = Path(".")
     storage_path: str | None = None  # default: OUTPUT_DIR/ray_results
     repeats: int = 1
+    # --resume --repeats N: a study that ended with fewer seeds gets the rest in a new run (run.py)
+    more_seeds: bool = False
+    first_seed: int = 0  # this run's seeds start at its experiments' seed + first_seed
+    adds_to: str | None = None  # the stored run whose seeds this one adds to (read together with it)
     cpus_per_trial: int | None = None  # default: threads.default_cpus_per_trial
     max_concurrent: int | None = None  # default: available CPUs // cpus_per_trial
     scheduler: str | None = None  # None: the measured default for what is run (default_scheduler)
