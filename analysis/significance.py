@@ -141,7 +141,8 @@ class Side:
 def _side(trials: pd.DataFrame, experiment: str) -> Side:
     g, left_out, unfinished = ended_runs(trials[trials["experiment"] == experiment])
     finite = pd.to_numeric(g[METRIC], errors="coerce").notna()
-    flags = {"left_out": left_out, "unfinished": unfinished, "no_figure": int((~finite).sum())}
+    # no figure: runs that ended so (an unfinished experiment's runs have none for being cut, not diverged)
+    flags = {"left_out": left_out, "unfinished": unfinished, "no_figure": 0 if unfinished else int((~finite).sum())}
     g = g[finite]
     values = pd.to_numeric(g[METRIC], errors="coerce").to_numpy(float)
     se = pd.to_numeric(g.get("best_val_bpb_se", pd.Series(dtype=float)), errors="coerce").dropna()

@@ -60,7 +60,8 @@ def _side(trials: pd.DataFrame) -> dict[str, Any]:
     a diverged one counts), the best as `_best_row` picks it, the FLOPs of every run."""
     values = pd.to_numeric(_scored(trials)["best_val_bpb"]).to_numpy(dtype=float) if len(trials) else np.array([])
     best = _best_row(trials) if len(trials) else None
-    return {"trials": int(len(trials)), "scored": int(len(values)), "flops": trained_flops(trials),
+    no_figure = int(len(ended(trials)) - len(values)) if len(trials) else 0  # diverged before an evaluation
+    return {"trials": int(len(trials)), "scored": int(len(values)), "no_figure": no_figure, "flops": trained_flops(trials),
             "best_val_bpb": None if best is None else float(best["best_val_bpb"]),
             "mean_best_val_bpb": float(values.mean()) if len(values) else None,
             "sd_best_val_bpb": float(values.std(ddof=1)) if len(values) > 1 else None,
@@ -130,7 +131,7 @@ def _against(output_dir: Path, study: str, retrain: str | None, report: dict[str
         diff, lo, hi, p = welch(mine, theirs)
         out.update(diff=diff, lo=lo, hi=hi, p=p, verdict=verdict(diff, p))
     else:
-        out["note"] = "one run on a side: no verdict (give --repeats 2 or more)"
+        out["note"] = "one run on a side: no verdict (add seeds: --resume --repeats 2)"
     return out
 
 
@@ -139,7 +140,7 @@ def report_text(report: dict[str, Any]) -> str:
     lines = [f"proxy search {report['search']}: best {_bpb(p['best_val_bpb'])} bits per byte "
              f"({p['best_trial']}), {p['trials']} trials, {c['proxy_flops']:.3g} training FLOPs",
              f"target {report['target']} ({', '.join(f'{k}={v}' for k, v in report['to'].items())}): "
-             f"{_bpb(t['mean_best_val_bpb'])} bits per byte over {t['scored']} run(s), "
+             f"{_bpb(t['mean_best_val_bpb'])} bits per byte over {t['scored']} run(s){_left_out(t)}, "
              f"{c['target_flops']:.3g} training FLOPs; all in all {c['total_flops']:.3g}"]
     a = report.get("against")
     if a:
@@ -149,10 +150,16 @@ def report_text(report: dict[str, Any]) -> str:
         r = a.get("retrain")
         if r:
             lines.append(f"  its best configuration retrained at the target's seeds: {_bpb(r['mean_best_val_bpb'])} "
-                         f"over {r['scored']} run(s), {r['flops']:.3g} training FLOPs (not counted as tuning)")
+                         f"over {r['scored']} run(s){_left_out(r)}, {r['flops']:.3g} training FLOPs (not counted as "
+                         "tuning)")
         lines.append(f"  transfer - direct: {a['diff']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}], {a['verdict']} "
                      "(Welch, seeds against seeds)" if "diff" in a else f"  {a['note']}")
     return "\n".join(lines)
+
+
+def _left_out(side: dict[str, Any]) -> str:
+    n = side.get("no_figure")
+    return f" ({n} more diverged before their first evaluation: no figure, left out)" if n else ""
 
 
 def _bpb(value: float | None) -> str:

@@ -218,10 +218,10 @@ def direct_retrain(out: Path, row: dict, dataset: list[str], seeds: int, log: Pa
 
 DIRECT = ("ray_results/direct", "ray_results/run_search_direct_best", "direct_base.json", "direct.toml")
 DIRECT_GLOBS = ("experiments/direct_*", "experiments/search_direct_best*", "best_model_direct_*",
-                "best_model_search_direct_best.pt")
+                "best_model_search_direct_best.pt", "ray_results/run_search_direct_best-*")  # -N: seeds added
 REUSED = ("ray_results/build_search", "ray_results/build_simple")
 REUSED_GLOBS = ("experiments/build_search_*", "experiments/build_simple_*", "best_model_build_search_*",
-                "best_model_build_simple_*")
+                "best_model_build_simple_*", "ray_results/build_simple-*")
 
 
 def _set_aside_other_direct(out: Path, sp: dict) -> bool:
@@ -283,14 +283,18 @@ def _direct_finished(work: Path) -> bool:
     """Whether (c)'s retraining ended at every seed its study asked for (its results file is
     written as soon as the first seed ends)."""
     from analysis.load import UNFINISHED
+    from slm_tune.tune.run import seeds_stored
 
+    runs_dir = work / "ray_results"
+    added = sorted(runs_dir.glob("run_search_direct_best-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
     results, study = work / "experiments" / "search_direct_best_results.json", \
-        work / "ray_results" / "run_search_direct_best" / "study.json"
+        [runs_dir / "run_search_direct_best", *added][-1] / "study.json"  # the newest run: seeds added last
     if not (results.is_file() and study.is_file()):
         return False
     r = json.loads(results.read_text())
     runs = r.get("per_run", [r])
-    return len(runs) >= json.loads(study.read_text()).get("repeats", 1) and all(x.get("status") not in UNFINISHED for x in runs)
+    return len(runs) >= seeds_stored(json.loads(study.read_text())) and all(x.get("status") not in UNFINISHED
+                                                                            for x in runs)
 
 
 def _last_flops(result: Path) -> float:

@@ -101,8 +101,16 @@ def test_build_bench_reuses_c_only_at_the_same_shape(tmp_path):
     (earlier / "experiments" / "search_direct_best_results.json").write_text(
         json.dumps({"per_run": [{"status": "finished"}] * 2}))  # (c) finished: it is copied
     (earlier / "experiments" / "build_plan.json").write_text(json.dumps({"budget": 1e13, "horizon_exponent": 0.0}))
+    grown = earlier / "ray_results" / "run_search_direct_best-2"  # a third seed being added: (c) unfinished again
+    grown.mkdir(parents=True)
+    (grown / "study.json").write_text(json.dumps({"repeats": 1, "first_seed": 2, "adds_to": "run_search_direct_best"}))
+    assert not build._direct_finished(earlier)
+    (earlier / "experiments" / "search_direct_best_results.json").write_text(
+        json.dumps({"per_run": [{"status": "finished"}] * 3}))
+    assert build._direct_finished(earlier)
     build.reuse(earlier, out, {"horizon_exponent": 0.45, "sweep": "budget"})
     assert (out / "ray_results" / "direct").is_dir() and (out / "ray_results" / "build_search").is_dir()
+    assert (out / "ray_results" / "run_search_direct_best-2" / "study.json").is_file()  # the added seeds go along
     assert not (out / "ray_results" / "build_sweep").exists()  # the sweep and the target run again
     assert not (out / "experiments" / "build_sweep_s1_1_results.json").exists()
     copied = json.loads((out / "experiments" / "build_plan.json").read_text())  # the sizes are the new build's to record
@@ -116,6 +124,7 @@ def test_build_bench_reuses_c_only_at_the_same_shape(tmp_path):
     assert not (out / "ray_results" / "direct").exists() and not (out / "direct_base.json").exists()
     assert (out / "stale_direct" / "ray_results" / "direct").is_dir()
     assert (out / "stale_direct" / "experiments" / "direct_0001_results.json").is_file()
+    assert (out / "stale_direct" / "ray_results" / "run_search_direct_best-2").is_dir()
 
 
 def test_build_extrapolate_recovers_a_known_token_law():

@@ -101,6 +101,9 @@ def test_a_run_that_diverged_before_its_first_evaluation_is_named_where_it_is_le
     assert table.loc["risky", "noise"] == ("seeds (Welch, 2 vs 3 runs); runs with no figure left out (diverged "
                                            "before their first evaluation): 1 of risky")
     assert table.loc["plain", "noise"] == "seeds (Welch, 2 vs 3 runs)"
+    cut = trials.assign(status=trials["status"].where(trials["experiment"] != "plain", "interrupted"),
+                        best_val_bpb=trials["best_val_bpb"].where(trials["experiment"] != "plain", math.nan))
+    assert "diverged" not in differences(cut).set_index("experiment").loc["plain", "noise"]  # cut, not diverged
     summary = summarize(trials).set_index("experiment").join(table.drop(columns="experiment", errors="ignore"))
     assert "diverged before its first evaluation has no figure" in significance_note(summary.reset_index())
     assert "diverged before" not in significance_note(summary.drop(index="risky").reset_index())
@@ -294,6 +297,11 @@ def test_build_and_transfer_count_the_runs_compare_counts():
     assert _runs(trials) == [0.40, 0.35]
     side = _side(trials)
     assert side["runs_best_val_bpb"] == [0.40, 0.35] and side["scored"] == 2 and side["flops"] == 15.0
+    from analysis.transfer import _left_out
+
+    early = _side(trials.assign(best_val_bpb=[0.40, math.nan, 0.30, 0.20]))  # the diverged seed: no figure
+    assert early["scored"] == 1 and early["no_figure"] == 1 and _left_out(early).startswith(" (1 more diverged before")
+    assert _side(trials)["no_figure"] == 0 and _left_out(_side(trials)) == ""
     # the best, the configuration a next stage trains, is a finished trial's: not the diverged one's lower figure
     assert side["mean_best_val_bpb"] == pytest.approx(0.375) and side["best_val_bpb"] == 0.40
     # a seed that diverged before its first evaluation has no figure: build's verdict names it where it leaves it out

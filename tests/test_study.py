@@ -145,8 +145,13 @@ def test_run_command_repeats_and_layout(tmp_path, local_ray):
     fewer = run_cli("run", "vocab_small", "--output-dir", str(tmp_path), "--resume", "--repeats", "2")
     assert fewer.returncode == 2 and "has 3 seeds already" in fewer.stderr, fewer.stderr[-2000:]
     again = run_cli("run", "vocab_small", "--output-dir", str(tmp_path), "--resume", "--repeats", "3")
-    assert again.returncode == 0 and "adding seed" not in again.stderr, again.stderr[-2000:]
+    plain = run_cli("run", "vocab_small", "--output-dir", str(tmp_path), "--resume")
+    for resumed in (again, plain):  # a resume keeps the seeds the run started with, and what it adds to
+        assert resumed.returncode == 0 and "adding seed" not in resumed.stderr, resumed.stderr[-2000:]
     assert not (tmp_path / "ray_results" / "run_vocab_small-3").exists()
+    doc = json.loads((added / "study.json").read_text())
+    assert (doc["repeats"], doc["first_seed"], doc["adds_to"]) == (1, 2, "run_vocab_small")
+    assert json.loads((tmp_path / "experiments" / "vocab_small_results.json").read_text())["runs"] == 3
 
 
 def test_two_node_cluster_runs_one_trial_per_node(tmp_path):

@@ -330,7 +330,11 @@ def _resume_target(run: StudyRun, storage: Storage) -> tuple[StudyRun, str]:
     stored = stored_configs(doc)
     if stored:  # a resumed study keeps the settings it started with, whatever the flags say now
         run = replace(run, configs=stored)
-    if run.more_seeds and run.search is None and (added := _added_seeds(run, storage, name, doc)):
+    asked = run.repeats
+    if run.search is None and doc:  # and the seeds it started with: its own count, where they start, what it adds to
+        run = replace(run, repeats=int(doc.get("repeats") or 1), first_seed=int(doc.get("first_seed") or 0),
+                      adds_to=doc.get("adds_to"))
+    if run.more_seeds and run.search is None and (added := _added_seeds(run, storage, name, doc, asked)):
         return added
     if run.search is not None:
         asked = run.num_samples
@@ -345,21 +349,22 @@ def seeds_stored(doc: dict[str, Any]) -> int:
     return int(doc.get("first_seed") or 0) + int(doc.get("repeats") or 1)
 
 
-def _added_seeds(run: StudyRun, storage: Storage, name: str, doc: dict[str, Any]) -> tuple[StudyRun, str] | None:
-    """--resume --repeats N on a study of named experiments: N seeds in all. One that ended with
-    fewer trains the next seeds in a new run beside it (the layout and compare read both); None
-    when it has N, which resumes it as it is."""
+def _added_seeds(run: StudyRun, storage: Storage, name: str, doc: dict[str, Any],
+                 asked: int) -> tuple[StudyRun, str] | None:
+    """--resume --repeats ASKED on a study of named experiments: ASKED seeds in all. One that ended
+    with fewer trains the next seeds in a new run beside it (the layout and compare read both);
+    None when it has ASKED, which resumes it as it is."""
     have = seeds_stored(doc)
-    if run.repeats == have:
+    if asked == have:
         return None
-    if run.repeats < have:
-        raise UserError(f"--resume --repeats {run.repeats}: study {run.study!r} has {have} seeds already (seeds are "
+    if asked < have:
+        raise UserError(f"--resume --repeats {asked}: study {run.study!r} has {have} seeds already (seeds are "
                         "added, never removed); leave --repeats out to resume it as it is")
     pending = unfinished_trials(run.local_root / name)
     if pending:
-        raise UserError(f"--resume --repeats {run.repeats}: study {run.study!r} has unfinished trials "
+        raise UserError(f"--resume --repeats {asked}: study {run.study!r} has unfinished trials "
                         f"({', '.join(pending)}); resume it first without --repeats, then add seeds")
-    added = replace(run, repeats=run.repeats - have, first_seed=have, adds_to=name, resume=False)
+    added = replace(run, repeats=asked - have, first_seed=have, adds_to=name, resume=False)
     new_name = _new_run_name(added, storage)
     base = next(iter(run.configs.values())).seed
     run.log(f"adding seed(s) {', '.join(map(str, seeds_for(base + have, added.repeats)))} to study {run.study!r} "
