@@ -11,9 +11,9 @@ unpinned torch would pull a CUDA build of several GB), then this project: with i
 (and Microsoft's mup) for `test`, without them otherwise (a study does not use them; `.ci/run`
 runs the quick study in that lean environment before the tests). pip skips its bytecode compile
 of every installed file; what a study imports is compiled after the installs (everything, in
-parallel, for the tests). From nothing with an empty pip cache, the main job took 129 s against
-164 s with pip's compile (one run each, back to back, nothing else running, 2-core AMD EPYC
-Zen 4, 2026-12-07). A marker file skips the installs when nothing changed (an environment set
+parallel, for the tests). From nothing with an empty pip cache, the main job took 129, 119 and
+113 s against 164, 138 and 145 s with pip's compile (three pairs, each pair back to back, nothing
+else running, 2-core AMD EPYC Zen 4, 2026-12-07). A marker file skips the installs when nothing changed (an environment set
 up for the tests serves a study too).
 """
 
