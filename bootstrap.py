@@ -10,7 +10,7 @@ Setup makes a virtual environment in .venv (once), installs torch==2.13.0 (the C
 unpinned torch would pull a CUDA build of several GB), then this project: with its test extras
 (and Microsoft's mup) for `test`, without them otherwise (a study does not use them; `.ci/run`
 runs the quick study in that lean environment before the tests). pip skips its bytecode compile
-of every installed file; what a study imports is compiled after the installs (everything, in
+of every installed file; what a study imports is compiled after the installs (every installed package, in
 parallel, for the tests). From nothing with an empty pip cache, the main job took 129, 119 and
 113 s against 164, 138 and 145 s with pip's compile (three pairs, each pair back to back, nothing
 else running, 2-core AMD EPYC Zen 4, 2026-12-07). A marker file skips the installs when nothing changed (an environment set
@@ -75,7 +75,7 @@ def setup(extras: bool) -> Path:
 
 def compile_bytecode(py: Path, everything: bool) -> None:
     """Bytecode for what a study imports (written even where PYTHONDONTWRITEBYTECODE is set), or
-    for every installed file (the tests' many processes import far more) in parallel."""
+    for every file in site-packages (the tests' many processes import far more) in parallel."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     if everything:
         site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
