@@ -837,7 +837,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
-    # seeds to add (run.py): only a --repeats the user gave; a workflow's stages set their own
+    # seeds to add (run.py): only for a --repeats the user gave with --resume (a workflow's stages
+    # carry this flag from the user's command, whatever repeats they pass)
     args.more_seeds = bool(getattr(args, "resume", False) and getattr(args, "repeats", None))
     if not args.command:
         parser.print_help()

@@ -286,7 +286,8 @@ def _direct_finished(work: Path) -> bool:
     from slm_tune.tune.run import seeds_stored
 
     runs_dir = work / "ray_results"
-    added = sorted(runs_dir.glob("run_search_direct_best-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    added = sorted((p for p in runs_dir.glob("run_search_direct_best-*") if p.name.rsplit("-", 1)[1].isdigit()),
+                   key=lambda p: int(p.name.rsplit("-", 1)[1]))
     results, study = work / "experiments" / "search_direct_best_results.json", \
         [runs_dir / "run_search_direct_best", *added][-1] / "study.json"  # the newest run: seeds added last
     if not (results.is_file() and study.is_file()):
