@@ -237,6 +237,19 @@ def test_damaged_checkpoint_and_model_are_reported_not_used(finished):
     assert other is None or other[0] != good[0]
 
 
+def test_seeds_are_not_added_to_a_study_with_unfinished_trials_nor_taken_away(killed_study, tmp_path):
+    """`--resume --repeats N` adds seeds to a study that ended (test_study); the killed two-seed
+    study has an unfinished trial, and fewer seeds than stored are never asked: one line each,
+    exit 2, no new run."""
+    out = copy_study(killed_study, tmp_path / "study")
+    more = run_cli("run", "optimal_fast", "--output-dir", str(out), "--resume", "--repeats", "3", *LONG)
+    assert more.returncode == 2 and "has unfinished trials" in more.stderr, more.stderr[-2000:]
+    assert "resume it first without --repeats" in more.stderr.strip().splitlines()[-1]
+    fewer = run_cli("run", "optimal_fast", "--output-dir", str(out), "--resume", "--repeats", "1", *LONG)
+    assert fewer.returncode == 2 and "has 2 seeds already" in fewer.stderr, fewer.stderr[-2000:]
+    assert sorted(p.name for p in (out / "ray_results").iterdir()) == ["run_optimal_fast"]
+
+
 def test_a_second_study_on_the_same_output_dir_refuses(killed_study):
     second = killed_study["second"]  # tried while the study ran
     assert second.returncode == 2 and "another study is running" in second.stderr
