@@ -82,8 +82,6 @@ def more_seeds(row: dict, work: Path, dataset: list[str], seeds: int, proxy: lis
     """A finished ROW at SEEDS seeds: `build --resume --repeats SEEDS` trains the target's and (a)'s
     and (b)'s next seeds, `run --resume --repeats SEEDS` (c)'s; nothing trained before is trained
     again, and the verdicts are taken again over every seed. Needs the row's work dir."""
-    from analysis.load import UNFINISHED
-
     if not (work / "experiments" / "build_report.json").is_file():
         sys.exit(f"--seeds {seeds}: the row's runs are not in {work} (its work dir); more seeds need them")
     log, start = work / "bench.log", time.time()
@@ -93,8 +91,7 @@ def more_seeds(row: dict, work: Path, dataset: list[str], seeds: int, proxy: lis
     studies("run", "search_direct_best", "--experiments-file", str(work / "experiments" / "search_direct_best.toml"),
             "--repeats", str(seeds), "--output-dir", str(work), *dataset, "--resume", log=log)
     retrained = json.loads((work / "experiments" / "search_direct_best_results.json").read_text())
-    row["direct"]["runs"] = [r["best_val_bpb"] for r in retrained.get("per_run", [retrained])
-                             if r.get("status") not in UNFINISHED and r.get("best_val_bpb") is not None]
+    row["direct"]["runs"] = _direct_runs(retrained)
     row["verdicts"], row["seeds"] = verdicts(row["build"], row["direct"]), seeds
     row.setdefault("arms", {})[f"more_seeds_{seeds}"] = _arm(start)
 
@@ -198,8 +195,6 @@ def direct_search(out: Path, budget: float, target: dict, dataset: list[str], lo
 def direct_retrain(out: Path, row: dict, dataset: list[str], seeds: int, log: Path) -> dict:
     """(c)'s best configuration (ROW's, written back if the work dir lost it) retrained at the
     build's seeds; (c)'s entry of the row."""
-    from analysis.load import UNFINISHED
-
     best = out / "experiments" / "search_direct_best.toml"
     if best.exists() and best.read_text() != row["direct_best"]["toml"]:
         _set_aside_direct(out)  # another (c)'s (a copied folder): the row's own search decides
@@ -211,9 +206,16 @@ def direct_retrain(out: Path, row: dict, dataset: list[str], seeds: int, log: Pa
             "--output-dir", str(out), *dataset, *resume, log=log)
     retrained = json.loads((out / "experiments" / "search_direct_best_results.json").read_text())
     return {"shape": row["build"]["shape"], **{k: v for k, v in row["direct_best"].items() if k != "toml"},
-            "runs": [r["best_val_bpb"] for r in retrained.get("per_run", [retrained])
-                     if r.get("status") not in UNFINISHED and r.get("best_val_bpb") is not None],
+            "runs": _direct_runs(retrained),
             "settings": {k: retrained["config"][k] for k in ("learning_rate", "hidden_init_std")}}
+
+
+def _direct_runs(retrained: dict) -> list[float]:
+    """(c)'s retrained seeds' best val bits per byte, from its results file: the runs that ended with a figure."""
+    from analysis.load import UNFINISHED
+
+    return [r["best_val_bpb"] for r in retrained.get("per_run", [retrained])
+            if r.get("status") not in UNFINISHED and r.get("best_val_bpb") is not None]
 
 
 DIRECT = ("ray_results/direct", "ray_results/run_search_direct_best", "direct_base.json", "direct.toml")
