@@ -375,7 +375,8 @@ def _run_study(args: argparse.Namespace, study_name: str, configs, max_iters: di
     tracker = _mlflow_tracker(args, output_dir)
     run = StudyRun(
         study=study_name, configs=configs, output_dir=output_dir, storage_path=args.storage_path,
-        repeats=args.repeats or 1, more_seeds=bool(args.resume and getattr(args, "more_seeds", False)), cpus_per_trial=args.cpus_per_trial,
+        repeats=args.repeats or 1, more_seeds=bool(args.resume and getattr(args, "more_seeds", False)),
+        cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent, scheduler=args.scheduler, resume=args.resume,
         address=args.address, verbose=args.verbose, cache_dir=args.cache_dir,
         max_failures=args.max_failures, log=_err, command=list(sys.argv),
@@ -684,8 +685,8 @@ def _run_stage(args: argparse.Namespace, study: str, run: Callable[[argparse.Nam
     runs = find_runs(Path(args.output_dir), [study], args.storage_path)
     if runs and not resumable(runs[-1]):  # killed before Tune's first record: it never started
         return run(argparse.Namespace(**{**vars(args), "resume": False}))
-    more = getattr(args, "more_seeds", False) and (args.repeats or 1) > seeds_stored(read_study_file(runs[-1])) \
-        if runs else False
+    more = bool(runs) and getattr(args, "more_seeds", False) and (args.repeats or 1) > seeds_stored(
+        read_study_file(runs[-1]))  # seeds asked beyond what the finished stage has: it runs again to add them
     if runs and not unfinished_trials(runs[-1]) and not more:
         _err(f"{study}: finished before, kept as it is")
         return 0
