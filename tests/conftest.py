@@ -91,6 +91,53 @@ def run_cli(*args: str) -> Ran:
     return Ran(code, out.getvalue(), err.getvalue())
 
 
+# ------------------------------------------------------------------ local servers on a free port
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return 200 <= r.status < 300
+    except OSError:
+        return False
+
+
+def serve(command, path: str, timeout: float = 120, tries: int = 3, **popen) -> tuple[subprocess.Popen, str]:
+    """A local HTTP server (`command(port)`, Popen's POPEN options; its stderr kept in a file, the
+    tail of which a failure shows), started on a free port and waited for until GET PATH answers 200
+    while it is still running. The port is found by binding and closing a socket, so another process
+    (the other worker's Ray or server) can take it before the server binds: a server that exits
+    before it answers is started again on another port, up to TRIES times. Returns the process and
+    its base URL."""
+    for _ in range(tries):
+        port = _free_port()
+        with tempfile.TemporaryFile() as log:
+            proc = subprocess.Popen(command(port), stderr=log, **popen)
+            url, deadline = f"http://127.0.0.1:{port}", time.time() + timeout
+            while proc.poll() is None and time.time() < deadline:
+                if _answers(url + path) and proc.poll() is None:
+                    return proc, url
+                time.sleep(0.1)
+            silent = proc.poll() is None  # up but not answering: not a port clash
+            if silent:
+                proc.kill()
+                proc.wait()
+            log.seek(0)
+            said = log.read().decode(errors="replace")[-2000:]
+        if silent:
+            pytest.fail(f"{command(port)[:3]} did not answer {path} within {timeout:g} s: {said}")
+    pytest.fail(f"{command(port)[:3]} exited before answering, {tries} times (each on another free port): {said}")
+
+
 # ------------------------------------------------------------------ a study killed mid-run, built once
 
 # Long enough to be killed mid-way through its second trial: killed at its 6th report (iteration

@@ -3,7 +3,6 @@ optuna-dashboard."""
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from slm_tune.errors import UserError
 from slm_tune.model.counts import param_counts
 from slm_tune.objectives import parse_constraint, parse_objectives
 from test_search import TINY
-from conftest import run_cli
+from conftest import run_cli, serve
 
 SPACE = """
 base = "optimal_fast"
@@ -174,12 +173,6 @@ def test_measured_constraints_filter_the_front(two_objective_search, tmp_path):
     assert len(front) and (front["best_val_bpb"] <= bound).all()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 60.0) -> dict:
     deadline = time.time() + timeout
     while True:
@@ -208,13 +201,12 @@ def test_optuna_dashboard_serves_the_search_with_its_trials_values(two_objective
         assert t.params["learning_rate"] == pytest.approx(record["config"]["learning_rate"])
     exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
     assert exe, "optuna-dashboard is not installed beside this Python"
-    port = _free_port()
-    server = subprocess.Popen([exe, url, "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    server, served_at = serve(lambda port: [exe, url, "--host", "127.0.0.1", "--port", str(port)], "/api/studies",
+                              stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
-        summaries = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        summaries = _get(f"{served_at}/api/studies")["study_summaries"]
         assert [s["study_name"] for s in summaries] == ["tiny"]
-        detail = _get(f"http://127.0.0.1:{port}/api/studies/{summaries[0]['study_id']}?after=0")
+        detail = _get(f"{served_at}/api/studies/{summaries[0]['study_id']}?after=0")
         assert detail["objective_names"] == ["best_val_bpb", "total_params"]
         served = {next(a["value"] for a in t["user_attrs"] if a["key"] == "trial"): t["values"] for t in detail["trials"]}
         assert set(served) == set(trials.index)

@@ -7,13 +7,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from types import SimpleNamespace
 
 import pytest
 from ray.train._internal.storage import StorageContext
 
 from analysis.load import load_run
-from conftest import ROOT, TINY_SETS, attached, kill_study, run_cli, start_study
+from conftest import ROOT, TINY_SETS, attached, kill_study, run_cli, serve, start_study
 from slm_tune.tune.callbacks.progress import StudyProgress
 from test_study import ENV
 
@@ -24,26 +25,36 @@ ITERS = 120  # 6 evals, each a checkpoint uploaded to the bucket; the second tri
 LONG = ["--max-iters", str(ITERS), "--set", "eval_interval=20", *TINY_SETS]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server(extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                            env={**os.environ, **(extra_env or {})})
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    pytest.fail("the S3 server did not start")
+    """moto's S3 server on a free port (conftest.serve), up once its own API answers."""
+    return serve(lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                 "/moto-api/config", timeout=30, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                 env={**os.environ, **(extra_env or {})})
+
+
+def test_a_server_whose_port_is_taken_before_it_binds_starts_again_on_another(tmp_path):
+    """conftest.serve, which starts this module's S3 server and the MLflow and dashboard servers:
+    the free port it finds can be taken before the server binds it (the other worker's Ray); that
+    server exits, and serve starts it again on another port, with a real clash here."""
+    (tmp_path / "ok").write_text("ok")
+    given: list[int] = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+
+        def command(port: int) -> list[str]:
+            given.append(port)
+            bind = taken.getsockname()[1] if len(given) == 1 else port  # the first start finds its port taken
+            return [sys.executable, "-m", "http.server", str(bind), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+
+        proc, url = serve(command, "/ok", timeout=30, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        assert len(given) == 2 and url == f"http://127.0.0.1:{given[1]}"
+        with urllib.request.urlopen(url + "/ok", timeout=10) as r:
+            assert r.read() == b"ok"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(scope="module")

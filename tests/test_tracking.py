@@ -4,11 +4,9 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from slm_tune.tune.callbacks.progress import StudyProgress, duration, trial_line
 from slm_tune.tune.run import StudyRun, run_study
 from test_study import ENV
-from conftest import LONG, ROOT, TINY_SETS, _lines, copy_study, run_cli, tiny
+from conftest import LONG, ROOT, TINY_SETS, _lines, copy_study, run_cli, serve, tiny
 
 RUN = ["run", "optimal_fast", "--max-iters", "60", "--set", "eval_interval=20", *TINY_SETS]
 
@@ -187,35 +185,17 @@ def test_mlflow_sqlite_store_and_a_resumed_study_continues_the_same_runs(tmp_pat
                             out / "ray_results" / "run_optimal_fast", out / "experiments")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tracked_study(tmp_path_factory, local_ray):
     """One study watched every way at once: TensorBoard files (the default) and a real MLflow
     tracking server; the tests below each check one of them."""
     tmp_path = tmp_path_factory.mktemp("tracked")
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{(tmp_path / 'server.db').as_posix()}",
-         "--artifacts-destination", (tmp_path / "server-artifacts").as_uri(), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True, env=ENV)
-    uri = f"http://127.0.0.1:{port}"
+    server, uri = serve(lambda port: [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{(tmp_path / 'server.db').as_posix()}",
+        "--artifacts-destination", (tmp_path / "server-artifacts").as_uri(), "--workers", "1"], "/health",
+        stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True, env=ENV)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "the MLflow server did not start"
-            time.sleep(0.1)  # the study waits on it: a tenth of a second late at most
         out = run_cli(*RUN, "--output-dir", str(tmp_path / "out"), "--repeats", "2", "--mlflow", uri)
         assert out.returncode == 0, out.stderr[-3000:]
         yield {"out": tmp_path / "out", "uri": uri}
