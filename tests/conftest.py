@@ -111,31 +111,62 @@ def _answers(url: str) -> bool:
         return False
 
 
+PORT_TAKEN = ("address already in use", "winerror 10048")  # Linux and macOS, Windows
+
+
+def _listens_on(proc: subprocess.Popen, port: int) -> bool:
+    """Whether PROC or one of its children (a server's worker) listens on PORT: the server that
+    answered is this one, not another process that took the port. True where psutil cannot tell."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        return any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for p in tree for c in p.net_connections("tcp"))
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return True
+
+
+def _stop(proc: subprocess.Popen, popen: dict) -> None:
+    """The server and, when it started a session of its own, its workers."""
+    if popen.get("start_new_session"):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
+    proc.wait()
+
+
 def serve(command, path: str, timeout: float = 120, tries: int = 3, **popen) -> tuple[subprocess.Popen, str]:
     """A local HTTP server (`command(port)`, Popen's POPEN options; its stderr kept in a file, the
-    tail of which a failure shows), started on a free port and waited for until GET PATH answers 200
-    while it is still running. The port is found by binding and closing a socket, so another process
-    (the other worker's Ray or server) can take it before the server binds: a server that exits
-    before it answers is started again on another port, up to TRIES times. Returns the process and
-    its base URL."""
+    tail of which a failure shows), started on a free port and waited for until GET PATH answers
+    (2xx) from it. The port is found by binding and closing a socket, so another process (the other
+    worker's Ray or server) can take it before the server binds: a server that exits saying its
+    address is in use is started again on another port, up to TRIES times. Any other failure, or
+    an interruption, stops the server (its session too) and fails at once. Returns the process
+    and its base URL."""
     for _ in range(tries):
         port = _free_port()
+        argv = command(port)
         with tempfile.TemporaryFile() as log:
-            proc = subprocess.Popen(command(port), stderr=log, **popen)
-            url, deadline = f"http://127.0.0.1:{port}", time.time() + timeout
-            while proc.poll() is None and time.time() < deadline:
-                if _answers(url + path) and proc.poll() is None:
-                    return proc, url
-                time.sleep(0.1)
-            silent = proc.poll() is None  # up but not answering: not a port clash
-            if silent:
-                proc.kill()
-                proc.wait()
+            proc = subprocess.Popen(argv, stderr=log, **popen)
+            try:
+                url, deadline = f"http://127.0.0.1:{port}", time.time() + timeout
+                while proc.poll() is None and time.time() < deadline:
+                    if _answers(url + path) and proc.poll() is None and _listens_on(proc, port):
+                        return proc, url
+                    time.sleep(0.1)
+            except BaseException:
+                _stop(proc, popen)
+                raise
+            up = proc.poll() is None
+            if up:
+                _stop(proc, popen)
             log.seek(0)
             said = log.read().decode(errors="replace")[-2000:]
-        if silent:
-            pytest.fail(f"{command(port)[:3]} did not answer {path} within {timeout:g} s: {said}")
-    pytest.fail(f"{command(port)[:3]} exited before answering, {tries} times (each on another free port): {said}")
+        if up or not any(m in said.lower() for m in PORT_TAKEN):
+            how = f"did not answer {path} within {timeout:g} s" if up else f"exited ({proc.returncode})"
+            pytest.fail(f"{argv[:3]} {how}: {said}")
+    pytest.fail(f"{argv[:3]} found its port taken {tries} times (each a new free port): {said}")
 
 
 # ------------------------------------------------------------------ a study killed mid-run, built once

@@ -202,7 +202,7 @@ def test_optuna_dashboard_serves_the_search_with_its_trials_values(two_objective
     exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
     assert exe, "optuna-dashboard is not installed beside this Python"
     server, served_at = serve(lambda port: [exe, url, "--host", "127.0.0.1", "--port", str(port)], "/api/studies",
-                              stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+                              timeout=60, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
         summaries = _get(f"{served_at}/api/studies")["study_summaries"]
         assert [s["study_name"] for s in summaries] == ["tiny"]

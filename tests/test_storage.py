@@ -1,6 +1,7 @@
 """Studies kept in object storage: a real S3-compatible server (moto) on 127.0.0.1, reached the
 way the AWS SDKs and pyarrow reach S3, through the standard AWS variables."""
 
+import contextlib
 import json
 import os
 import socket
@@ -35,21 +36,22 @@ def _start_server(extra_env: dict | None = None) -> tuple[subprocess.Popen, str]
 def test_a_server_whose_port_is_taken_before_it_binds_starts_again_on_another(tmp_path):
     """conftest.serve, which starts this module's S3 server and the MLflow and dashboard servers:
     the free port it finds can be taken before the server binds it (the other worker's Ray); that
-    server exits, and serve starts it again on another port, with a real clash here."""
+    server exits, and serve starts it again on another port. Here the port it finds first is taken
+    for real, by a socket listening on it until serve returns."""
     (tmp_path / "ok").write_text("ok")
     given: list[int] = []
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-
+    with contextlib.ExitStack() as taken:
         def command(port: int) -> list[str]:
             given.append(port)
-            bind = taken.getsockname()[1] if len(given) == 1 else port  # the first start finds its port taken
-            return [sys.executable, "-m", "http.server", str(bind), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+            if len(given) == 1:  # another process takes the port between serve's probe and the bind
+                sock = taken.enter_context(socket.socket())
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+            return [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
 
         proc, url = serve(command, "/ok", timeout=30, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
-        assert len(given) == 2 and url == f"http://127.0.0.1:{given[1]}"
+        assert len(given) == 2 and given[0] != given[1] and url == f"http://127.0.0.1:{given[1]}"
         with urllib.request.urlopen(url + "/ok", timeout=10) as r:
             assert r.read() == b"ok"
     finally:
