@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiments-file", help=EXPERIMENTS_FILE_HELP)
     p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                    help="show it with this setting changed (repeatable)")
-    p = sub.add_parser("run", help="run one experiment as a one-trial study")
-    p.add_argument("name", help="the experiment (python studies.py list)")
+    p = sub.add_parser("run", help="run one experiment as a one-trial study, or several as one study")
+    p.add_argument("name", nargs="+", help="the experiment(s) (python studies.py list); several run as one study, "
+                                            "run_NAME1_NAME2...")
     _add_run_options(p)
     _add_search_command(sub)
     for study in STUDIES.values():
@@ -729,8 +730,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from slm_tune.config import ExperimentConfig
 
     registry = _registry(args)
-    ExperimentConfig.from_name(args.name, registry)  # unknown names fail here, with suggestions
-    return run_experiments(args, f"run_{args.name}", [args.name], {})
+    names = list(dict.fromkeys(args.name))  # a name given twice runs once
+    for name in names:
+        ExperimentConfig.from_name(name, registry)  # unknown names fail here, with suggestions
+    return run_experiments(args, "run_" + "_".join(names), names, {})
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -104,12 +104,14 @@ def _unknown_names(args) -> list[str]:
         parse_overrides([o for o in getattr(args, "overrides", None) or [] if not o.split("=")[-1].isupper()])
     except UserError as e:
         out.append(str(e))
-    name = getattr(args, "name", None)
-    if not name or name.isupper() or getattr(args, "experiments_file", None) or getattr(args, "space", None):
+    names = getattr(args, "name", None)
+    names = [names] if isinstance(names, str) else names or []  # `run` takes several
+    if getattr(args, "experiments_file", None) or getattr(args, "space", None):
         return out
     known = set(search_files()) if args.command in ("search", "build") else set(EXPERIMENT_CONFIGS)
-    if args.command in ("run", "details", "search", "build") and name not in known:
-        out.append(f"{name!r} is not a named {'search' if args.command in ('search', 'build') else 'experiment'}")
+    for name in names:
+        if not name.isupper() and args.command in ("run", "details", "search", "build") and name not in known:
+            out.append(f"{name!r} is not a named {'search' if args.command in ('search', 'build') else 'experiment'}")
     return out
 
 

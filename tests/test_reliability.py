@@ -190,6 +190,7 @@ def _bad_inputs(out: Path, tmp: Path) -> list[tuple[list[str], str]]:
     return [
         (["vocabb", *o], "did you mean: vocab"),
         (["run", "basline", *o], "did you mean: baseline"),
+        (["run", "baseline", "vocab_smal", *o], "did you mean: vocab_small"),  # several as one study: each checked
         (["run", "baseline", "--set", "n_head=3", *o], "must be divisible by n_head=3"),
         (["run", "baseline", "--set", "dropout=2", *o], "dropout=2.0 is invalid"),
         (["run", "mine", "--experiments-file", str(tmp / "bad.toml"), *o], "bad.toml: invalid TOML"),
