@@ -4,19 +4,20 @@ so that it outlives the machine it runs on (issue 40's `embedding` study on both
 hours of training, where a replaced machine keeps only what the repository holds).
 
 Each (experiment, seed) that ends is banked in bench/seed_studies/TAG/ as one JSON file (its row of
-the trials table and its evals). A run of this script first banks what ended in WORK since the last
-one, resumes the studies WORK holds with runs not banked, then trains what is still missing: the
-experiments missing at the same seeds as one study (`studies.py run A B ... --set seed=S --repeats
-K`, in a folder of WORK of its own). The comparison (best
-val bits per byte, 95% intervals, Holm verdicts against the reference, the comparison plot) is
-taken over the banked runs alone, by the functions `compare` uses, and written beside them.
+the trials table and its evals) within a minute of its end (--bank-every); commit the folder to keep it. A run
+of this script first banks what ended in WORK/TAG since the last one, resumes the studies there
+with runs not banked, then trains what is still missing: the experiments missing at the same seeds
+as one study (`studies.py run A B ... --set seed=S --repeats K`, with the study's own overrides, in
+a folder of its own). The comparison (best val bits per byte, 95% intervals, Holm verdicts against
+the reference, the comparison plot) is taken over the banked runs alone, by the functions `compare`
+uses, and written beside them.
 
     python bench/seed_study.py embedding --tag embedding_v2 --dataset storyworld:version=2 \\
         --set parametrization=mup --set learning_rate=2e-3 --seeds 2 --work /work/seed_study
     python bench/seed_study.py embedding --tag embedding_v2 --report   # the comparison from the bank alone
 
-Options after the study's own (--dataset, --set, --max-iters, --cpus-per-trial, --max-concurrent)
-pass to every `studies.py run`; a bank records them and refuses others, so its runs stay alike.
+--dataset, --set and --max-iters pass to every `studies.py run` and are recorded in the bank, which
+refuses others, so its runs stay alike; --cpus-per-trial and --max-concurrent pass on unrecorded.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def banked(bank: Path) -> dict[tuple[str, int], dict]:
 
 
 def _records(trials: pd.DataFrame) -> list[dict]:
-    return json.loads(trials.to_json(orient="records", default_handler=str))
+    return json.loads(trials.to_json(orient="records", default_handler=str, double_precision=15))
 
 
 def bank_work(work: Path, bank: Path) -> list[str]:
@@ -98,7 +99,8 @@ def _plans(work: Path) -> list[tuple[Path, dict]]:
     return [(p.parent, json.loads(p.read_text())) for p in sorted(work.glob("*/plan.json"))]
 
 
-def train(todo: dict[str, list[int]], work: Path, bank: Path, passed: list[str], log=print) -> None:
+def train(todo: dict[str, list[int]], work: Path, bank: Path, passed: list[str], log=print,
+          every_s: float = 60.0) -> None:
     """First every study WORK holds with runs not banked (resumed: a kill or the end of a session
     cut it), then the rest of TODO as new studies (`groups`), each in its own folder of WORK."""
     planned = []
@@ -106,7 +108,7 @@ def train(todo: dict[str, list[int]], work: Path, bank: Path, passed: list[str],
         pairs = {(e, plan["seed"] + k) for e in plan["experiments"] for k in range(plan["repeats"])}
         planned.append(pairs)
         if pairs - set(banked(bank)):
-            _run(folder, plan, passed, log)
+            _run(folder, plan, passed, bank, log, every_s)
     covered = set().union(*planned)
     todo = {e: [s for s in seeds if (e, s) not in covered] for e, seeds in todo.items()}
     for names, first, count in groups({e: s for e, s in todo.items() if s}):
@@ -114,23 +116,53 @@ def train(todo: dict[str, list[int]], work: Path, bank: Path, passed: list[str],
         folder = work / f"s{first}x{count}_{'_'.join(names)}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "plan.json").write_text(json.dumps(plan))
-        _run(folder, plan, passed, log)
+        _run(folder, plan, passed, bank, log, every_s)
 
 
-def _run(folder: Path, plan: dict, passed: list[str], log) -> None:
-    resume = ["--resume"] if (folder / "ray_results").is_dir() else []
+def _resume_flag(folder: Path) -> list[str]:
+    """--resume where the folder holds a study Ray can restore; a study killed before Ray's first
+    record trained nothing, and is started afresh."""
+    import shutil
+
+    from analysis.load import find_runs
+    from slm_tune.tune.run import resumable
+
+    runs = find_runs(folder) if (folder / "ray_results").is_dir() else []
+    if runs and resumable(runs[-1]):
+        return ["--resume"]
+    shutil.rmtree(folder / "ray_results", ignore_errors=True)
+    return []
+
+
+def _run(folder: Path, plan: dict, passed: list[str], bank: Path, log, every_s: float = 60.0) -> None:
+    """One study, its runs banked as they end (every EVERY_S seconds, and once more when it stops)."""
+    resume = _resume_flag(folder)
     seeds = [plan["seed"] + k for k in range(plan["repeats"])]
     log(f"seeds {', '.join(map(str, seeds))}: {', '.join(plan['experiments'])}{' (resumed)' if resume else ''}",
         flush=True)
     command = [sys.executable, str(ROOT / "studies.py"), "run", *plan["experiments"], "--set", f"seed={plan['seed']}",
                "--repeats", str(plan["repeats"]), *passed, "--output-dir", str(folder), *resume]
-    if subprocess.call(command, stdin=subprocess.DEVNULL):
-        sys.exit(f"studies.py run in {folder} failed; what ended is banked on the next run of this script")
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    try:
+        while proc.poll() is None:
+            try:
+                proc.wait(timeout=every_s)
+            except subprocess.TimeoutExpired:
+                for name in bank_work(folder.parent, bank):
+                    log(f"banked {name}", flush=True)
+    finally:
+        if proc.poll() is None:  # this script was stopped: its study stops too (resumed next time)
+            proc.terminate()
+            proc.wait()
+        for name in bank_work(folder.parent, bank):
+            log(f"banked {name}", flush=True)
+    if proc.returncode:
+        sys.exit(f"studies.py run in {folder} failed ({proc.returncode}); what ended is banked")
 
 
 def report(bank: Path, reference: str | None) -> str:
     """The comparison over the banked runs: the table (printed and as CSV) and the plot, beside them."""
-    from analysis.export import format_table, significance_note, summarize, with_significance
+    from analysis.export import format_table, summarize, with_significance
     from analysis.plots import plot_comparison
 
     records = list(banked(bank).values())
@@ -138,27 +170,43 @@ def report(bank: Path, reference: str | None) -> str:
         sys.exit(f"nothing banked in {bank} yet")
     trials = pd.DataFrame([r["trial"] for r in records])
     history = pd.DataFrame([h for r in records for h in r["history"]])
+    if reference is not None and reference not in set(trials["experiment"]):
+        sys.exit(f"--reference {reference!r} is not banked in {bank}: {', '.join(sorted(set(trials['experiment'])))}")
     summary = with_significance(summarize(trials), trials, reference)
     summary.drop(columns=["entropy_bpb"]).to_csv(bank / "comparison.csv", index=False)
     title = f"{bank.name}: {len(summary)} experiments, {len(trials)} runs (banked)"
     plot_comparison(summary, history, title, bank / "comparison.png")
-    return format_table(summary) + "\n" + significance_note(summary)
+    return format_table(summary)
 
 
-def _options(args: argparse.Namespace) -> list[str]:
-    passed = [x for kv in args.set for x in ("--set", kv)]
-    for flag in ("dataset", "max_iters", "cpus_per_trial", "max_concurrent"):
+def _settings(args: argparse.Namespace, overrides: dict) -> list[str]:
+    """What every run is trained with: the study's own overrides, then --set, --dataset and
+    --max-iters (what a bank records and checks); the seed is the script's."""
+    if any(kv.split("=")[0].strip() == "seed" for kv in args.set):
+        sys.exit("--set seed=...: the seeds are this script's (--seeds N, from the experiments' own seed)")
+    sets = [*(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in overrides.items()), *args.set]
+    passed = [x for kv in sets for x in ("--set", kv)]
+    for flag in ("dataset", "max_iters"):
         if getattr(args, flag) is not None:
             passed += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     return passed
 
 
+def _resources(args: argparse.Namespace) -> list[str]:
+    """How the runs share this machine (not recorded: a new machine may have other cores)."""
+    return [x for flag in ("cpus_per_trial", "max_concurrent") if getattr(args, flag) is not None
+            for x in (f"--{flag.replace('_', '-')}", str(getattr(args, flag)))]
+
+
 def _check_options(bank: Path, passed: list[str]) -> None:
-    """A bank's runs share their options: the first run records them, later runs must match."""
+    """A bank's runs share their settings: the first run records them, later runs must match (the
+    --set's in any order)."""
     record = bank / "options.json"
     if not record.exists():
         record.write_text(json.dumps({"options": passed}, indent=1))
-    elif (stored := json.loads(record.read_text())["options"]) != passed:
+        return
+    stored = json.loads(record.read_text())["options"]
+    if sorted(zip(stored[::2], stored[1::2])) != sorted(zip(passed[::2], passed[1::2])):
         sys.exit(f"{bank} was banked with options {' '.join(stored)!r}, not {' '.join(passed)!r}: "
                  "give the same, or another --tag")
 
@@ -171,7 +219,8 @@ def main() -> None:
     ap.add_argument("study", choices=[s.name for s in STUDIES.values() if s.family is None])
     ap.add_argument("--tag", required=True, help="the bank's folder under bench/seed_studies")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per experiment, from the experiments' own (1337)")
-    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "seed_study_runs")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "seed_study_runs",
+                    help="where the studies train, a folder per --tag")
     ap.add_argument("--bank-root", type=Path, default=BANK)
     ap.add_argument("--report", action="store_true", help="the comparison from the bank alone: no training")
     ap.add_argument("--reference", default=None)
@@ -180,19 +229,21 @@ def main() -> None:
     ap.add_argument("--max-iters", type=int)
     ap.add_argument("--cpus-per-trial", type=int)
     ap.add_argument("--max-concurrent", type=int)
+    ap.add_argument("--bank-every", type=float, default=60.0, metavar="SECONDS", help="how often runs that ended "
+                    "are banked while a study trains (default 60)")
     a = ap.parse_args()
     bank = bank_dir(a.tag, a.bank_root)
     bank.mkdir(parents=True, exist_ok=True)
     if not a.report:
-        _check_options(bank, _options(a))
-        experiments = list(STUDIES[a.study].experiments)
+        study, work = STUDIES[a.study], a.work / a.tag  # a folder per bank: two banks never share runs
+        settings = _settings(a, study.overrides)
+        _check_options(bank, settings)
+        experiments = list(study.experiments)
         first = EXPERIMENT_CONFIGS[experiments[0]].seed
         seeds = [first + k for k in range(a.seeds)]
-        for name in bank_work(a.work, bank):
+        for name in bank_work(work, bank):
             print(f"banked {name}")
-        train(pending(experiments, seeds, bank), a.work, bank, _options(a))
-        for name in bank_work(a.work, bank):
-            print(f"banked {name}")
+        train(pending(experiments, seeds, bank), work, bank, [*settings, *_resources(a)], every_s=a.bank_every)
         left = pending(experiments, seeds, bank)
         if left:
             print(f"not banked (did not end): {left}")

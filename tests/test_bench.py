@@ -321,14 +321,16 @@ def test_seed_study_banks_each_run_and_a_lost_machine_trains_only_what_was_not_b
     bank, work = tmp_path / "bank", tmp_path / "work"
     args = [sys.executable, str(ROOT / "bench" / "seed_study.py"), "vocab", "--tag", "t", "--bank-root", str(bank),
             "--work", str(work), "--seeds", "2", "--max-iters", "10", "--set", "eval_interval=5",
-            "--cpus-per-trial", "1", "--max-concurrent", "2", *TINY_SETS]
+            "--cpus-per-trial", "1", "--max-concurrent", "2", "--bank-every", "0.5", *TINY_SETS]
     first = subprocess.run(args, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert first.returncode == 0, first.stderr[-3000:]
+    # runs are banked while their study trains: before it prints its own table at its end (the same stdout)
+    assert first.stdout.index("banked ") < first.stdout.index("best_val_bpb"), first.stdout[:3000]
     files = sorted(p.name for p in (bank / "t").glob("*_seed*.json"))
     assert files == [f"{e}_seed{s}.json" for e in ("baseline", "vocab_medium", "vocab_small") for s in (1337, 1338)]
     for name in files:  # each banked figure is the best of its trial's own evals
         record = json.loads((bank / "t" / name).read_text())
-        trial = next(work.glob(f"*/ray_results/*/{name[:-5]}"))  # one study, two seeds: EXPERIMENT_seedS
+        trial = next(work.glob(f"t/*/ray_results/*/{name[:-5]}"))  # one study, two seeds: EXPERIMENT_seedS
         evals = [r["val_bpb"] for r in _lines(trial / "result.json") if "val_bpb" in r]
         assert record["trial"]["best_val_bpb"] == pytest.approx(min(evals)) and len(record["history"]) >= 2
     table = pd.read_csv(bank / "t" / "comparison.csv").set_index("experiment")
@@ -337,22 +339,25 @@ def test_seed_study_banks_each_run_and_a_lost_machine_trains_only_what_was_not_b
     ci = stats.ttest_ind(runs["vocab_small"], runs["baseline"], equal_var=False).confidence_interval(0.95)
     assert table.loc["vocab_small", "diff_low"] == pytest.approx(ci.low) and table.loc["vocab_small", "runs"] == 2
     assert table.loc["vocab_small", "diff_high"] == pytest.approx(ci.high) and (bank / "t" / "comparison.png").is_file()
-    lines = {p: len(_lines(p)) for p in work.glob("*/ray_results/*/*/result.json")}
+    lines = {p: len(_lines(p)) for p in work.glob("t/*/ray_results/*/*/result.json")}
     (bank / "t" / "baseline_seed1337.json").unlink()  # the same machine, a run not banked: banked from its study
     again = subprocess.run(args, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert again.returncode == 0 and "banked baseline_seed1337.json" in again.stdout, again.stderr[-3000:]
-    assert "seeds " not in again.stdout and (bank / "t" / "baseline_seed1337.json").is_file()  # no study ran
-    assert lines == {p: len(_lines(p)) for p in work.glob("*/ray_results/*/*/result.json")}  # nothing trained
+    assert "seeds 13" not in again.stdout and (bank / "t" / "baseline_seed1337.json").is_file()  # no study ran
+    assert lines == {p: len(_lines(p)) for p in work.glob("t/*/ray_results/*/*/result.json")}  # nothing trained
     shutil.rmtree(work)  # a new machine: the bank is all that is left, and one run is not in it
     (bank / "t" / "vocab_medium_seed1338.json").unlink()
     second = subprocess.run(args, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "seeds 1337, 1338: baseline, vocab_small, vocab_medium" in first.stdout
     assert "seeds 1338: vocab_medium" in second.stdout and "seeds 1337" not in second.stdout
-    trained = [p for p in work.glob("*/ray_results/*/*") if p.is_dir()]
+    trained = [p for p in work.glob("t/*/ray_results/*/*") if p.is_dir()]
     assert [p.name for p in trained] == ["vocab_medium"] and trained[0].parts[-4] == "s1338x1_vocab_medium"
     assert {r["seed"] for r in _lines(trained[0] / "result.json")} == {1338}
     assert (bank / "t" / "vocab_medium_seed1338.json").is_file()
     other = subprocess.run([*args, "--set", "learning_rate=1e-2"], capture_output=True, text=True, timeout=120,
                            stdin=subprocess.DEVNULL)
     assert other.returncode != 0 and "was banked with options" in other.stderr, other.stderr[-2000:]
+    seeded = subprocess.run([*args, "--set", "seed=5"], capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert seeded.returncode != 0 and "the seeds are this script's" in seeded.stderr, seeded.stderr[-2000:]
